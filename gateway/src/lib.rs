@@ -1,0 +1,12 @@
+//! Gauntlet: a global query layer for Prometheus.
+//!
+//! One binary hosts every role (querier, store gateway, sidecar, receiver, compactor, ruler,
+//! demo); `cli` picks the role, the other modules are the pieces roles are built from.
+
+pub mod build_info;
+pub mod cli;
+pub mod duration;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,6 @@
+//! The Prometheus TSDB data model and on-disk formats, shared by the native gateway and by
+//! WebAssembly plugins.
+//!
+//! This crate must build for `wasm32-wasip2` as well as natively: no tokio, no threads, no
+//! filesystem access of its own. Every length it reads from untrusted bytes is checked against
+//! the input before it allocates.
