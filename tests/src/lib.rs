@@ -13,7 +13,10 @@ pub fn gauntlet_binary() -> anyhow::Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let workspace = manifest_dir.parent().ok_or("no workspace directory")?.to_path_buf();
+            let workspace = manifest_dir
+                .parent()
+                .ok_or("no workspace directory")?
+                .to_path_buf();
             let status = std::process::Command::new(env!("CARGO"))
                 .args(["build", "--quiet", "--bin", "gauntlet"])
                 .current_dir(&workspace)

@@ -1,0 +1,29 @@
+# Shared by scripts/test and scripts/demo: idempotent installation of what building and testing
+# need beyond cargo. Source it; it defines functions and changes nothing by itself.
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# WebAssembly plugins are built for wasm32-wasip2.
+ensure_rust_targets() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    step "rustup target add wasm32-wasip2"
+    rustup target add wasm32-wasip2
+  fi
+}
+
+# Installs the named Debian packages that are not installed yet.
+ensure_debian_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
