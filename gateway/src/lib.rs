@@ -8,5 +8,6 @@ pub mod cli;
 pub mod duration;
 pub mod http;
 pub mod metrics;
+pub mod query;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,4 @@
+//! The querier's side of the StoreAPI: fan-out over stores, merging, replica deduplication and
+//! partial responses.
+
+pub mod dedup;
