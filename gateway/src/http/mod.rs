@@ -13,6 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+pub mod params;
+
 use crate::metrics;
 use crate::shutdown::Shutdown;
 
