@@ -27,3 +27,8 @@ ensure_debian_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
 }
+
+# The web UI's charting library is installed with npm when gauntlet is built.
+ensure_npm() {
+  command -v npm >/dev/null 2>&1 || ensure_debian_packages nodejs npm
+}

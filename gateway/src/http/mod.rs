@@ -14,6 +14,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 pub mod params;
+pub mod ui;
 
 use crate::metrics;
 use crate::shutdown::Shutdown;

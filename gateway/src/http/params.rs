@@ -24,7 +24,10 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(name: &str, reason: impl Into<String>) -> Self {
-        Self { name: name.to_owned(), reason: reason.into() }
+        Self {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -57,7 +60,11 @@ fn clamp_to_time_range(millis: f64) -> Millis {
 }
 
 /// Parses a timestamp parameter that may be absent, defaulting to `default`.
-pub fn parse_time_or(name: &str, text: Option<&str>, default: Millis) -> Result<Millis, ParamError> {
+pub fn parse_time_or(
+    name: &str,
+    text: Option<&str>,
+    default: Millis,
+) -> Result<Millis, ParamError> {
     match text {
         None | Some("") => Ok(default),
         Some(text) => parse_time(name, text),
@@ -103,7 +110,10 @@ pub fn parse_range(
     let start = parse_time("start", start.ok_or_else(|| missing("start"))?)?;
     let end = parse_time("end", end.ok_or_else(|| missing("end"))?)?;
     if end < start {
-        return Err(ParamError::new("end", "end timestamp must not be before start time"));
+        return Err(ParamError::new(
+            "end",
+            "end timestamp must not be before start time",
+        ));
     }
     let step = parse_duration("step", step.ok_or_else(|| missing("step"))?)?;
     if step <= 0 {
@@ -135,8 +145,14 @@ mod tests {
         assert_eq!(parse_time("time", "1700000000"), Ok(1_700_000_000_000));
         assert_eq!(parse_time("time", "1700000000.1234"), Ok(1_700_000_000_123));
         assert_eq!(parse_time("time", "1700000000.1235"), Ok(1_700_000_000_124));
-        assert_eq!(parse_time("time", "2023-11-14T22:13:20.5Z"), Ok(1_700_000_000_500));
-        assert_eq!(parse_time("time", "2023-11-14T23:13:20+01:00"), Ok(1_700_000_000_000));
+        assert_eq!(
+            parse_time("time", "2023-11-14T22:13:20.5Z"),
+            Ok(1_700_000_000_500)
+        );
+        assert_eq!(
+            parse_time("time", "2023-11-14T23:13:20+01:00"),
+            Ok(1_700_000_000_000)
+        );
         assert_eq!(parse_time("time", "-1.5"), Ok(-1500));
         assert_eq!(parse_time("time", "1e300"), Ok(MAX_TIME));
     }
@@ -165,7 +181,11 @@ mod tests {
     fn range_validation_follows_prometheus() {
         assert_eq!(
             parse_range(Some("0"), Some("60"), Some("15")),
-            Ok(RangeParams { start: 0, end: 60_000, step: 15_000 })
+            Ok(RangeParams {
+                start: 0,
+                end: 60_000,
+                step: 15_000
+            })
         );
         let reversed = parse_range(Some("60"), Some("0"), Some("15")).expect_err("end < start");
         assert_eq!(reversed.name, "end");
@@ -174,6 +194,11 @@ mod tests {
         let too_many = parse_range(Some("0"), Some("11001"), Some("1")).expect_err("too many");
         assert!(too_many.reason.contains("11,000 points"));
         assert!(parse_range(Some("0"), Some("11000"), Some("1")).is_ok());
-        assert_eq!(parse_range(None, Some("1"), Some("1")).expect_err("missing").name, "start");
+        assert_eq!(
+            parse_range(None, Some("1"), Some("1"))
+                .expect_err("missing")
+                .name,
+            "start"
+        );
     }
 }
