@@ -4,3 +4,10 @@
 //! This crate must build for `wasm32-wasip2` as well as natively: no tokio, no threads, no
 //! filesystem access of its own. Every length it reads from untrusted bytes is checked against
 //! the input before it allocates.
+
+pub mod chunkenc;
+pub mod labels;
+pub mod sample;
+
+pub use labels::{Label, Labels, LabelsBuilder};
+pub use sample::{Sample, is_stale_nan, stale_nan};

@@ -1,0 +1,649 @@
+//! Prometheus's XOR chunk encoding for float samples, byte-compatible with Prometheus
+//! (`tsdb/chunkenc/xor.go`): a 2-byte big-endian sample count, the first timestamp as a signed
+//! varint and the first value as 64 raw bits, the second timestamp as an unsigned varint delta,
+//! then delta-of-delta timestamps in 14/17/20/64-bit buckets and XOR-compressed values.
+//!
+//! Decoding never panics and never allocates in proportion to untrusted lengths: a truncated or
+//! corrupt chunk yields [`ChunkError`].
+
+use thiserror::Error;
+
+/// Largest number of samples a chunk header can declare.
+pub const MAX_SAMPLES_PER_CHUNK: usize = u16::MAX as usize;
+
+/// The encoding byte Prometheus uses for XOR chunks.
+pub const ENCODING_XOR: u8 = 1;
+
+/// Errors while encoding or decoding a chunk.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ChunkError {
+    /// The chunk ended before all declared samples were read.
+    #[error("chunk truncated: {0}")]
+    Truncated(&'static str),
+    /// The chunk is shorter than its 2-byte header.
+    #[error("chunk too short for header")]
+    NoHeader,
+    /// A chunk holds at most 65535 samples.
+    #[error("chunk is full ({MAX_SAMPLES_PER_CHUNK} samples)")]
+    Full,
+    /// A varint did not terminate within 10 bytes.
+    #[error("invalid varint in chunk")]
+    BadVarint,
+}
+
+// ---------------------------------------------------------------- bit stream
+
+#[derive(Debug, Clone, Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Number of bits still free in the last byte (0 means a new byte is needed).
+    free: u8,
+}
+
+impl BitWriter {
+    fn write_bit(&mut self, bit: bool) {
+        if self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
+        }
+        if bit {
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= 1 << (self.free - 1);
+            }
+        }
+        self.free -= 1;
+    }
+
+    fn write_byte(&mut self, byte: u8) {
+        if self.free == 0 {
+            self.bytes.push(byte);
+            return;
+        }
+        let free = self.free;
+        if let Some(last) = self.bytes.last_mut() {
+            *last |= byte >> (8 - free);
+        }
+        self.bytes.push(byte << free);
+    }
+
+    /// Writes the low `nbits` bits of `v`, most significant first.
+    fn write_bits(&mut self, v: u64, nbits: u8) {
+        let mut nbits = u32::from(nbits);
+        let mut v = if nbits == 0 { 0 } else { v << (64 - nbits) };
+        while nbits >= 8 {
+            self.write_byte((v >> 56) as u8);
+            v <<= 8;
+            nbits -= 8;
+        }
+        while nbits > 0 {
+            self.write_bit((v >> 63) == 1);
+            v <<= 1;
+            nbits -= 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    /// Bit position from the start of `bytes`.
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    fn read_bit(&mut self) -> Option<bool> {
+        let byte = *self.bytes.get(self.pos / 8)?;
+        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
+        self.pos += 1;
+        Some(bit)
+    }
+
+    fn read_bits(&mut self, nbits: u8) -> Option<u64> {
+        if self.pos + usize::from(nbits) > self.bytes.len() * 8 {
+            return None;
+        }
+        let mut v = 0u64;
+        let mut left = nbits;
+        while left > 0 {
+            let byte = self.bytes[self.pos / 8];
+            let off = (self.pos % 8) as u8;
+            let avail = 8 - off;
+            let take = avail.min(left);
+            let chunk = (byte << off) >> (8 - take);
+            v = if take == 64 {
+                u64::from(chunk)
+            } else {
+                (v << take) | u64::from(chunk)
+            };
+            left -= take;
+            self.pos += usize::from(take);
+        }
+        Some(v)
+    }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        self.read_bits(8).map(|b| b as u8)
+    }
+
+    fn read_uvarint(&mut self) -> Result<u64, ChunkError> {
+        let mut x = 0u64;
+        let mut s = 0u32;
+        for i in 0..10 {
+            let b = self.read_byte().ok_or(ChunkError::Truncated("varint"))?;
+            if b < 0x80 {
+                if i == 9 && b > 1 {
+                    return Err(ChunkError::BadVarint);
+                }
+                return Ok(x | (u64::from(b) << s));
+            }
+            x |= u64::from(b & 0x7f) << s;
+            s += 7;
+        }
+        Err(ChunkError::BadVarint)
+    }
+
+    fn read_varint(&mut self) -> Result<i64, ChunkError> {
+        let ux = self.read_uvarint()?;
+        let mut x = (ux >> 1) as i64;
+        if ux & 1 != 0 {
+            x = !x;
+        }
+        Ok(x)
+    }
+}
+
+fn put_uvarint(w: &mut BitWriter, mut x: u64) {
+    while x >= 0x80 {
+        w.write_byte((x as u8) | 0x80);
+        x >>= 7;
+    }
+    w.write_byte(x as u8);
+}
+
+fn put_varint(w: &mut BitWriter, x: i64) {
+    let mut ux = (x as u64) << 1;
+    if x < 0 {
+        ux = !ux;
+    }
+    put_uvarint(w, ux);
+}
+
+// ---------------------------------------------------------------- encoder
+
+/// Returns true when `x` fits the signed `nbits` bucket as Prometheus defines it.
+fn bit_range(x: i64, nbits: u8) -> bool {
+    let lim = 1i64 << (nbits - 1);
+    -(lim - 1) <= x && x <= lim
+}
+
+/// An XOR chunk being written. [`XorChunk::bytes`] gives the encoded form at any time.
+#[derive(Debug, Clone)]
+pub struct XorChunk {
+    w: BitWriter,
+    num: u16,
+    t: i64,
+    v: f64,
+    t_delta: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Default for XorChunk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl XorChunk {
+    /// An empty chunk.
+    pub fn new() -> Self {
+        let mut w = BitWriter::default();
+        w.write_byte(0);
+        w.write_byte(0);
+        Self {
+            w,
+            num: 0,
+            t: 0,
+            v: 0.0,
+            t_delta: 0,
+            leading: 0xff,
+            trailing: 0,
+        }
+    }
+
+    /// Reopens an encoded chunk for appending (the state is rebuilt by decoding it).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ChunkError> {
+        let mut c = Self::new();
+        let mut it = XorIterator::new(bytes)?;
+        while let Some((t, v)) = it.next_sample()? {
+            c.append(t, v)?;
+        }
+        Ok(c)
+    }
+
+    /// Number of samples in the chunk.
+    pub fn num_samples(&self) -> usize {
+        usize::from(self.num)
+    }
+
+    /// The encoded chunk bytes (header included).
+    pub fn bytes(&self) -> &[u8] {
+        &self.w.bytes
+    }
+
+    /// Consumes the chunk, returning its bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.w.bytes
+    }
+
+    /// Appends a sample. Timestamps should be increasing; this is not enforced.
+    pub fn append(&mut self, t: i64, v: f64) -> Result<(), ChunkError> {
+        if self.num == u16::MAX {
+            return Err(ChunkError::Full);
+        }
+        let mut t_delta = 0u64;
+        match self.num {
+            0 => {
+                put_varint(&mut self.w, t);
+                self.w.write_bits(v.to_bits(), 64);
+            }
+            1 => {
+                t_delta = t.wrapping_sub(self.t) as u64;
+                put_uvarint(&mut self.w, t_delta);
+                self.write_value(v);
+            }
+            _ => {
+                t_delta = t.wrapping_sub(self.t) as u64;
+                let dod = (t_delta as i64).wrapping_sub(self.t_delta as i64);
+                if dod == 0 {
+                    self.w.write_bit(false);
+                } else if bit_range(dod, 14) {
+                    self.w.write_bits(0b10, 2);
+                    self.w.write_bits(dod as u64, 14);
+                } else if bit_range(dod, 17) {
+                    self.w.write_bits(0b110, 3);
+                    self.w.write_bits(dod as u64, 17);
+                } else if bit_range(dod, 20) {
+                    self.w.write_bits(0b1110, 4);
+                    self.w.write_bits(dod as u64, 20);
+                } else {
+                    self.w.write_bits(0b1111, 4);
+                    self.w.write_bits(dod as u64, 64);
+                }
+                self.write_value(v);
+            }
+        }
+        self.t = t;
+        self.v = v;
+        self.t_delta = t_delta;
+        self.num += 1;
+        let [hi, lo] = self.num.to_be_bytes();
+        self.w.bytes[0] = hi;
+        self.w.bytes[1] = lo;
+        Ok(())
+    }
+
+    fn write_value(&mut self, v: f64) {
+        let delta = v.to_bits() ^ self.v.to_bits();
+        if delta == 0 {
+            self.w.write_bit(false);
+            return;
+        }
+        self.w.write_bit(true);
+        let mut lead = delta.leading_zeros() as u8;
+        let trail = delta.trailing_zeros() as u8;
+        if lead >= 32 {
+            lead = 31;
+        }
+        if self.leading != 0xff && lead >= self.leading && trail >= self.trailing {
+            self.w.write_bit(false);
+            let sig = 64 - self.leading - self.trailing;
+            self.w.write_bits(delta >> self.trailing, sig);
+            return;
+        }
+        self.leading = lead;
+        self.trailing = trail;
+        self.w.write_bit(true);
+        self.w.write_bits(u64::from(lead), 5);
+        let sig = 64 - lead - trail;
+        // 64 significant bits are written as 0 in the 6-bit field.
+        self.w.write_bits(u64::from(sig), 6);
+        self.w.write_bits(delta >> trail, sig);
+    }
+}
+
+// ---------------------------------------------------------------- iterator
+
+/// Decodes an XOR chunk sample by sample.
+#[derive(Debug, Clone)]
+pub struct XorIterator<'a> {
+    r: BitReader<'a>,
+    total: u16,
+    read: u16,
+    t: i64,
+    v: f64,
+    t_delta: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl<'a> XorIterator<'a> {
+    /// Starts decoding `bytes` (header included).
+    pub fn new(bytes: &'a [u8]) -> Result<Self, ChunkError> {
+        if bytes.len() < 2 {
+            return Err(ChunkError::NoHeader);
+        }
+        let total = u16::from_be_bytes([bytes[0], bytes[1]]);
+        Ok(Self {
+            r: BitReader::new(&bytes[2..]),
+            total,
+            read: 0,
+            t: 0,
+            v: 0.0,
+            t_delta: 0,
+            leading: 0,
+            trailing: 0,
+        })
+    }
+
+    /// Number of samples the header declares.
+    pub fn num_samples(&self) -> usize {
+        usize::from(self.total)
+    }
+
+    /// The last decoded sample.
+    pub fn at(&self) -> (i64, f64) {
+        (self.t, self.v)
+    }
+
+    /// Decodes the next sample; `Ok(None)` at the end.
+    pub fn next_sample(&mut self) -> Result<Option<(i64, f64)>, ChunkError> {
+        if self.read >= self.total {
+            return Ok(None);
+        }
+        match self.read {
+            0 => {
+                self.t = self.r.read_varint()?;
+                let bits = self
+                    .r
+                    .read_bits(64)
+                    .ok_or(ChunkError::Truncated("first value"))?;
+                self.v = f64::from_bits(bits);
+            }
+            1 => {
+                self.t_delta = self.r.read_uvarint()?;
+                self.t = self.t.wrapping_add(self.t_delta as i64);
+                self.read_value()?;
+            }
+            _ => {
+                let mut prefix = 0u8;
+                for _ in 0..4 {
+                    let bit = self
+                        .r
+                        .read_bit()
+                        .ok_or(ChunkError::Truncated("dod prefix"))?;
+                    if !bit {
+                        break;
+                    }
+                    prefix += 1;
+                }
+                let nbits = match prefix {
+                    0 => 0,
+                    1 => 14,
+                    2 => 17,
+                    3 => 20,
+                    _ => 64,
+                };
+                let mut dod = 0i64;
+                if nbits > 0 {
+                    let bits = self
+                        .r
+                        .read_bits(nbits)
+                        .ok_or(ChunkError::Truncated("dod"))?;
+                    dod = if nbits == 64 {
+                        bits as i64
+                    } else if bits > (1u64 << (nbits - 1)) {
+                        (bits as i64) - (1i64 << nbits)
+                    } else {
+                        bits as i64
+                    };
+                }
+                self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
+                self.t = self.t.wrapping_add(self.t_delta as i64);
+                self.read_value()?;
+            }
+        }
+        self.read += 1;
+        Ok(Some((self.t, self.v)))
+    }
+
+    fn read_value(&mut self) -> Result<(), ChunkError> {
+        let changed = self.r.read_bit().ok_or(ChunkError::Truncated("value"))?;
+        if !changed {
+            return Ok(());
+        }
+        let new_window = self
+            .r
+            .read_bit()
+            .ok_or(ChunkError::Truncated("value control"))?;
+        if new_window {
+            let lead = self
+                .r
+                .read_bits(5)
+                .ok_or(ChunkError::Truncated("leading"))? as u8;
+            let mut sig = self
+                .r
+                .read_bits(6)
+                .ok_or(ChunkError::Truncated("sigbits"))? as u8;
+            if sig == 0 {
+                sig = 64;
+            }
+            self.leading = lead;
+            self.trailing = 64u8.saturating_sub(lead).saturating_sub(sig);
+            if u16::from(lead) + u16::from(sig) > 64 {
+                return Err(ChunkError::Truncated("bad value window"));
+            }
+        }
+        let sig = 64 - self.leading - self.trailing;
+        let bits = self
+            .r
+            .read_bits(sig)
+            .ok_or(ChunkError::Truncated("value bits"))?;
+        let shifted = if self.trailing >= 64 {
+            0
+        } else {
+            bits << self.trailing
+        };
+        self.v = f64::from_bits(self.v.to_bits() ^ shifted);
+        Ok(())
+    }
+
+    /// Advances to the first sample with timestamp `>= t`; `Ok(None)` when there is none.
+    pub fn seek(&mut self, t: i64) -> Result<Option<(i64, f64)>, ChunkError> {
+        if self.read > 0 && self.t >= t {
+            return Ok(Some((self.t, self.v)));
+        }
+        while let Some((st, sv)) = self.next_sample()? {
+            if st >= t {
+                return Ok(Some((st, sv)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for XorIterator<'_> {
+    type Item = Result<(i64, f64), ChunkError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_sample().transpose()
+    }
+}
+
+/// Decodes a whole chunk into `out`, keeping samples with `mint <= t <= maxt`.
+/// The number of samples decoded is bounded by the header (at most 65535).
+pub fn decode_xor_into(
+    bytes: &[u8],
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), ChunkError> {
+    let mut it = XorIterator::new(bytes)?;
+    // The header is untrusted: never reserve more than the bytes could hold (>= 1 bit/sample).
+    out.reserve(it.num_samples().min(bytes.len() * 8));
+    while let Some((t, v)) = it.next_sample()? {
+        if t > maxt {
+            break;
+        }
+        if t >= mint {
+            out.push((t, v));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(samples: &[(i64, f64)]) -> Vec<u8> {
+        let mut c = XorChunk::new();
+        for &(t, v) in samples {
+            c.append(t, v).unwrap();
+        }
+        let bytes = c.bytes().to_vec();
+        let got: Vec<(i64, f64)> = XorIterator::new(&bytes)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got.len(), samples.len());
+        for (a, b) in got.iter().zip(samples) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1.to_bits(), b.1.to_bits());
+        }
+        bytes
+    }
+
+    #[test]
+    fn empty_chunk_is_two_zero_bytes() {
+        assert_eq!(XorChunk::new().bytes(), &[0, 0]);
+        assert_eq!(XorIterator::new(&[0, 0]).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn known_vector_single_sample() {
+        // t=1000 (zigzag 2000 = 0xd0 0x0f), v=1.0 (0x3ff0000000000000).
+        let b = roundtrip(&[(1000, 1.0)]);
+        assert_eq!(b, vec![0, 1, 0xd0, 0x0f, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn known_vector_three_samples() {
+        // Second sample: uvarint(15000) = 0x98 0x75, value unchanged -> bit 0.
+        // Third sample: dod 0 -> bit 0, value unchanged -> bit 0.
+        let b = roundtrip(&[(0, 2.0), (15000, 2.0), (30000, 2.0)]);
+        assert_eq!(
+            b,
+            vec![0, 3, 0x00, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x98, 0x75, 0x00]
+        );
+    }
+
+    #[test]
+    fn known_vector_value_change() {
+        // 1.0 -> 2.0: xor = 0x7ff0000000000000: leading 1, trailing 52, sig 11.
+        // bits: 1 (changed) 1 (new window) 00001 (lead) 001011 (sig) 11111111111 (value)
+        let b = roundtrip(&[(0, 1.0), (1, 2.0)]);
+        assert_eq!(&b[..2], &[0, 2]);
+        assert_eq!(b[2], 0x00); // varint 0
+        assert_eq!(&b[3..11], &1.0f64.to_bits().to_be_bytes());
+        assert_eq!(b[11], 0x01); // uvarint 1
+        // 11 00001 0 | 01011 111 | 11111111 -> 0xc2 0x5f 0xff
+        assert_eq!(&b[12..], &[0xc2, 0x5f, 0xff]);
+    }
+
+    #[test]
+    fn roundtrip_varied() {
+        let mut s = Vec::new();
+        let mut t = -5_000i64;
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for i in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let step = match i % 7 {
+                0 => 15_000,
+                1 => 15_001,
+                2 => 14_000 + (seed % 3000) as i64,
+                3 => (seed % 1_000_000) as i64,
+                4 => 1 << 40,
+                _ => 15_000,
+            };
+            t += step;
+            let v = match i % 5 {
+                0 => (seed % 1000) as f64,
+                1 => f64::from_bits(seed),
+                2 => f64::NAN,
+                3 => f64::from_bits(0x7ff0_0000_0000_0002),
+                _ => i as f64 * 0.5,
+            };
+            s.push((t, v));
+        }
+        roundtrip(&s);
+        // Negative deltas and extreme dods.
+        roundtrip(&[
+            (i64::MIN / 4, 0.0),
+            (0, -0.0),
+            (-100, f64::INFINITY),
+            (i64::MAX / 4, f64::MIN_POSITIVE),
+        ]);
+    }
+
+    #[test]
+    fn reopen_and_append() {
+        let mut c = XorChunk::new();
+        for i in 0..10 {
+            c.append(i * 1000, i as f64).unwrap();
+        }
+        let mut c2 = XorChunk::from_bytes(c.bytes()).unwrap();
+        c.append(10_000, 42.0).unwrap();
+        c2.append(10_000, 42.0).unwrap();
+        assert_eq!(c.bytes(), c2.bytes());
+    }
+
+    #[test]
+    fn truncated_chunks_error_without_panic() {
+        let mut c = XorChunk::new();
+        for i in 0..100 {
+            c.append(i * 15_000 + (i % 3), (i * i) as f64 / 3.0)
+                .unwrap();
+        }
+        let b = c.bytes().to_vec();
+        for n in 0..b.len() {
+            let mut out = Vec::new();
+            let r = decode_xor_into(&b[..n], i64::MIN, i64::MAX, &mut out);
+            assert!(r.is_err(), "prefix of {n} bytes decoded");
+        }
+        // Garbage with a huge declared count never over-allocates or panics.
+        let mut g = vec![0xff, 0xff];
+        g.extend(std::iter::repeat_n(0xab, 64));
+        let mut out = Vec::new();
+        let _ = decode_xor_into(&g, i64::MIN, i64::MAX, &mut out);
+        assert!(out.capacity() <= 64 * 8 + 16);
+    }
+
+    #[test]
+    fn seek_finds_first_at_or_after() {
+        let mut c = XorChunk::new();
+        for i in 0..50 {
+            c.append(i * 10, i as f64).unwrap();
+        }
+        let mut it = XorIterator::new(c.bytes()).unwrap();
+        assert_eq!(it.seek(95).unwrap(), Some((100, 10.0)));
+        assert_eq!(it.seek(50).unwrap(), Some((100, 10.0)));
+        assert_eq!(it.next_sample().unwrap(), Some((110, 11.0)));
+        assert_eq!(it.seek(10_000).unwrap(), None);
+    }
+}
