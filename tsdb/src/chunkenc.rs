@@ -46,10 +46,8 @@ impl BitWriter {
             self.bytes.push(0);
             self.free = 8;
         }
-        if bit {
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= 1 << (self.free - 1);
-            }
+        if bit && let Some(last) = self.bytes.last_mut() {
+            *last |= 1 << (self.free - 1);
         }
         self.free -= 1;
     }
