@@ -2,8 +2,6 @@
 //! real chunk bytes on the wire in tests. It is not the product codec (that lives in the
 //! `tsdb` crate) and must never be used outside tests.
 
-#![allow(dead_code)]
-
 /// Writes bits most significant first, as Prometheus's `bstream` does.
 #[derive(Default)]
 struct BitWriter {
