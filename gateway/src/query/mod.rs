@@ -2,3 +2,4 @@
 //! partial responses.
 
 pub mod dedup;
+pub mod store;
