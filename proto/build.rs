@@ -23,6 +23,12 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Chunk bytes are shared, not copied, from the receive buffer through to the engine.
+    config.bytes([
+        ".thanos.Chunk.data",
+        ".prometheus.Chunk.data",
+        ".prometheus_copy.Chunk.data",
+    ]);
 
     let protos: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     let includes = [root, protoc_bin_vendored::include_path()?];

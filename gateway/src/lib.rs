@@ -7,6 +7,7 @@ pub mod build_info;
 pub mod cli;
 pub mod demo;
 pub mod duration;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod query;

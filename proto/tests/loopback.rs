@@ -42,7 +42,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
 fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
     let raw = Chunk {
         r#type: Encoding::Xor.into(),
-        data: support::encode_xor(samples),
+        data: support::encode_xor(samples).into(),
         hash: 0,
     };
     let chunk = AggrChunk {

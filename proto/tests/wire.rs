@@ -113,7 +113,7 @@ fn series_response_variants() {
 fn chunk_fields() {
     let chunk = Chunk {
         r#type: Encoding::FloatHistogram.into(),
-        data: vec![0xab],
+        data: vec![0xab].into(),
         hash: 7,
     };
     assert_eq!(
@@ -184,7 +184,7 @@ fn remote_read_fields() {
         min_time_ms: 1,
         max_time_ms: 2,
         r#type: prometheus::chunk::Encoding::Xor.into(),
-        data: vec![9],
+        data: vec![9].into(),
     };
     assert_eq!(
         chunk.encode_to_vec(),
@@ -254,7 +254,7 @@ fn truncated_input_is_an_error() {
             max_time: 2_000,
             raw: Some(Chunk {
                 r#type: 0,
-                data: vec![0, 1, 2, 3, 4, 5],
+                data: vec![0, 1, 2, 3, 4, 5].into(),
                 hash: 0,
             }),
             ..Default::default()
