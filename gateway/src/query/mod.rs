@@ -2,4 +2,5 @@
 //! partial responses.
 
 pub mod dedup;
+pub mod endpoints;
 pub mod store;
