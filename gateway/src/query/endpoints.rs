@@ -172,12 +172,18 @@ pub fn labels_to_proto(labels: &Labels) -> Vec<gauntlet_proto::thanos::Label> {
         .collect()
 }
 
+/// What a discovery file named when last read, and its modification time then.
+struct DiscoveredFile {
+    modified: Option<SystemTime>,
+    addresses: Vec<String>,
+}
+
 /// All endpoints of a querier.
 pub struct EndpointSet {
     static_addresses: Vec<String>,
     sd_files: Vec<PathBuf>,
     /// Addresses each service-discovery file named when it was last read successfully.
-    sd_addresses: Mutex<HashMap<PathBuf, (Option<SystemTime>, Vec<String>)>>,
+    sd_addresses: Mutex<HashMap<PathBuf, DiscoveredFile>>,
     endpoints: RwLock<BTreeMap<String, Arc<Endpoint>>>,
 }
 
@@ -275,21 +281,22 @@ impl EndpointSet {
         let mut addresses = Vec::new();
         for file in &self.sd_files {
             let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
-            let cached = cache.get(file);
-            if cached.is_none_or(|(seen, _)| *seen != modified) {
-                match read_sd_file(file) {
-                    Ok(found) => {
-                        cache.insert(file.clone(), (modified, found));
-                    }
-                    Err(error) => {
-                        tracing::warn!(file = %file.display(), %error, "cannot read endpoint file; keeping its previous endpoints");
-                        let previous = cache.get(file).map(|(_, a)| a.clone()).unwrap_or_default();
-                        cache.insert(file.clone(), (modified, previous));
-                    }
-                }
+            let known = cache.get(file);
+            if known.is_none_or(|known| known.modified != modified) {
+                let addresses = read_sd_file(file).unwrap_or_else(|error| {
+                    tracing::warn!(file = %file.display(), %error, "cannot read endpoint file; keeping its previous endpoints");
+                    known.map(|known| known.addresses.clone()).unwrap_or_default()
+                });
+                cache.insert(
+                    file.clone(),
+                    DiscoveredFile {
+                        modified,
+                        addresses,
+                    },
+                );
             }
-            if let Some((_, found)) = cache.get(file) {
-                addresses.extend(found.iter().cloned());
+            if let Some(known) = cache.get(file) {
+                addresses.extend(known.addresses.iter().cloned());
             }
         }
         addresses
