@@ -8,5 +8,6 @@ pub mod cli;
 pub mod duration;
 pub mod http;
 pub mod metrics;
+pub mod promql;
 pub mod shutdown;
 pub mod telemetry;
