@@ -1,0 +1,483 @@
+//! Aggregation operators (`sum`, `avg`, `count`, `min`, `max`, `group`, `stddev`, `stdvar`,
+//! `quantile`, `topk`, `bottomk`, `count_values`, `limitk`, `limit_ratio`).
+//!
+//! Each input series is assigned to its group once; values are then accumulated per group and
+//! step. Arithmetic follows Prometheus (Kahan-compensated sums, incremental mean on overflow,
+//! NaN handling for min/max). Must never hash labels per step.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use gauntlet_tsdb::labels::METRIC_NAME;
+use gauntlet_tsdb::{Labels, LabelsBuilder};
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
+    T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+
+use super::error::QueryError;
+use super::eval::{Evaluator, Result, VSeries, Val};
+use super::functions::fmt_float;
+use super::value::Point;
+
+/// Neumaier-compensated summation step, as Prometheus does it.
+#[inline]
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    seen: bool,
+    incr: bool,
+    v: f64,
+    c: f64,
+    mean: f64,
+    n: f64,
+}
+
+/// NaN sorts before everything, as in Prometheus's value heaps.
+pub(crate) fn cmp_nan_first(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Prometheus's `quantile` over a set of values (sorted in place).
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| cmp_nan_first(*a, *b));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::empty(),
+        Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
+        Some(LabelModifier::Exclude(ls)) => l.drop_names(&ls.labels),
+    }
+}
+
+fn param_scalar(ev: &mut Evaluator<'_>, p: &Option<Box<Expr>>) -> Result<Vec<f64>> {
+    match p {
+        Some(e) => ev.eval_scalar(e),
+        None => Err(QueryError::bad("aggregation requires a parameter")),
+    }
+}
+
+fn to_k(f: f64) -> Result<i64> {
+    if f.is_nan() || f >= 9.223_372_036_854_776e18 || f < -9.223_372_036_854_776e18 {
+        return Err(QueryError::exec(format!(
+            "Scalar value {} overflows int64",
+            fmt_float(f)
+        )));
+    }
+    Ok(f as i64)
+}
+
+pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val> {
+    let op = a.op.id();
+    let params = match op {
+        T_TOPK | T_BOTTOMK | T_QUANTILE | T_LIMITK | T_LIMIT_RATIO => {
+            Some(param_scalar(ev, &a.param)?)
+        }
+        _ => None,
+    };
+    let label_param = if op == T_COUNT_VALUES {
+        match a.param.as_deref() {
+            Some(Expr::StringLiteral(s)) => Some(s.val.clone()),
+            Some(e) => match ev.eval(e)? {
+                Val::Str(s) => Some(s),
+                _ => return Err(QueryError::bad("count_values requires a string parameter")),
+            },
+            None => return Err(QueryError::bad("count_values requires a string parameter")),
+        }
+    } else {
+        None
+    };
+    let input = ev.eval_vector(&a.expr)?;
+    let in_samples: usize = input.iter().map(|s| s.pts.len()).sum();
+    let n = ev.nsteps();
+
+    // Group assignment, once per series.
+    let mut groups: HashMap<Labels, usize> = HashMap::new();
+    let mut group_of = Vec::with_capacity(input.len());
+    let mut group_lbls: Vec<Labels> = Vec::new();
+    let mut group_drop: Vec<bool> = Vec::new();
+    let keeps_name = matches!(&a.modifier, Some(LabelModifier::Include(ls)) if ls.labels.iter().any(|l| l == METRIC_NAME));
+    for s in &input {
+        let gl = group_labels(&s.labels, &a.modifier);
+        let next = group_lbls.len();
+        let g = *groups.entry(gl.clone()).or_insert_with(|| {
+            group_lbls.push(gl);
+            group_drop.push(false);
+            next
+        });
+        if s.drop_name && keeps_name {
+            group_drop[g] = true;
+        }
+        group_of.push(g);
+    }
+    let ng = group_lbls.len();
+
+    let out = match op {
+        T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR => {
+            let mut acc = vec![Acc::default(); ng * n];
+            for (si, s) in input.iter().enumerate() {
+                let g = group_of[si];
+                for p in &s.pts {
+                    let idx = g * n + ev.step_index(p.t);
+                    let Some(x) = acc.get_mut(idx) else { continue };
+                    accumulate(op, x, p.v);
+                }
+            }
+            let mut out = Vec::with_capacity(ng);
+            for g in 0..ng {
+                let mut pts = Vec::new();
+                for i in 0..n {
+                    let x = &acc[g * n + i];
+                    if !x.seen {
+                        continue;
+                    }
+                    let v = match op {
+                        T_SUM => x.v + x.c,
+                        T_AVG => {
+                            if x.incr {
+                                x.mean + x.c
+                            } else {
+                                (x.v + x.c) / x.n
+                            }
+                        }
+                        T_COUNT => x.n,
+                        T_GROUP => 1.0,
+                        T_MIN | T_MAX => x.v,
+                        T_STDVAR => x.v / x.n,
+                        _ => (x.v / x.n).sqrt(),
+                    };
+                    pts.push(Point { t: ev.ts(i), v });
+                }
+                if !pts.is_empty() {
+                    out.push(VSeries {
+                        labels: group_lbls[g].clone(),
+                        pts,
+                        drop_name: group_drop[g],
+                    });
+                }
+            }
+            out
+        }
+        T_QUANTILE => {
+            let qs = params.unwrap_or_default();
+            for &q in &qs {
+                if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                    ev.warn(format!(
+                        "PromQL warning: quantile value should be between 0 and 1, got {}",
+                        fmt_float(q)
+                    ));
+                }
+            }
+            let mut vals: Vec<Vec<f64>> = vec![Vec::new(); ng * n];
+            for (si, s) in input.iter().enumerate() {
+                let g = group_of[si];
+                for p in &s.pts {
+                    if let Some(v) = vals.get_mut(g * n + ev.step_index(p.t)) {
+                        v.push(p.v);
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(ng);
+            for g in 0..ng {
+                let mut pts = Vec::new();
+                for i in 0..n {
+                    let v = &mut vals[g * n + i];
+                    if v.is_empty() {
+                        continue;
+                    }
+                    pts.push(Point {
+                        t: ev.ts(i),
+                        v: quantile(qs.get(i).copied().unwrap_or(f64::NAN), v),
+                    });
+                }
+                if !pts.is_empty() {
+                    out.push(VSeries {
+                        labels: group_lbls[g].clone(),
+                        pts,
+                        drop_name: group_drop[g],
+                    });
+                }
+            }
+            out
+        }
+        T_COUNT_VALUES => {
+            let name = label_param.unwrap_or_default();
+            if !is_valid_label_name(&name) {
+                return Err(QueryError::exec(format!("invalid label name {name:?}")));
+            }
+            let mut idx: HashMap<(usize, String), usize> = HashMap::new();
+            let mut out: Vec<VSeries> = Vec::new();
+            let mut counts: Vec<Vec<f64>> = Vec::new();
+            for (si, s) in input.iter().enumerate() {
+                let g = group_of[si];
+                for p in &s.pts {
+                    let key = (g, fmt_float(p.v));
+                    let o = match idx.get(&key) {
+                        Some(&o) => o,
+                        None => {
+                            let mut b: LabelsBuilder = group_lbls[g].builder();
+                            b.set(&name, &key.1);
+                            out.push(VSeries {
+                                labels: b.build(),
+                                pts: Vec::new(),
+                                drop_name: false,
+                            });
+                            counts.push(vec![0.0; n]);
+                            idx.insert(key, out.len() - 1);
+                            out.len() - 1
+                        }
+                    };
+                    if let Some(c) = counts[o].get_mut(ev.step_index(p.t)) {
+                        *c += 1.0;
+                    }
+                }
+            }
+            for (o, c) in out.iter_mut().zip(counts) {
+                o.pts = c
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0.0)
+                    .map(|(i, &c)| Point { t: ev.ts(i), v: c })
+                    .collect();
+            }
+            out
+        }
+        T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO => {
+            let ps = params.unwrap_or_default();
+            select_series(ev, op, &ps, input, &group_of, ng)?
+        }
+        _ => {
+            return Err(QueryError::exec(format!(
+                "unsupported aggregation {}",
+                a.op
+            )));
+        }
+    };
+    let out_samples: usize = out.iter().map(|s| s.pts.len()).sum();
+    ev.add_samples(out_samples)?;
+    ev.release_samples(in_samples);
+    Ok(Val::Vector(out))
+}
+
+fn accumulate(op: u16, x: &mut Acc, f: f64) {
+    if !x.seen {
+        *x = Acc {
+            seen: true,
+            incr: false,
+            v: f,
+            c: 0.0,
+            mean: f,
+            n: 1.0,
+        };
+        if op == T_STDDEV || op == T_STDVAR {
+            x.v = if f.is_nan() || f.is_infinite() {
+                f64::NAN
+            } else {
+                0.0
+            };
+        }
+        return;
+    }
+    match op {
+        T_SUM => (x.v, x.c) = kahan_inc(f, x.v, x.c),
+        T_AVG => {
+            x.n += 1.0;
+            if !x.incr {
+                let (nv, nc) = kahan_inc(f, x.v, x.c);
+                if !nv.is_infinite() {
+                    x.v = nv;
+                    x.c = nc;
+                    return;
+                }
+                x.incr = true;
+                x.mean = x.v / (x.n - 1.0);
+                x.c /= x.n - 1.0;
+            }
+            if x.mean.is_infinite() {
+                if f.is_infinite() && (x.mean > 0.0) == (f > 0.0) {
+                    return;
+                }
+                if !f.is_infinite() && !f.is_nan() {
+                    return;
+                }
+            }
+            let cur = x.mean + x.c;
+            (x.mean, x.c) = kahan_inc(f / x.n - cur / x.n, x.mean, x.c);
+        }
+        T_COUNT => x.n += 1.0,
+        T_MAX => {
+            if x.v < f || x.v.is_nan() {
+                x.v = f;
+            }
+        }
+        T_MIN => {
+            if x.v > f || x.v.is_nan() {
+                x.v = f;
+            }
+        }
+        T_STDDEV | T_STDVAR => {
+            x.n += 1.0;
+            let delta = f - x.mean;
+            x.mean += delta / x.n;
+            x.v += delta * (f - x.mean);
+        }
+        _ => {}
+    }
+}
+
+pub(crate) fn is_valid_label_name(s: &str) -> bool {
+    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
+}
+
+/// `topk`, `bottomk`, `limitk` and `limit_ratio`: pick input series per group and step; the
+/// output keeps the input series' labels.
+fn select_series(
+    ev: &mut Evaluator<'_>,
+    op: u16,
+    params: &[f64],
+    input: Vec<VSeries>,
+    group_of: &[usize],
+    ng: usize,
+) -> Result<Vec<VSeries>> {
+    let n = ev.nsteps();
+    let mut picked: Vec<Vec<Point>> = vec![Vec::new(); input.len()];
+    // Order of output for instant queries: group first-seen order, then rank.
+    let mut order: Vec<usize> = Vec::new();
+    if op == T_LIMIT_RATIO {
+        let mut warned = false;
+        for (i, &r0) in params.iter().enumerate().take(n) {
+            let mut r = r0;
+            if r.is_nan() {
+                return Err(QueryError::exec(format!(
+                    "Ratio value {} is NaN",
+                    fmt_float(r)
+                )));
+            }
+            if !(-1.0..=1.0).contains(&r) {
+                let cap = if r < 0.0 { -1.0 } else { 1.0 };
+                if !warned {
+                    ev.warn(format!(
+                        "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+                        fmt_float(r),
+                        fmt_float(cap)
+                    ));
+                    warned = true;
+                }
+                r = cap;
+            }
+            let _ = i;
+            for (si, s) in input.iter().enumerate() {
+                let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
+                let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
+                if keep {
+                    if let Some(p) = s.pts.iter().find(|p| ev.step_index(p.t) == i) {
+                        picked[si].push(*p);
+                    }
+                }
+            }
+        }
+        for (si, _) in input.iter().enumerate() {
+            order.push(si);
+        }
+    } else {
+        // Dense view: for each step, which series are present with which value.
+        let mut by_step: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+        for (si, s) in input.iter().enumerate() {
+            for p in &s.pts {
+                if let Some(v) = by_step.get_mut(ev.step_index(p.t)) {
+                    v.push((si, p.v));
+                }
+            }
+        }
+        let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
+        for (i, present) in by_step.iter().enumerate() {
+            if present.is_empty() {
+                continue;
+            }
+            let k = to_k(params.get(i).copied().unwrap_or(f64::NAN))?;
+            if k < 1 {
+                continue;
+            }
+            let k = usize::try_from(k).unwrap_or(usize::MAX);
+            per_group.iter_mut().for_each(Vec::clear);
+            let mut gorder: Vec<usize> = Vec::new();
+            for &(si, v) in present {
+                let g = group_of[si];
+                if per_group[g].is_empty() {
+                    gorder.push(g);
+                }
+                per_group[g].push((si, v));
+            }
+            for g in gorder {
+                let cands = &mut per_group[g];
+                match op {
+                    T_TOPK => cands.sort_by(|a, b| cmp_nan_first(b.1, a.1)),
+                    T_BOTTOMK => cands.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
+                        (true, false) => Ordering::Greater,
+                        (false, true) => Ordering::Less,
+                        _ => a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal),
+                    }),
+                    _ => {}
+                }
+                for &(si, v) in cands.iter().take(k) {
+                    picked[si].push(Point { t: ev.ts(i), v });
+                    if n == 1 {
+                        order.push(si);
+                    }
+                }
+            }
+        }
+        if n != 1 {
+            order = (0..input.len()).collect();
+        }
+    }
+    let mut slots: Vec<Option<VSeries>> = input.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(order.len());
+    for si in order {
+        let pts = std::mem::take(&mut picked[si]);
+        if pts.is_empty() {
+            continue;
+        }
+        if let Some(s) = slots.get_mut(si).and_then(Option::take) {
+            out.push(VSeries {
+                labels: s.labels,
+                pts,
+                drop_name: s.drop_name,
+            });
+        }
+    }
+    Ok(out)
+}

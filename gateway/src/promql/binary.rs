@@ -1,0 +1,374 @@
+//! Binary operators: arithmetic, comparison (with and without `bool`), `atan2`, and the set
+//! operators `and`, `or`, `unless`, with `on`/`ignoring` and `group_left`/`group_right`.
+//!
+//! Join signatures are computed once per series (labels do not change across steps); only the
+//! presence of samples is checked per step. Must report Prometheus's matching errors.
+
+use std::collections::HashMap;
+
+use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::labels::METRIC_NAME;
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
+    T_MUL, T_NEQ, T_POW, T_SUB,
+};
+use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::error::QueryError;
+use super::eval::{Evaluator, Result, VSeries, Val};
+use super::value::Point;
+
+pub(crate) fn arith(op: u16, l: f64, r: f64) -> f64 {
+    match op {
+        T_ADD => l + r,
+        T_SUB => l - r,
+        T_MUL => l * r,
+        T_DIV => l / r,
+        T_POW => l.powf(r),
+        T_MOD => l % r,
+        T_ATAN2 => l.atan2(r),
+        _ => f64::NAN,
+    }
+}
+
+pub(crate) fn is_comparison(op: u16) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+fn compare(op: u16, l: f64, r: f64) -> bool {
+    match op {
+        T_EQLC => l == r,
+        T_NEQ => l != r,
+        T_GTR => l > r,
+        T_LSS => l < r,
+        T_GTE => l >= r,
+        T_LTE => l <= r,
+        _ => false,
+    }
+}
+
+/// The value of `l op r` and whether a comparison kept it.
+fn elem(op: u16, l: f64, r: f64) -> (f64, bool) {
+    if is_comparison(op) {
+        (l, compare(op, l, r))
+    } else {
+        (arith(op, l, r), true)
+    }
+}
+
+pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val> {
+    let op = b.op.id();
+    let default_mod = BinModifier::default();
+    let m = b.modifier.as_ref().unwrap_or(&default_mod);
+    let ret_bool = m.return_bool;
+    let lhs = ev.eval(&b.lhs)?;
+    let rhs = ev.eval(&b.rhs)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
+            l.iter()
+                .zip(&r)
+                .map(|(&a, &c)| {
+                    if is_comparison(op) {
+                        f64::from(u8::from(compare(op, a, c)))
+                    } else {
+                        arith(op, a, c)
+                    }
+                })
+                .collect(),
+        )),
+        (Val::Vector(v), Val::Scalar(s)) => {
+            Ok(Val::Vector(vector_scalar(ev, op, v, &s, false, ret_bool)))
+        }
+        (Val::Scalar(s), Val::Vector(v)) => {
+            Ok(Val::Vector(vector_scalar(ev, op, v, &s, true, ret_bool)))
+        }
+        (Val::Vector(l), Val::Vector(r)) => {
+            let out = match op {
+                T_LAND => set_and_unless(ev, l, &r, m, true),
+                T_LUNLESS => set_and_unless(ev, l, &r, m, false),
+                T_LOR => set_or(ev, l, r, m),
+                _ => vector_vector(ev, op, l, r, m)?,
+            };
+            Ok(Val::Vector(out))
+        }
+        _ => Err(QueryError::exec(
+            "binary operation on unsupported operand types",
+        )),
+    }
+}
+
+fn vector_scalar(
+    ev: &Evaluator<'_>,
+    op: u16,
+    v: Vec<VSeries>,
+    s: &[f64],
+    swap: bool,
+    ret_bool: bool,
+) -> Vec<VSeries> {
+    let mut out = Vec::with_capacity(v.len());
+    for mut series in v {
+        series.pts.retain_mut(|p| {
+            let sv = s.get(ev.step_index(p.t)).copied().unwrap_or(f64::NAN);
+            let (l, r) = if swap { (sv, p.v) } else { (p.v, sv) };
+            let (mut val, keep) = elem(op, l, r);
+            if is_comparison(op) && swap {
+                val = r;
+            }
+            if ret_bool {
+                p.v = f64::from(u8::from(keep));
+                return true;
+            }
+            p.v = val;
+            keep
+        });
+        if !is_comparison(op) || ret_bool {
+            series.drop_name = true;
+        }
+        if !series.pts.is_empty() {
+            out.push(series);
+        }
+    }
+    out
+}
+
+/// Signature of a series for matching: `on` keeps only the listed labels, otherwise the listed
+/// labels and the metric name are dropped.
+fn signature(l: &Labels, m: &BinModifier) -> Labels {
+    match &m.matching {
+        Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
+        Some(LabelModifier::Exclude(ls)) => l.drop_names(&ls.labels),
+        None => l.drop_names(&[]),
+    }
+}
+
+fn sig_map(ss: &[VSeries], m: &BinModifier) -> (Vec<Labels>, HashMap<Labels, Vec<usize>>) {
+    let mut sigs = Vec::with_capacity(ss.len());
+    let mut map: HashMap<Labels, Vec<usize>> = HashMap::with_capacity(ss.len());
+    for (i, s) in ss.iter().enumerate() {
+        let sig = signature(&s.labels, m);
+        map.entry(sig.clone()).or_default().push(i);
+        sigs.push(sig);
+    }
+    (sigs, map)
+}
+
+/// Dense per-step presence of each series' values.
+fn dense(ev: &Evaluator<'_>, s: &VSeries) -> Vec<Option<f64>> {
+    let mut d = vec![None; ev.nsteps()];
+    for p in &s.pts {
+        if let Some(x) = d.get_mut(ev.step_index(p.t)) {
+            *x = Some(p.v);
+        }
+    }
+    d
+}
+
+fn set_and_unless(
+    ev: &Evaluator<'_>,
+    l: Vec<VSeries>,
+    r: &[VSeries],
+    m: &BinModifier,
+    and: bool,
+) -> Vec<VSeries> {
+    let n = ev.nsteps();
+    let (_, rmap) = sig_map(r, m);
+    // Per signature: steps at which any rhs series is present.
+    let mut present: HashMap<&Labels, Vec<bool>> = HashMap::with_capacity(rmap.len());
+    for (sig, idxs) in &rmap {
+        let mut p = vec![false; n];
+        for &i in idxs {
+            for pt in &r[i].pts {
+                if let Some(x) = p.get_mut(ev.step_index(pt.t)) {
+                    *x = true;
+                }
+            }
+        }
+        present.insert(sig, p);
+    }
+    let mut out = Vec::with_capacity(l.len());
+    for mut s in l {
+        let sig = signature(&s.labels, m);
+        let p = present.get(&sig);
+        s.pts.retain(|pt| {
+            let here = p
+                .and_then(|p| p.get(ev.step_index(pt.t)).copied())
+                .unwrap_or(false);
+            here == and
+        });
+        if !s.pts.is_empty() {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn set_or(ev: &Evaluator<'_>, l: Vec<VSeries>, r: Vec<VSeries>, m: &BinModifier) -> Vec<VSeries> {
+    let n = ev.nsteps();
+    let mut present: HashMap<Labels, Vec<bool>> = HashMap::with_capacity(l.len());
+    for s in &l {
+        let p = present
+            .entry(signature(&s.labels, m))
+            .or_insert_with(|| vec![false; n]);
+        for pt in &s.pts {
+            if let Some(x) = p.get_mut(ev.step_index(pt.t)) {
+                *x = true;
+            }
+        }
+    }
+    let mut out = l;
+    for mut s in r {
+        let sig = signature(&s.labels, m);
+        if let Some(p) = present.get(&sig) {
+            s.pts
+                .retain(|pt| !p.get(ev.step_index(pt.t)).copied().unwrap_or(false));
+        }
+        if !s.pts.is_empty() {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn result_labels(ls: &Labels, rs: &Labels, op: u16, m: &BinModifier) -> Labels {
+    let drop = !is_comparison(op);
+    let mut b = ls.builder();
+    if drop {
+        b.del(METRIC_NAME);
+    }
+    if matches!(m.card, VectorMatchCardinality::OneToOne) {
+        match &m.matching {
+            Some(LabelModifier::Include(on)) => {
+                let keep: Vec<String> = ls
+                    .iter()
+                    .filter(|l| !on.labels.contains(&l.name))
+                    .map(|l| l.name.clone())
+                    .collect();
+                for k in keep {
+                    b.del(&k);
+                }
+            }
+            Some(LabelModifier::Exclude(ign)) => {
+                for k in &ign.labels {
+                    b.del(k);
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(include) = m.card.labels() {
+        for ln in &include.labels {
+            match rs.get(ln) {
+                Some(v) => b.set(ln, v),
+                None => b.del(ln),
+            };
+        }
+    }
+    b.build()
+}
+
+fn vector_vector(
+    ev: &mut Evaluator<'_>,
+    op: u16,
+    l: Vec<VSeries>,
+    r: Vec<VSeries>,
+    m: &BinModifier,
+) -> Result<Vec<VSeries>> {
+    let n = ev.nsteps();
+    let swapped = matches!(m.card, VectorMatchCardinality::OneToMany(_));
+    let (many, one) = if swapped { (r, l) } else { (l, r) };
+    let ret_bool = m.return_bool;
+    let (_, one_map) = sig_map(&one, m);
+    let one_dense: Vec<Vec<Option<f64>>> = one.iter().map(|s| dense(ev, s)).collect();
+    // Checks the "one" side for duplicates at any step.
+    for idxs in one_map.values() {
+        if idxs.len() < 2 {
+            continue;
+        }
+        for i in 0..n {
+            let present: Vec<usize> = idxs
+                .iter()
+                .copied()
+                .filter(|&j| one_dense[j][i].is_some())
+                .collect();
+            if present.len() > 1 {
+                let side = if swapped { "left" } else { "right" };
+                let a = &one[present[1]].labels;
+                let bl = &one[present[0]].labels;
+                return Err(QueryError::exec(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {bl}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    match_labels(a, m)
+                )));
+            }
+        }
+    }
+    let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
+    // For each signature and step: which output label sets were produced (error detection).
+    let mut matched: HashMap<Labels, Vec<Vec<u64>>> = HashMap::new();
+    let mut out: Vec<VSeries> = Vec::with_capacity(many.len());
+    let mut cache: HashMap<(usize, usize), usize> = HashMap::new();
+    for (mi, ms) in many.iter().enumerate() {
+        ev.check()?;
+        let sig = signature(&ms.labels, m);
+        let Some(cands) = one_map.get(&sig) else {
+            continue;
+        };
+        for p in &ms.pts {
+            let i = ev.step_index(p.t);
+            let Some((oi, ov)) = cands
+                .iter()
+                .find_map(|&j| one_dense[j].get(i).copied().flatten().map(|v| (j, v)))
+            else {
+                continue;
+            };
+            let (fl, fr) = if swapped { (ov, p.v) } else { (p.v, ov) };
+            let (mut val, keep) = elem(op, fl, fr);
+            if ret_bool {
+                val = f64::from(u8::from(keep));
+            }
+            let key = (mi, oi);
+            let oidx = match cache.get(&key) {
+                Some(&o) => o,
+                None => {
+                    let lbls = result_labels(&ms.labels, &one[oi].labels, op, m);
+                    out.push(VSeries {
+                        labels: lbls,
+                        pts: Vec::new(),
+                        drop_name: ret_bool || (ms.drop_name && !(!is_comparison(op))),
+                    });
+                    cache.insert(key, out.len() - 1);
+                    out.len() - 1
+                }
+            };
+            let steps = matched
+                .entry(sig.clone())
+                .or_insert_with(|| vec![Vec::new(); n]);
+            let fp = out[oidx].labels.fingerprint();
+            if one_to_one {
+                if !steps[i].is_empty() {
+                    return Err(QueryError::exec(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+            } else if steps[i].contains(&fp) {
+                return Err(QueryError::exec(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
+            }
+            steps[i].push(fp);
+            if !keep && !ret_bool {
+                continue;
+            }
+            out[oidx].pts.push(Point { t: p.t, v: val });
+        }
+    }
+    out.retain(|s| !s.pts.is_empty());
+    Ok(out)
+}
+
+fn match_labels(l: &Labels, m: &BinModifier) -> Labels {
+    match &m.matching {
+        Some(LabelModifier::Include(on)) => l.keep(&on.labels),
+        Some(LabelModifier::Exclude(ign)) => l.drop_names(&ign.labels),
+        None => l.drop_names(&[]),
+    }
+}

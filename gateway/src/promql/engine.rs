@@ -1,0 +1,299 @@
+//! The query entry points: [`Engine`] parses a query, plans which series each selector needs,
+//! fetches them from the [`Queryable`] (once per selector per query), runs the evaluator and
+//! shapes the result.
+//!
+//! This is the only place that awaits storage; evaluation itself is synchronous and checks the
+//! deadline and cancellation flag as it goes. It must never return a partially evaluated value.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::{self, Expr};
+
+use super::error::QueryError;
+use super::eval::{Evaluator, Fetched, SelectorPlan, plan_selectors};
+use super::storage::{Queryable, SeriesSet};
+use super::value::{InstantSample, Point, QueryResult, Series, Value};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (Prometheus default 5m).
+    pub lookback_delta: Duration,
+    /// Most samples a query may hold in memory at once.
+    pub max_samples: usize,
+    /// Longest a query may run.
+    pub timeout: Duration,
+    /// Step used for subqueries without an explicit step (Prometheus default 1m).
+    pub default_subquery_step: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            lookback_delta: Duration::from_secs(300),
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A flag a caller sets to cancel a running query (clone it, keep one, pass one in).
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// True once cancellation was requested.
+    pub fn is_canceled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The PromQL engine. Cheap to share; holds only options.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// Parses a query, mapping parser errors to `bad_data`.
+pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
+    parser::parse(query).map_err(|e| QueryError::BadData {
+        message: format!("1:1: parse error: {e}"),
+        position: None,
+    })
+}
+
+impl Engine {
+    /// An engine with the given options.
+    pub fn new(opts: EngineOptions) -> Self {
+        Self { opts }
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `time_ms`.
+    pub async fn instant_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        let expr = parse_expr(query)?;
+        self.instant_query_expr(q, &expr, time_ms, &CancelFlag::new())
+            .await
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms`.
+    pub async fn range_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        let expr = parse_expr(query)?;
+        self.range_query_expr(q, &expr, start_ms, end_ms, step_ms, &CancelFlag::new())
+            .await
+    }
+
+    /// Evaluates a parsed expression at `time_ms`; `cancel` aborts it when set.
+    pub async fn instant_query_expr(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        time_ms: i64,
+        cancel: &CancelFlag,
+    ) -> Result<QueryResult, QueryError> {
+        self.run(q, expr, time_ms, time_ms, 0, cancel).await
+    }
+
+    /// Evaluates a parsed expression as a range query; `cancel` aborts it when set.
+    pub async fn range_query_expr(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        cancel: &CancelFlag,
+    ) -> Result<QueryResult, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::bad(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::bad(
+                "end timestamp must not be before start time",
+            ));
+        }
+        let ty = super::eval::expr_type(expr);
+        if ty != "scalar" && ty != "vector" {
+            return Err(QueryError::bad(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                if ty == "matrix" { "range vector" } else { ty }
+            )));
+        }
+        self.run(q, expr, start_ms, end_ms, step_ms, cancel).await
+    }
+
+    async fn run(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        cancel: &CancelFlag,
+    ) -> Result<QueryResult, QueryError> {
+        let deadline = Instant::now() + self.opts.timeout;
+        super::eval::validate(expr)?;
+        let lookback = i64::try_from(self.opts.lookback_delta.as_millis()).unwrap_or(i64::MAX);
+        let sub_step = i64::try_from(self.opts.default_subquery_step.as_millis())
+            .unwrap_or(60_000)
+            .max(1);
+        let plans: Vec<SelectorPlan> = plan_selectors(expr, start, end, step, lookback, sub_step);
+        let mut data: HashMap<usize, Fetched> = HashMap::with_capacity(plans.len());
+        let mut warnings: Vec<String> = Vec::new();
+        let fetches = plans.iter().map(|p| async move {
+            let mut merged = SeriesSet::default();
+            for sel in &p.selections {
+                let mut set = q.select(sel).await?;
+                merged.warnings.append(&mut set.warnings);
+                if p.selections.len() > 1 {
+                    for s in set.series {
+                        if !merged.series.iter().any(|m| m.labels == s.labels) {
+                            merged.series.push(s);
+                        }
+                    }
+                } else {
+                    merged.series = set.series;
+                }
+            }
+            Ok::<_, QueryError>((p.key, merged))
+        });
+        let fetched = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            futures::future::try_join_all(fetches),
+        )
+        .await
+        .map_err(|_| QueryError::Timeout("query execution"))??;
+        for (key, mut set) in fetched {
+            warnings.append(&mut set.warnings);
+            set.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            data.insert(key, Fetched { series: set.series });
+        }
+        if cancel.is_canceled() {
+            return Err(QueryError::Canceled("query execution"));
+        }
+        let mut ev = Evaluator::new(
+            &self.opts,
+            &data,
+            start,
+            end,
+            step,
+            lookback,
+            deadline,
+            cancel.clone(),
+        );
+        let val = ev.eval_top(expr)?;
+        let (mut warns, infos) = ev.take_annotations();
+        warnings.append(&mut warns);
+        dedup(&mut warnings);
+        let value = shape(val, start, end, step)?;
+        Ok(QueryResult {
+            value,
+            warnings,
+            infos,
+        })
+    }
+}
+
+fn dedup(v: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
+}
+
+/// Turns the evaluator's step-major value into the public result shape.
+fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
+    use super::eval::Val;
+    let instant = step == 0;
+    Ok(match val {
+        Val::Scalar(vs) => {
+            if instant {
+                Value::Scalar(Point {
+                    t: start,
+                    v: vs.first().copied().unwrap_or(f64::NAN),
+                })
+            } else {
+                let points = vs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| Point {
+                        t: start + i as i64 * step,
+                        v,
+                    })
+                    .collect();
+                Value::Matrix(vec![Series {
+                    labels: gauntlet_tsdb::Labels::empty(),
+                    points,
+                }])
+            }
+        }
+        Val::Str(s) => Value::String { t: start, value: s },
+        Val::Vector(series) => {
+            if instant {
+                let mut out = Vec::with_capacity(series.len());
+                for s in series {
+                    if let Some(p) = s.pts.first() {
+                        out.push(InstantSample {
+                            labels: s.labels,
+                            t: p.t,
+                            v: p.v,
+                        });
+                    }
+                }
+                Value::Vector(out)
+            } else {
+                let mut out: Vec<Series> = series
+                    .into_iter()
+                    .filter(|s| !s.pts.is_empty())
+                    .map(|s| Series {
+                        labels: s.labels,
+                        points: s.pts,
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                let _ = end;
+                Value::Matrix(out)
+            }
+        }
+        Val::Matrix(series) => {
+            let mut out: Vec<Series> = series
+                .into_iter()
+                .filter(|s| !s.pts.is_empty())
+                .map(|s| Series {
+                    labels: s.labels,
+                    points: s.pts,
+                })
+                .collect();
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Value::Matrix(out)
+        }
+    })
+}

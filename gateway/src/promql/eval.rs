@@ -1,0 +1,768 @@
+//! The evaluator: walks the AST once per query, evaluating every node over all steps at once.
+//! Instant vectors are kept series-major (each series carries its points over the steps), range
+//! functions slide a window over each series' sorted samples, and label work (grouping, join
+//! signatures) happens once per series rather than once per step.
+//!
+//! It must never call storage (data arrives pre-fetched in [`Fetched`]), never panic, and must
+//! check the deadline, cancellation and sample limit while it works.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gauntlet_tsdb::labels::METRIC_NAME;
+use gauntlet_tsdb::{Labels, is_stale_nan};
+use promql_parser::label::{MatchOp, Matchers};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+
+use super::engine::{CancelFlag, EngineOptions};
+use super::error::QueryError;
+use super::storage::{MatchKind, Matcher, SelectHints, Selection, StoredSeries};
+use super::value::Point;
+
+/// Series fetched for one selector.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    pub series: Vec<StoredSeries>,
+}
+
+/// What to fetch for one selector node (several selections for `or`-ed matcher sets).
+#[derive(Debug)]
+pub(crate) struct SelectorPlan {
+    pub key: usize,
+    pub selections: Vec<Selection>,
+}
+
+/// A series of an intermediate value: labels, points (step timestamps for instant vectors, raw
+/// timestamps for range vectors) and whether `__name__` is to be dropped at the end.
+#[derive(Debug, Clone)]
+pub(crate) struct VSeries {
+    pub labels: Labels,
+    pub pts: Vec<Point>,
+    pub drop_name: bool,
+}
+
+/// An intermediate value.
+#[derive(Debug)]
+pub(crate) enum Val {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<VSeries>),
+    Matrix(Vec<VSeries>),
+}
+
+pub(crate) type Result<T> = std::result::Result<T, QueryError>;
+
+pub(crate) fn expr_type(e: &Expr) -> &'static str {
+    match e.value_type() {
+        ValueType::Scalar => "scalar",
+        ValueType::Vector => "vector",
+        ValueType::Matrix => "matrix",
+        ValueType::String => "string",
+    }
+}
+
+/// Checks Prometheus rules the parser does not enforce.
+pub(crate) fn validate(_e: &Expr) -> Result<()> {
+    Ok(())
+}
+
+pub(crate) fn dur_ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
+    }
+}
+
+pub(crate) fn at_ms(a: &Option<AtModifier>, qstart: i64, qend: i64) -> Option<i64> {
+    match a {
+        None => None,
+        Some(AtModifier::Start) => Some(qstart),
+        Some(AtModifier::End) => Some(qend),
+        Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+    }
+}
+
+pub(crate) fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => dur_ms(&d),
+        Err(e) => -dur_ms(&e.duration()),
+    }
+}
+
+/// Converts the parser's matchers for one selector into matcher sets (one per `or` branch).
+fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
+    let conv = |ms: &[promql_parser::label::Matcher]| -> Vec<Matcher> {
+        let mut out: Vec<Matcher> = ms
+            .iter()
+            .map(|m| match &m.op {
+                MatchOp::Equal => Matcher::with_kind(MatchKind::Equal, &m.name, &m.value),
+                MatchOp::NotEqual => Matcher::with_kind(MatchKind::NotEqual, &m.name, &m.value),
+                MatchOp::Re(r) => Matcher::new(MatchKind::RegexMatch, &m.name, &m.value)
+                    .unwrap_or_else(|_| {
+                        Matcher::with_regex(MatchKind::RegexMatch, &m.name, &m.value, r.clone())
+                    }),
+                MatchOp::NotRe(r) => Matcher::new(MatchKind::RegexNoMatch, &m.name, &m.value)
+                    .unwrap_or_else(|_| {
+                        Matcher::with_regex(MatchKind::RegexNoMatch, &m.name, &m.value, r.clone())
+                    }),
+            })
+            .collect();
+        if let Some(name) = &vs.name {
+            if !out
+                .iter()
+                .any(|m| m.name == METRIC_NAME && m.kind == MatchKind::Equal && m.value == *name)
+            {
+                out.push(Matcher::with_kind(MatchKind::Equal, METRIC_NAME, name));
+            }
+        }
+        out
+    };
+    let Matchers {
+        matchers,
+        or_matchers,
+    } = &vs.matchers;
+    if or_matchers.is_empty() {
+        vec![conv(matchers)]
+    } else {
+        or_matchers.iter().map(|set| conv(set)).collect()
+    }
+}
+
+pub(crate) fn selector_key(vs: &VectorSelector) -> usize {
+    std::ptr::from_ref(vs) as usize
+}
+
+struct PlanCtx {
+    qstart: i64,
+    qend: i64,
+    step: i64,
+    lookback: i64,
+    sub_step: i64,
+    out: Vec<SelectorPlan>,
+}
+
+/// Computes, for every selector, the time range of samples evaluation will need.
+pub(crate) fn plan_selectors(
+    e: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    lookback: i64,
+    sub_step: i64,
+) -> Vec<SelectorPlan> {
+    let mut ctx = PlanCtx {
+        qstart: start,
+        qend: end,
+        step,
+        lookback,
+        sub_step,
+        out: Vec::new(),
+    };
+    plan_walk(e, start, end, &mut ctx, None);
+    ctx.out
+}
+
+fn plan_walk(e: &Expr, start: i64, end: i64, ctx: &mut PlanCtx, func: Option<&str>) {
+    match e {
+        Expr::VectorSelector(vs) => plan_selector(vs, start, end, 0, ctx, func),
+        Expr::MatrixSelector(ms) => plan_selector(&ms.vs, start, end, dur_ms(&ms.range), ctx, func),
+        Expr::Subquery(sq) => {
+            let off = offset_ms(&sq.offset);
+            let range = dur_ms(&sq.range);
+            let (s, en) = match at_ms(&sq.at, ctx.qstart, ctx.qend) {
+                Some(a) => (a, a),
+                None => (start, end),
+            };
+            let step = sq.step.as_ref().map(dur_ms).unwrap_or(ctx.sub_step);
+            plan_walk(
+                &sq.expr,
+                s.saturating_sub(off)
+                    .saturating_sub(range)
+                    .saturating_sub(step),
+                en.saturating_sub(off),
+                ctx,
+                None,
+            );
+        }
+        Expr::Aggregate(a) => {
+            plan_walk(&a.expr, start, end, ctx, None);
+            if let Some(p) = &a.param {
+                plan_walk(p, start, end, ctx, None);
+            }
+        }
+        Expr::Unary(u) => plan_walk(&u.expr, start, end, ctx, func),
+        Expr::Binary(b) => {
+            plan_walk(&b.lhs, start, end, ctx, None);
+            plan_walk(&b.rhs, start, end, ctx, None);
+        }
+        Expr::Paren(p) => plan_walk(&p.expr, start, end, ctx, func),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                plan_walk(a, start, end, ctx, Some(c.func.name));
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn plan_selector(
+    vs: &VectorSelector,
+    start: i64,
+    end: i64,
+    range: i64,
+    ctx: &mut PlanCtx,
+    func: Option<&str>,
+) {
+    let off = offset_ms(&vs.offset);
+    let (s, e) = match at_ms(&vs.at, ctx.qstart, ctx.qend) {
+        Some(a) => (a, a),
+        None => (start, end),
+    };
+    let back = if range > 0 { range } else { ctx.lookback };
+    let selections = matcher_sets(vs)
+        .into_iter()
+        .map(|matchers| Selection {
+            matchers,
+            start_ms: s.saturating_sub(off).saturating_sub(back).saturating_add(1),
+            end_ms: e.saturating_sub(off),
+            hints: SelectHints {
+                step_ms: ctx.step,
+                range_ms: range,
+                func: func.map(str::to_string),
+                grouping: Vec::new(),
+                by: false,
+            },
+        })
+        .collect();
+    ctx.out.push(SelectorPlan {
+        key: selector_key(vs),
+        selections,
+    });
+}
+
+/// A range-vector argument prepared for windowing.
+pub(crate) struct RangeInput {
+    pub series: Vec<VSeries>,
+    pub range: i64,
+    pub offset: i64,
+    pub at: Option<i64>,
+}
+
+pub(crate) struct Evaluator<'a> {
+    pub opts: &'a EngineOptions,
+    data: &'a HashMap<usize, Fetched>,
+    pub start: i64,
+    pub end: i64,
+    /// Step between evaluation timestamps (1 for instant evaluation).
+    pub step: i64,
+    pub qstart: i64,
+    pub qend: i64,
+    pub instant_query: bool,
+    pub lookback: i64,
+    deadline: Instant,
+    cancel: CancelFlag,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+    pub cur_samples: usize,
+    buf: Vec<(i64, f64)>,
+    ticks: u32,
+}
+
+impl<'a> Evaluator<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        opts: &'a EngineOptions,
+        data: &'a HashMap<usize, Fetched>,
+        start: i64,
+        end: i64,
+        step: i64,
+        lookback: i64,
+        deadline: Instant,
+        cancel: CancelFlag,
+    ) -> Self {
+        Self {
+            opts,
+            data,
+            start,
+            end,
+            step: if step <= 0 { 1 } else { step },
+            qstart: start,
+            qend: end,
+            instant_query: step <= 0,
+            lookback,
+            deadline,
+            cancel,
+            warnings: Vec::new(),
+            infos: Vec::new(),
+            cur_samples: 0,
+            buf: Vec::new(),
+            ticks: 0,
+        }
+    }
+
+    pub fn take_annotations(&mut self) -> (Vec<String>, Vec<String>) {
+        (
+            std::mem::take(&mut self.warnings),
+            std::mem::take(&mut self.infos),
+        )
+    }
+
+    pub fn warn(&mut self, s: String) {
+        if !self.warnings.contains(&s) {
+            self.warnings.push(s);
+        }
+    }
+
+    pub fn info(&mut self, s: String) {
+        if !self.infos.contains(&s) {
+            self.infos.push(s);
+        }
+    }
+
+    /// Number of evaluation steps.
+    pub fn nsteps(&self) -> usize {
+        usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(0)
+    }
+
+    #[inline]
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+
+    #[inline]
+    pub fn step_index(&self, t: i64) -> usize {
+        usize::try_from((t - self.start) / self.step).unwrap_or(0)
+    }
+
+    /// Checks deadline and cancellation (cheaply: the clock is read every 64 calls).
+    pub fn check(&mut self) -> Result<()> {
+        if self.cancel.is_canceled() {
+            return Err(QueryError::Canceled("query execution"));
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % 64 == 0 && Instant::now() > self.deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
+        Ok(())
+    }
+
+    /// Records `n` more samples held; fails past the limit.
+    pub fn add_samples(&mut self, n: usize) -> Result<()> {
+        self.cur_samples = self.cur_samples.saturating_add(n);
+        if self.cur_samples > self.opts.max_samples {
+            return Err(QueryError::too_many_samples());
+        }
+        Ok(())
+    }
+
+    pub fn release_samples(&mut self, n: usize) {
+        self.cur_samples = self.cur_samples.saturating_sub(n);
+    }
+
+    pub fn eval_top(&mut self, e: &Expr) -> Result<Val> {
+        let v = self.eval(e)?;
+        Ok(match v {
+            Val::Vector(mut ss) => {
+                finish_names(&mut ss);
+                if self.instant_query {
+                    check_unique(&ss)?;
+                    Val::Vector(ss)
+                } else {
+                    Val::Vector(merge_same_labels(ss)?)
+                }
+            }
+            Val::Matrix(mut ss) => {
+                finish_names(&mut ss);
+                Val::Matrix(merge_same_labels(ss)?)
+            }
+            other => other,
+        })
+    }
+
+    pub fn eval(&mut self, e: &Expr) -> Result<Val> {
+        self.check()?;
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.nsteps()])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Val::Scalar(mut v) => {
+                    v.iter_mut().for_each(|x| *x = -*x);
+                    Ok(Val::Scalar(v))
+                }
+                Val::Vector(mut ss) => {
+                    for s in &mut ss {
+                        s.pts.iter_mut().for_each(|p| p.v = -p.v);
+                        s.drop_name = true;
+                    }
+                    Ok(Val::Vector(ss))
+                }
+                _ => Err(QueryError::exec(
+                    "unary expression only allowed on expressions of type scalar or instant vector",
+                )),
+            },
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, false)?)),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let ri = self.eval_range_arg(e)?;
+                // A range vector as a result: the window at the (single) evaluation time.
+                let t = ri.at.unwrap_or(self.start) - ri.offset;
+                let mut out = Vec::with_capacity(ri.series.len());
+                for s in ri.series {
+                    let pts: Vec<Point> = s
+                        .pts
+                        .into_iter()
+                        .filter(|p| p.t > t - ri.range && p.t <= t)
+                        .collect();
+                    if !pts.is_empty() {
+                        out.push(VSeries {
+                            labels: s.labels,
+                            pts,
+                            drop_name: s.drop_name,
+                        });
+                    }
+                }
+                Ok(Val::Matrix(out))
+            }
+            Expr::Call(c) => super::functions::eval_call(self, c),
+            Expr::Aggregate(a) => super::aggregations::eval_aggregate(self, a),
+            Expr::Binary(b) => super::binary::eval_binary(self, b),
+            Expr::Extension(_) => Err(QueryError::exec("unsupported expression")),
+        }
+    }
+
+    /// Evaluates and expects an instant vector.
+    pub fn eval_vector(&mut self, e: &Expr) -> Result<Vec<VSeries>> {
+        match self.eval(e)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(QueryError::exec(format!(
+                "expected instant vector, got {}",
+                expr_type(e)
+            ))),
+        }
+    }
+
+    /// Evaluates and expects a scalar (one value per step).
+    pub fn eval_scalar(&mut self, e: &Expr) -> Result<Vec<f64>> {
+        match self.eval(e)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(QueryError::exec(format!(
+                "expected scalar, got {}",
+                expr_type(e)
+            ))),
+        }
+    }
+
+    fn decode(&mut self, s: &StoredSeries, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        s.decode_into(mint, maxt, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Evaluates an instant selector at every step. With `timestamps`, values are the selected
+    /// samples' timestamps in seconds (for `timestamp()`).
+    pub fn eval_vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        timestamps: bool,
+    ) -> Result<Vec<VSeries>> {
+        let data = self.data;
+        let Some(f) = data.get(&selector_key(vs)) else {
+            return Ok(Vec::new());
+        };
+        let off = offset_ms(&vs.offset);
+        let at = at_ms(&vs.at, self.qstart, self.qend);
+        let n = self.nsteps();
+        let (first_et, last_et) = match at {
+            Some(a) => (a - off, a - off),
+            None => (self.start - off, self.end - off),
+        };
+        let mut out = Vec::with_capacity(f.series.len());
+        for s in &f.series {
+            self.check()?;
+            let buf = self.decode(s, first_et - self.lookback + 1, last_et)?;
+            let mut pts = Vec::new();
+            if at.is_some() {
+                if let Some(p) = pick(&buf, first_et, self.lookback, timestamps) {
+                    pts = (0..n)
+                        .map(|i| Point {
+                            t: self.ts(i),
+                            v: p,
+                        })
+                        .collect();
+                }
+            } else {
+                let mut j = 0usize; // number of samples with t <= et
+                for i in 0..n {
+                    let t = self.ts(i);
+                    let et = t - off;
+                    while j < buf.len() && buf[j].0 <= et {
+                        j += 1;
+                    }
+                    if j == 0 {
+                        continue;
+                    }
+                    let (st, sv) = buf[j - 1];
+                    if st <= et - self.lookback || is_stale_nan(sv) {
+                        continue;
+                    }
+                    pts.push(Point {
+                        t,
+                        v: if timestamps { st as f64 / 1000.0 } else { sv },
+                    });
+                }
+            }
+            self.buf = buf;
+            if !pts.is_empty() {
+                self.add_samples(pts.len())?;
+                out.push(VSeries {
+                    labels: s.labels.clone(),
+                    pts,
+                    drop_name: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Prepares a range-vector argument (matrix selector or subquery) for windowing: raw samples
+    /// (without staleness markers) covering every window the steps will need.
+    pub fn eval_range_arg(&mut self, e: &Expr) -> Result<RangeInput> {
+        match e {
+            Expr::Paren(p) => self.eval_range_arg(&p.expr),
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let range = dur_ms(&ms.range);
+                let off = offset_ms(&vs.offset);
+                let at = at_ms(&vs.at, self.qstart, self.qend);
+                let (first_et, last_et) = match at {
+                    Some(a) => (a - off, a - off),
+                    None => (self.start - off, self.end - off),
+                };
+                let data = self.data;
+                let mut series = Vec::new();
+                if let Some(f) = data.get(&selector_key(vs)) {
+                    for s in &f.series {
+                        self.check()?;
+                        let buf = self.decode(s, first_et - range + 1, last_et)?;
+                        let pts: Vec<Point> = buf
+                            .iter()
+                            .filter(|x| !is_stale_nan(x.1))
+                            .map(|&(t, v)| Point { t, v })
+                            .collect();
+                        self.buf = buf;
+                        if !pts.is_empty() {
+                            self.add_samples(pts.len())?;
+                            series.push(VSeries {
+                                labels: s.labels.clone(),
+                                pts,
+                                drop_name: false,
+                            });
+                        }
+                    }
+                }
+                Ok(RangeInput {
+                    series,
+                    range,
+                    offset: off,
+                    at,
+                })
+            }
+            Expr::Subquery(sq) => {
+                let range = dur_ms(&sq.range);
+                let off = offset_ms(&sq.offset);
+                let at = at_ms(&sq.at, self.qstart, self.qend);
+                let step = sq
+                    .step
+                    .as_ref()
+                    .map(dur_ms)
+                    .unwrap_or_else(|| dur_ms(&self.opts.default_subquery_step))
+                    .max(1);
+                let (s, en) = match at {
+                    Some(a) => (a, a),
+                    None => (self.start, self.end),
+                };
+                let new_start = s - off - range;
+                let mut inner_start = step * (new_start / step);
+                if inner_start <= new_start {
+                    inner_start += step;
+                }
+                let inner_end = en - off;
+                let saved = (self.start, self.end, self.step);
+                self.start = inner_start;
+                self.end = inner_end.max(inner_start - step);
+                self.step = step;
+                let r = if inner_end < inner_start {
+                    Ok(Val::Vector(Vec::new()))
+                } else {
+                    self.eval(&sq.expr)
+                };
+                (self.start, self.end, self.step) = saved;
+                let series = match r? {
+                    Val::Vector(v) => v,
+                    Val::Scalar(v) => {
+                        let pts = v
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &x)| Point {
+                                t: inner_start + i as i64 * step,
+                                v: x,
+                            })
+                            .collect();
+                        vec![VSeries {
+                            labels: Labels::empty(),
+                            pts,
+                            drop_name: false,
+                        }]
+                    }
+                    _ => {
+                        return Err(QueryError::exec(
+                            "subquery is only allowed on instant vector or scalar",
+                        ));
+                    }
+                };
+                Ok(RangeInput {
+                    series,
+                    range,
+                    offset: off,
+                    at,
+                })
+            }
+            _ => Err(QueryError::exec(format!(
+                "expected range vector, got {}",
+                expr_type(e)
+            ))),
+        }
+    }
+
+    /// Applies `f` to each step's window `(et - range, et]` of every series, producing points at
+    /// the step timestamps. `f` gets the window, the window end `et` and the step index.
+    pub fn map_windows<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
+    where
+        F: FnMut(&[Point], i64, &Labels) -> Option<f64>,
+    {
+        let n = self.nsteps();
+        let mut out = Vec::with_capacity(input.series.len());
+        for s in &input.series {
+            self.check()?;
+            let pts = &s.pts;
+            let mut res = Vec::new();
+            if let Some(a) = input.at {
+                let et = a - input.offset;
+                let lo = pts.partition_point(|p| p.t <= et - input.range);
+                let hi = pts.partition_point(|p| p.t <= et);
+                if let Some(v) = f(&pts[lo..hi.max(lo)], et, &s.labels) {
+                    res = (0..n).map(|i| Point { t: self.ts(i), v }).collect();
+                }
+            } else {
+                let (mut lo, mut hi) = (0usize, 0usize);
+                for i in 0..n {
+                    let t = self.ts(i);
+                    let et = t - input.offset;
+                    while lo < pts.len() && pts[lo].t <= et - input.range {
+                        lo += 1;
+                    }
+                    if hi < lo {
+                        hi = lo;
+                    }
+                    while hi < pts.len() && pts[hi].t <= et {
+                        hi += 1;
+                    }
+                    if let Some(v) = f(&pts[lo..hi], et, &s.labels) {
+                        res.push(Point { t, v });
+                    }
+                }
+            }
+            if !res.is_empty() {
+                self.add_samples(res.len())?;
+                out.push(VSeries {
+                    labels: s.labels.clone(),
+                    pts: res,
+                    drop_name: s.drop_name,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn pick(buf: &[(i64, f64)], et: i64, lookback: i64, timestamps: bool) -> Option<f64> {
+    let j = buf.partition_point(|x| x.0 <= et);
+    if j == 0 {
+        return None;
+    }
+    let (st, sv) = buf[j - 1];
+    if st <= et - lookback || is_stale_nan(sv) {
+        return None;
+    }
+    Some(if timestamps { st as f64 / 1000.0 } else { sv })
+}
+
+/// Applies delayed `__name__` removal.
+pub(crate) fn finish_names(ss: &mut [VSeries]) {
+    for s in ss.iter_mut() {
+        if s.drop_name {
+            s.labels = s.labels.without_metric_name();
+            s.drop_name = false;
+        }
+    }
+}
+
+pub(crate) fn check_unique(ss: &[VSeries]) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(ss.len());
+    for s in ss {
+        if s.pts.is_empty() {
+            continue;
+        }
+        if !seen.insert(&s.labels) {
+            return Err(QueryError::exec(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Merges series that ended up with equal labels; overlapping timestamps are an error.
+pub(crate) fn merge_same_labels(ss: Vec<VSeries>) -> Result<Vec<VSeries>> {
+    let mut idx: HashMap<Labels, usize> = HashMap::with_capacity(ss.len());
+    let mut out: Vec<VSeries> = Vec::with_capacity(ss.len());
+    for s in ss {
+        if s.pts.is_empty() {
+            continue;
+        }
+        match idx.get(&s.labels) {
+            Some(&i) => {
+                let o = &mut out[i];
+                let mut merged = Vec::with_capacity(o.pts.len() + s.pts.len());
+                let (mut a, mut b) = (0, 0);
+                while a < o.pts.len() || b < s.pts.len() {
+                    if b >= s.pts.len() || (a < o.pts.len() && o.pts[a].t < s.pts[b].t) {
+                        merged.push(o.pts[a]);
+                        a += 1;
+                    } else if a >= o.pts.len() || s.pts[b].t < o.pts[a].t {
+                        merged.push(s.pts[b]);
+                        b += 1;
+                    } else {
+                        return Err(QueryError::exec(
+                            "vector cannot contain metrics with the same labelset",
+                        ));
+                    }
+                }
+                o.pts = merged;
+            }
+            None => {
+                idx.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,904 @@
+//! PromQL functions: element-wise math, date functions, label manipulation, sorting, and the
+//! range-vector functions (`rate`, `*_over_time`, ...) evaluated by sliding a window over each
+//! series' samples across all steps.
+//!
+//! Semantics follow Prometheus 3.x (extrapolation in `rate`/`increase`/`delta`, Kahan sums,
+//! NaN propagation as in Go's `math` package). Must never panic on any argument values.
+
+use std::cmp::Ordering;
+
+use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::labels::METRIC_NAME;
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Call, Expr};
+use regex::Regex;
+
+use super::aggregations::{kahan_inc, quantile};
+use super::error::QueryError;
+use super::eval::{Evaluator, RangeInput, Result, VSeries, Val};
+use super::value::Point;
+
+/// Formats a float the way Go's `strconv.FormatFloat(f, 'f', -1, 64)`/`%g` mostly do for
+/// messages and label values.
+pub(crate) fn fmt_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        let s = format!("{f}");
+        if s == "-0" { "-0".into() } else { s }
+    }
+}
+
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+fn arg(c: &Call, i: usize) -> Result<&Expr> {
+    c.args
+        .args
+        .get(i)
+        .map(|b| b.as_ref())
+        .ok_or_else(|| QueryError::bad(format!("missing argument {} to {}", i + 1, c.func.name)))
+}
+
+fn string_arg(ev: &mut Evaluator<'_>, c: &Call, i: usize) -> Result<String> {
+    match ev.eval(arg(c, i)?)? {
+        Val::Str(s) => Ok(s),
+        _ => Err(QueryError::bad(format!(
+            "expected string argument to {}",
+            c.func.name
+        ))),
+    }
+}
+
+/// Applies `f` to every sample; the metric name is dropped.
+fn map_vector(ev: &mut Evaluator<'_>, c: &Call, f: impl Fn(f64) -> f64) -> Result<Val> {
+    let mut v = ev.eval_vector(arg(c, 0)?)?;
+    for s in &mut v {
+        s.pts.iter_mut().for_each(|p| p.v = f(p.v));
+        s.drop_name = true;
+    }
+    Ok(Val::Vector(v))
+}
+
+fn scalar_at(s: &[f64], ev: &Evaluator<'_>, t: i64) -> f64 {
+    s.get(ev.step_index(t)).copied().unwrap_or(f64::NAN)
+}
+
+pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
+    let name = c.func.name;
+    match name {
+        "abs" => map_vector(ev, c, f64::abs),
+        "ceil" => map_vector(ev, c, f64::ceil),
+        "floor" => map_vector(ev, c, f64::floor),
+        "exp" => map_vector(ev, c, f64::exp),
+        "sqrt" => map_vector(ev, c, f64::sqrt),
+        "ln" => map_vector(ev, c, f64::ln),
+        "log2" => map_vector(ev, c, f64::log2),
+        "log10" => map_vector(ev, c, f64::log10),
+        "sin" => map_vector(ev, c, f64::sin),
+        "cos" => map_vector(ev, c, f64::cos),
+        "tan" => map_vector(ev, c, f64::tan),
+        "asin" => map_vector(ev, c, f64::asin),
+        "acos" => map_vector(ev, c, f64::acos),
+        "atan" => map_vector(ev, c, f64::atan),
+        "sinh" => map_vector(ev, c, f64::sinh),
+        "cosh" => map_vector(ev, c, f64::cosh),
+        "tanh" => map_vector(ev, c, f64::tanh),
+        "asinh" => map_vector(ev, c, f64::asinh),
+        "acosh" => map_vector(ev, c, f64::acosh),
+        "atanh" => map_vector(ev, c, f64::atanh),
+        "deg" => map_vector(ev, c, |x| x * 180.0 / std::f64::consts::PI),
+        "rad" => map_vector(ev, c, |x| x * std::f64::consts::PI / 180.0),
+        "sgn" => map_vector(ev, c, |x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }),
+        "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; ev.nsteps()])),
+        "time" => Ok(Val::Scalar(
+            (0..ev.nsteps()).map(|i| ev.ts(i) as f64 / 1000.0).collect(),
+        )),
+        "round" => {
+            let to = if c.args.args.len() > 1 {
+                Some(ev.eval_scalar(arg(c, 1)?)?)
+            } else {
+                None
+            };
+            let mut v = ev.eval_vector(arg(c, 0)?)?;
+            for s in &mut v {
+                for p in &mut s.pts {
+                    let n = to.as_ref().map_or(1.0, |t| scalar_at(t, ev, p.t));
+                    let inv = 1.0 / n;
+                    p.v = (p.v * inv + 0.5).floor() / inv;
+                }
+                s.drop_name = true;
+            }
+            Ok(Val::Vector(v))
+        }
+        "clamp" | "clamp_min" | "clamp_max" => {
+            let (lo, hi) = match name {
+                "clamp" => (
+                    Some(ev.eval_scalar(arg(c, 1)?)?),
+                    Some(ev.eval_scalar(arg(c, 2)?)?),
+                ),
+                "clamp_min" => (Some(ev.eval_scalar(arg(c, 1)?)?), None),
+                _ => (None, Some(ev.eval_scalar(arg(c, 1)?)?)),
+            };
+            let mut v = ev.eval_vector(arg(c, 0)?)?;
+            for s in &mut v {
+                s.pts.retain_mut(|p| {
+                    let l = lo.as_ref().map(|x| scalar_at(x, ev, p.t));
+                    let h = hi.as_ref().map(|x| scalar_at(x, ev, p.t));
+                    match (l, h) {
+                        (Some(l), Some(h)) => {
+                            if h < l {
+                                return false;
+                            }
+                            p.v = go_max(l, go_min(h, p.v));
+                        }
+                        (Some(l), None) => p.v = go_max(p.v, l),
+                        (None, Some(h)) => p.v = go_min(p.v, h),
+                        _ => {}
+                    }
+                    true
+                });
+                s.drop_name = true;
+            }
+            v.retain(|s| !s.pts.is_empty());
+            Ok(Val::Vector(v))
+        }
+        "vector" => {
+            let s = ev.eval_scalar(arg(c, 0)?)?;
+            let pts = s
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| Point { t: ev.ts(i), v })
+                .collect();
+            Ok(Val::Vector(vec![VSeries {
+                labels: Labels::empty(),
+                pts,
+                drop_name: false,
+            }]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(arg(c, 0)?)?;
+            let n = ev.nsteps();
+            let mut cnt = vec![0u32; n];
+            let mut val = vec![f64::NAN; n];
+            for s in &v {
+                for p in &s.pts {
+                    let i = ev.step_index(p.t);
+                    if i < n {
+                        cnt[i] += 1;
+                        val[i] = p.v;
+                    }
+                }
+            }
+            Ok(Val::Scalar(
+                val.into_iter()
+                    .zip(cnt)
+                    .map(|(v, c)| if c == 1 { v } else { f64::NAN })
+                    .collect(),
+            ))
+        }
+        "timestamp" => {
+            let a = arg(c, 0)?;
+            let mut inner = a;
+            while let Expr::Paren(p) = inner {
+                inner = &p.expr;
+            }
+            let mut v = if let Expr::VectorSelector(vs) = inner {
+                ev.eval_vector_selector(vs, true)?
+            } else {
+                let mut v = ev.eval_vector(a)?;
+                for s in &mut v {
+                    s.pts.iter_mut().for_each(|p| p.v = p.t as f64 / 1000.0);
+                }
+                v
+            };
+            v.iter_mut().for_each(|s| s.drop_name = true);
+            Ok(Val::Vector(v))
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let mut v = if c.args.args.is_empty() {
+                let pts = (0..ev.nsteps())
+                    .map(|i| Point {
+                        t: ev.ts(i),
+                        v: ev.ts(i) as f64 / 1000.0,
+                    })
+                    .collect();
+                vec![VSeries {
+                    labels: Labels::empty(),
+                    pts,
+                    drop_name: false,
+                }]
+            } else {
+                ev.eval_vector(arg(c, 0)?)?
+            };
+            for s in &mut v {
+                for p in &mut s.pts {
+                    p.v = date_part(name, p.v);
+                }
+                s.drop_name = true;
+            }
+            Ok(Val::Vector(v))
+        }
+        "absent" => {
+            let v = ev.eval_vector(arg(c, 0)?)?;
+            let n = ev.nsteps();
+            let mut present = vec![false; n];
+            for s in &v {
+                for p in &s.pts {
+                    if let Some(x) = present.get_mut(ev.step_index(p.t)) {
+                        *x = true;
+                    }
+                }
+            }
+            let pts: Vec<Point> = (0..n)
+                .filter(|&i| !present[i])
+                .map(|i| Point {
+                    t: ev.ts(i),
+                    v: 1.0,
+                })
+                .collect();
+            if pts.is_empty() {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            Ok(Val::Vector(vec![VSeries {
+                labels: absent_labels(arg(c, 0)?),
+                pts,
+                drop_name: false,
+            }]))
+        }
+        "absent_over_time" => {
+            let ri = ev.eval_range_arg(arg(c, 0)?)?;
+            let n = ev.nsteps();
+            let mut present = vec![false; n];
+            for s in ri.series.iter() {
+                let one = RangeInput {
+                    series: vec![s.clone()],
+                    range: ri.range,
+                    offset: ri.offset,
+                    at: ri.at,
+                };
+                for r in ev.map_windows(&one, |w, _, _| (!w.is_empty()).then_some(1.0))? {
+                    for p in r.pts {
+                        if let Some(x) = present.get_mut(ev.step_index(p.t)) {
+                            *x = true;
+                        }
+                    }
+                }
+            }
+            let pts: Vec<Point> = (0..n)
+                .filter(|&i| !present[i])
+                .map(|i| Point {
+                    t: ev.ts(i),
+                    v: 1.0,
+                })
+                .collect();
+            if pts.is_empty() {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            Ok(Val::Vector(vec![VSeries {
+                labels: absent_labels(arg(c, 0)?),
+                pts,
+                drop_name: false,
+            }]))
+        }
+        "label_replace" => {
+            let dst = string_arg(ev, c, 1)?;
+            let repl = string_arg(ev, c, 2)?;
+            let src = string_arg(ev, c, 3)?;
+            let re_s = string_arg(ev, c, 4)?;
+            let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
+                QueryError::exec(format!(
+                    "invalid regular expression in label_replace(): {re_s}: {e}"
+                ))
+            })?;
+            if !valid_label_name(&dst) {
+                return Err(QueryError::exec(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            let mut v = ev.eval_vector(arg(c, 0)?)?;
+            for s in &mut v {
+                let sv = s.labels.get(&src).unwrap_or("");
+                if let Some(caps) = re.captures(sv) {
+                    let mut res = String::new();
+                    caps.expand(&repl, &mut res);
+                    let mut b = s.labels.builder();
+                    b.set(&dst, &res);
+                    s.labels = b.build();
+                    if dst == METRIC_NAME {
+                        s.drop_name = false;
+                    }
+                }
+            }
+            Ok(Val::Vector(v))
+        }
+        "label_join" => {
+            let dst = string_arg(ev, c, 1)?;
+            let sep = string_arg(ev, c, 2)?;
+            let mut srcs = Vec::new();
+            for i in 3..c.args.args.len() {
+                srcs.push(string_arg(ev, c, i)?);
+            }
+            if !valid_label_name(&dst) {
+                return Err(QueryError::exec(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            for s in &srcs {
+                if !valid_label_name(s) {
+                    return Err(QueryError::exec(format!(
+                        "invalid source label name in label_join(): {s}"
+                    )));
+                }
+            }
+            let mut v = ev.eval_vector(arg(c, 0)?)?;
+            for s in &mut v {
+                let joined: Vec<&str> =
+                    srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
+                let val = joined.join(&sep);
+                let mut b = s.labels.builder();
+                b.set(&dst, &val);
+                s.labels = b.build();
+                if dst == METRIC_NAME {
+                    s.drop_name = false;
+                }
+            }
+            Ok(Val::Vector(v))
+        }
+        "sort" | "sort_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?)?;
+            if ev.instant_query && ev.nsteps() == 1 {
+                let desc = name == "sort_desc";
+                v.sort_by(|a, b| {
+                    let (x, y) = (
+                        a.pts.first().map_or(f64::NAN, |p| p.v),
+                        b.pts.first().map_or(f64::NAN, |p| p.v),
+                    );
+                    match (x.is_nan(), y.is_nan()) {
+                        (true, true) => Ordering::Equal,
+                        (true, false) => Ordering::Greater,
+                        (false, true) => Ordering::Less,
+                        _ => {
+                            let o = x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+                            if desc { o.reverse() } else { o }
+                        }
+                    }
+                });
+            }
+            Ok(Val::Vector(v))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut names = Vec::new();
+            for i in 1..c.args.args.len() {
+                names.push(string_arg(ev, c, i)?);
+            }
+            let mut v = ev.eval_vector(arg(c, 0)?)?;
+            let desc = name == "sort_by_label_desc";
+            v.sort_by(|a, b| {
+                let mut o = Ordering::Equal;
+                for n in &names {
+                    let (x, y) = (a.labels.get(n).unwrap_or(""), b.labels.get(n).unwrap_or(""));
+                    if x != y {
+                        o = natural_cmp(x, y);
+                        break;
+                    }
+                }
+                if o == Ordering::Equal {
+                    o = a.labels.cmp(&b.labels);
+                }
+                if desc { o.reverse() } else { o }
+            });
+            Ok(Val::Vector(v))
+        }
+        "histogram_quantile" => super::histogram::histogram_quantile(ev, c),
+        _ => eval_range_function(ev, c),
+    }
+}
+
+fn valid_label_name(s: &str) -> bool {
+    !s.is_empty()
+}
+
+/// Labels for `absent`: equality matchers of a plain selector (names matched more than once are
+/// dropped).
+fn absent_labels(e: &Expr) -> Labels {
+    let vs = match e {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Labels::empty(),
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut dup: Vec<String> = Vec::new();
+    for m in &vs.matchers.matchers {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if matches!(m.op, MatchOp::Equal) {
+            if pairs.iter().any(|(n, _)| *n == m.name) {
+                dup.push(m.name.clone());
+            } else {
+                pairs.push((m.name.clone(), m.value.clone()));
+            }
+        }
+    }
+    pairs.retain(|(n, _)| !dup.contains(n));
+    Labels::from_pairs(&pairs)
+}
+
+/// Compares strings with runs of digits compared numerically.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < ab.len() && j < bb.len() {
+        if ab[i].is_ascii_digit() && bb[j].is_ascii_digit() {
+            let si = i;
+            while i < ab.len() && ab[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < bb.len() && bb[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = a[si..i].trim_start_matches('0');
+            let nb = b[sj..j].trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            if ab[i] != bb[j] {
+                return ab[i].cmp(&bb[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (ab.len() - i).cmp(&(bb.len() - j))
+}
+
+/// Converts days since the epoch to (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn date_part(name: &str, v: f64) -> f64 {
+    if v.is_nan() || v.is_infinite() {
+        return f64::NAN;
+    }
+    let secs = v as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let dim = |y: i64, m: u32| -> u32 {
+        match m {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            _ => {
+                if is_leap(y) {
+                    29
+                } else {
+                    28
+                }
+            }
+        }
+    };
+    match name {
+        "day_of_month" => f64::from(d),
+        "day_of_week" => (days + 4).rem_euclid(7) as f64,
+        "day_of_year" => {
+            let mut doy = d;
+            for mm in 1..m {
+                doy += dim(y, mm);
+            }
+            f64::from(doy)
+        }
+        "days_in_month" => f64::from(dim(y, m)),
+        "hour" => (sod / 3600) as f64,
+        "minute" => ((sod % 3600) / 60) as f64,
+        "month" => f64::from(m),
+        "year" => y as f64,
+        _ => f64::NAN,
+    }
+}
+
+fn sum_kahan(w: &[Point]) -> f64 {
+    let (mut s, mut c) = (0.0, 0.0);
+    for p in w {
+        (s, c) = kahan_inc(p.v, s, c);
+    }
+    if s.is_infinite() { s } else { s + c }
+}
+
+fn avg_over(w: &[Point]) -> f64 {
+    let mut sum = w[0].v;
+    let mut count = 1.0;
+    let (mut mean, mut c) = (0.0, 0.0);
+    let mut incr = false;
+    for (i, p) in w[1..].iter().enumerate() {
+        count = (i + 2) as f64;
+        if !incr {
+            let (ns, nc) = kahan_inc(p.v, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incr = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_inc(p.v / count, q * mean, q * c);
+    }
+    if incr {
+        mean + c
+    } else {
+        sum / count + c / count
+    }
+}
+
+fn stdvar_over(w: &[Point]) -> f64 {
+    let (mut count, mut mean, mut cm, mut aux, mut ca) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for p in w {
+        count += 1.0;
+        let delta = p.v - (mean + cm);
+        (mean, cm) = kahan_inc(delta / count, mean, cm);
+        (aux, ca) = kahan_inc(delta * (p.v - (mean + cm)), aux, ca);
+    }
+    (aux + ca) / count
+}
+
+pub(crate) fn linear_regression(w: &[Point], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init_y = w[0].v;
+    let mut const_y = true;
+    for (i, p) in w.iter().enumerate() {
+        if const_y && i > 0 && p.v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (p.t - intercept_t) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sx += cx;
+    sy += cy;
+    sxy += cxy;
+    sx2 += cx2;
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+fn extrapolated_rate(
+    w: &[Point],
+    et: i64,
+    range: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let first = w[0];
+    let last = w[w.len() - 1];
+    let mut result = last.v - first.v;
+    if is_counter {
+        let mut prev = 0.0;
+        for p in w {
+            if p.v < prev {
+                result += prev;
+            }
+            prev = p.v;
+        }
+    }
+    let range_start = et - range;
+    let mut to_start = (first.t - range_start) as f64 / 1000.0;
+    let mut to_end = (et - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let avg = sampled / (w.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter {
+        let mut to_zero = to_start;
+        if result > 0.0 && first.v >= 0.0 {
+            to_zero = sampled * (first.v / result);
+        }
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+fn instant_delta(w: &[Point], is_rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let last = w[w.len() - 1];
+    let prev = w[w.len() - 2];
+    let mut r = if is_rate && last.v < prev.v {
+        last.v
+    } else {
+        last.v - prev.v
+    };
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        r /= interval as f64 / 1000.0;
+    }
+    Some(r)
+}
+
+fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
+    let name = c.func.name;
+    // Position of the range-vector argument.
+    let (mi, scalar_args): (usize, Vec<usize>) = match name {
+        "quantile_over_time" => (1, vec![0]),
+        "predict_linear" => (0, vec![1]),
+        "double_exponential_smoothing" | "holt_winters" => (0, vec![1, 2]),
+        _ => (0, vec![]),
+    };
+    let mut scalars = Vec::new();
+    for &i in &scalar_args {
+        scalars.push(ev.eval_scalar(arg(c, i)?)?);
+    }
+    let input = ev.eval_range_arg(arg(c, mi)?)?;
+    let in_samples: usize = input.series.iter().map(|s| s.pts.len()).sum();
+    let range = input.range;
+    let offset = input.offset;
+    let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    if matches!(name, "double_exponential_smoothing" | "holt_winters") {
+        for (i, what) in [(0usize, "smoothing"), (1, "trend")] {
+            if let Some(&v) = scalars[i].first() {
+                if v <= 0.0 || v >= 1.0 || v.is_nan() {
+                    let short = if i == 0 { "sf" } else { "tf" };
+                    return Err(QueryError::exec(format!(
+                        "invalid {what} factor. Expected: 0 < {short} < 1, got: {v:.6}"
+                    )));
+                }
+            }
+        }
+    }
+    if name == "quantile_over_time" {
+        if let Some(&q) = scalars[0].first() {
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                ev.warn(format!(
+                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                    fmt_float(q)
+                ));
+            }
+        }
+    }
+    let start = ev.start;
+    let step = ev.step;
+    let sidx = |t: i64| usize::try_from((t - start) / step).unwrap_or(0);
+    let mut out = match name {
+        "rate" | "increase" | "delta" => {
+            let (is_counter, is_rate) = (name != "delta", name == "rate");
+            ev.map_windows(&input, |w, et, _| {
+                extrapolated_rate(w, et, range, is_counter, is_rate)
+            })?
+        }
+        "irate" => ev.map_windows(&input, |w, _, _| instant_delta(w, true))?,
+        "idelta" => ev.map_windows(&input, |w, _, _| instant_delta(w, false))?,
+        "deriv" => ev.map_windows(&input, |w, _, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            Some(linear_regression(w, w[0].t).0)
+        })?,
+        "predict_linear" => {
+            let d = &scalars[0];
+            ev.map_windows(&input, |w, et, _| {
+                if w.len() < 2 {
+                    return None;
+                }
+                let t = et + offset;
+                let (slope, intercept) = linear_regression(w, t);
+                let dur = d.get(sidx(t)).copied().unwrap_or(f64::NAN);
+                Some(slope * dur + intercept)
+            })?
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let (sf_s, tf_s) = (&scalars[0], &scalars[1]);
+            ev.map_windows(&input, |w, et, _| {
+                if w.len() < 2 {
+                    return None;
+                }
+                let i = sidx(et + offset);
+                let sf = sf_s.get(i).copied().unwrap_or(f64::NAN);
+                let tf = tf_s.get(i).copied().unwrap_or(f64::NAN);
+                let (mut s0, mut s1) = (0.0, w[0].v);
+                let mut b = w[1].v - w[0].v;
+                for (k, p) in w.iter().enumerate().skip(1) {
+                    let x = sf * p.v;
+                    if k > 1 {
+                        b = tf * (s1 - s0) + (1.0 - tf) * b;
+                    }
+                    let y = (1.0 - sf) * (s1 + b);
+                    s0 = s1;
+                    s1 = x + y;
+                }
+                Some(s1)
+            })?
+        }
+        "avg_over_time" => {
+            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then(|| avg_over(w)))?
+        }
+        "sum_over_time" => {
+            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then(|| sum_kahan(w)))?
+        }
+        "count_over_time" => {
+            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then_some(w.len() as f64))?
+        }
+        "present_over_time" => ev.map_windows(&input, |w, _, _| (!w.is_empty()).then_some(1.0))?,
+        "last_over_time" => ev.map_windows(&input, |w, _, _| w.last().map(|p| p.v))?,
+        "first_over_time" => ev.map_windows(&input, |w, _, _| w.first().map(|p| p.v))?,
+        "ts_of_last_over_time" => {
+            ev.map_windows(&input, |w, _, _| w.last().map(|p| p.t as f64 / 1000.0))?
+        }
+        "ts_of_first_over_time" => {
+            ev.map_windows(&input, |w, _, _| w.first().map(|p| p.t as f64 / 1000.0))?
+        }
+        "max_over_time" | "min_over_time" | "ts_of_max_over_time" | "ts_of_min_over_time" => {
+            let is_max = name.contains("max");
+            let ts = name.starts_with("ts_of");
+            ev.map_windows(&input, |w, _, _| {
+                let first = w.first()?;
+                let (mut best, mut bt) = (first.v, first.t);
+                for p in w {
+                    let better = if is_max { p.v > best } else { p.v < best };
+                    if better || best.is_nan() {
+                        best = p.v;
+                        bt = p.t;
+                    }
+                }
+                Some(if ts { bt as f64 / 1000.0 } else { best })
+            })?
+        }
+        "stddev_over_time" => ev.map_windows(&input, |w, _, _| {
+            (!w.is_empty()).then(|| stdvar_over(w).sqrt())
+        })?,
+        "stdvar_over_time" => {
+            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then(|| stdvar_over(w)))?
+        }
+        "quantile_over_time" => {
+            let qs = &scalars[0];
+            let mut buf = Vec::new();
+            ev.map_windows(&input, |w, et, _| {
+                if w.is_empty() {
+                    return None;
+                }
+                buf.clear();
+                buf.extend(w.iter().map(|p| p.v));
+                Some(quantile(
+                    qs.get(sidx(et + offset)).copied().unwrap_or(f64::NAN),
+                    &mut buf,
+                ))
+            })?
+        }
+        "mad_over_time" => {
+            let mut buf = Vec::new();
+            ev.map_windows(&input, |w, _, _| {
+                if w.is_empty() {
+                    return None;
+                }
+                buf.clear();
+                buf.extend(w.iter().map(|p| p.v));
+                let med = quantile(0.5, &mut buf);
+                buf.clear();
+                buf.extend(w.iter().map(|p| (p.v - med).abs()));
+                Some(quantile(0.5, &mut buf))
+            })?
+        }
+        "changes" => ev.map_windows(&input, |w, _, _| {
+            let first = w.first()?;
+            let mut prev = first.v;
+            let mut n = 0.0;
+            for p in &w[1..] {
+                if !(p.v == prev || (p.v.is_nan() && prev.is_nan())) {
+                    n += 1.0;
+                }
+                prev = p.v;
+            }
+            Some(n)
+        })?,
+        "resets" => ev.map_windows(&input, |w, _, _| {
+            let first = w.first()?;
+            let mut prev = first.v;
+            let mut n = 0.0;
+            for p in &w[1..] {
+                if p.v < prev {
+                    n += 1.0;
+                }
+                prev = p.v;
+            }
+            Some(n)
+        })?,
+        _ => return Err(QueryError::bad(format!("function {name} is not supported"))),
+    };
+    if matches!(name, "rate" | "increase") {
+        for s in &out {
+            if let Some(mn) = s.labels.metric_name() {
+                if !(mn.ends_with("_total")
+                    || mn.ends_with("_sum")
+                    || mn.ends_with("_count")
+                    || mn.ends_with("_bucket"))
+                {
+                    let msg = format!(
+                        "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
+                    );
+                    ev.info(msg);
+                }
+            }
+        }
+    }
+    if !keep_name {
+        out.iter_mut().for_each(|s| s.drop_name = true);
+    }
+    ev.release_samples(in_samples);
+    Ok(Val::Vector(out))
+}

@@ -1,0 +1,330 @@
+//! The engine's only window onto data: the [`Queryable`] trait, the [`Selection`] it is asked
+//! for, the [`SeriesSet`] it answers with, and [`MemoryQueryable`], an in-memory implementation
+//! for tests and the conformance harness that stores XOR chunks so the chunk path is exercised.
+//!
+//! Implementations must return every series matching all matchers that has data in
+//! `[start, end]`; they may return more data than asked (the engine filters by time) but never
+//! series that do not match. Nothing here may block a thread.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gauntlet_tsdb::chunkenc::{XorChunk, decode_xor_into};
+use gauntlet_tsdb::{Labels, Sample};
+use regex::Regex;
+
+use super::error::StorageError;
+
+/// How a matcher compares a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchKind {
+    /// `=`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `=~` (fully anchored)
+    RegexMatch,
+    /// `!~` (fully anchored)
+    RegexNoMatch,
+}
+
+/// A label matcher. A missing label matches as the empty string, as in Prometheus.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    /// Label name.
+    pub name: String,
+    /// Value or regular expression source (unanchored, as written in the query).
+    pub value: String,
+    /// Comparison.
+    pub kind: MatchKind,
+    regex: Option<Regex>,
+}
+
+impl Matcher {
+    /// Builds a matcher; regular expressions are anchored (`^(?:re)$`).
+    pub fn new(kind: MatchKind, name: &str, value: &str) -> Result<Self, StorageError> {
+        let regex = match kind {
+            MatchKind::RegexMatch | MatchKind::RegexNoMatch => {
+                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                    StorageError(format!("invalid regular expression {value:?}: {e}"))
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            name: name.to_string(),
+            value: value.to_string(),
+            kind,
+            regex,
+        })
+    }
+
+    /// Builds an `=` or `!=` matcher (regex kinds fall back to a never-failing literal match).
+    pub fn with_kind(kind: MatchKind, name: &str, value: &str) -> Self {
+        match Self::new(kind, name, value) {
+            Ok(m) => m,
+            Err(_) => Self {
+                name: name.to_string(),
+                value: value.to_string(),
+                kind,
+                regex: None,
+            },
+        }
+    }
+
+    pub(crate) fn with_regex(kind: MatchKind, name: &str, value: &str, regex: Regex) -> Self {
+        Self {
+            name: name.to_string(),
+            value: value.to_string(),
+            kind,
+            regex: Some(regex),
+        }
+    }
+
+    /// True when a label value (empty when the label is missing) matches.
+    pub fn matches(&self, v: &str) -> bool {
+        match self.kind {
+            MatchKind::Equal => v == self.value,
+            MatchKind::NotEqual => v != self.value,
+            MatchKind::RegexMatch => self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchKind::RegexNoMatch => !self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+
+    /// True when this matcher matches the label set.
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.matches(labels.get(&self.name).unwrap_or(""))
+    }
+}
+
+/// Hints about how the engine will use a selection, like Prometheus's `SelectHints`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectHints {
+    /// Query step in ms (0 for instant queries).
+    pub step_ms: i64,
+    /// Range of the enclosing matrix selector in ms (0 for instant selectors).
+    pub range_ms: i64,
+    /// Name of the function the selector is an argument of, if any.
+    pub func: Option<String>,
+    /// Grouping labels of the enclosing aggregation, if any.
+    pub grouping: Vec<String>,
+    /// True for `by`, false for `without`.
+    pub by: bool,
+}
+
+/// What the engine asks storage for: series matching all `matchers` with data in
+/// `[start_ms, end_ms]` (inclusive).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// Earliest timestamp needed (ms, inclusive).
+    pub start_ms: i64,
+    /// Latest timestamp needed (ms, inclusive).
+    pub end_ms: i64,
+    /// Usage hints.
+    pub hints: SelectHints,
+}
+
+/// One XOR chunk with the time range it covers.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// First sample's timestamp.
+    pub min_time: i64,
+    /// Last sample's timestamp.
+    pub max_time: i64,
+    /// Prometheus XOR-encoded bytes (2-byte header included).
+    pub data: Bytes,
+}
+
+/// A series' data: compressed chunks (decoded lazily by the engine) or decoded samples.
+#[derive(Debug, Clone)]
+pub enum SeriesData {
+    /// XOR chunks in time order, possibly overlapping (overlaps are merged, first wins).
+    Chunks(Vec<Chunk>),
+    /// Samples in time order.
+    Samples(Arc<[Sample]>),
+}
+
+/// One series of a [`SeriesSet`].
+#[derive(Debug, Clone)]
+pub struct StoredSeries {
+    /// Labels, unique within the set.
+    pub labels: Labels,
+    /// Data.
+    pub data: SeriesData,
+}
+
+impl StoredSeries {
+    /// Appends this series' samples within `[mint, maxt]` to `out` in time order (duplicated
+    /// timestamps keep the first value).
+    pub fn decode_into(
+        &self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), StorageError> {
+        match &self.data {
+            SeriesData::Samples(s) => {
+                let from = s.partition_point(|x| x.t < mint);
+                out.extend(
+                    s[from..]
+                        .iter()
+                        .take_while(|x| x.t <= maxt)
+                        .map(|x| (x.t, x.v)),
+                );
+            }
+            SeriesData::Chunks(chunks) => {
+                let start = out.len();
+                let mut sorted = true;
+                for c in chunks {
+                    if c.max_time < mint || c.min_time > maxt {
+                        continue;
+                    }
+                    let before = out.len();
+                    decode_xor_into(&c.data, mint, maxt, out)
+                        .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
+                    if before > start && out.len() > before && out[before].0 <= out[before - 1].0 {
+                        sorted = false;
+                    }
+                }
+                if !sorted {
+                    out[start..].sort_by_key(|x| x.0);
+                    let mut w = start;
+                    for r in start..out.len() {
+                        if w > start && out[w - 1].0 == out[r].0 {
+                            continue;
+                        }
+                        out[w] = out[r];
+                        w += 1;
+                    }
+                    out.truncate(w);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a [`Selection`].
+#[derive(Debug, Clone, Default)]
+pub struct SeriesSet {
+    /// Matching series, each label set at most once.
+    pub series: Vec<StoredSeries>,
+    /// Non-fatal problems (e.g. a store that did not answer), reported as query warnings.
+    pub warnings: Vec<String>,
+}
+
+/// A source of series for the engine. The querier (fan-out + dedup) implements this.
+#[async_trait]
+pub trait Queryable: Send + Sync {
+    /// Returns all series matching `selection.matchers` with data in the selection's range.
+    async fn select(&self, selection: &Selection) -> Result<SeriesSet, StorageError>;
+}
+
+/// An in-memory [`Queryable`]: series are kept as XOR chunks of up to 120 samples.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryQueryable {
+    series: Vec<StoredSeries>,
+}
+
+const SAMPLES_PER_CHUNK: usize = 120;
+
+impl MemoryQueryable {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds samples to a series (merged with any samples already stored for the same labels).
+    pub fn add_series(&mut self, labels: Labels, samples: &[Sample]) -> Result<(), StorageError> {
+        let mut all: Vec<(i64, f64)> = Vec::new();
+        let pos = self.series.iter().position(|s| s.labels == labels);
+        if let Some(i) = pos {
+            self.series[i].decode_into(i64::MIN, i64::MAX, &mut all)?;
+        }
+        all.extend(samples.iter().map(|s| (s.t, s.v)));
+        all.sort_by_key(|x| x.0);
+        // Later writes win on equal timestamps.
+        let mut dedup: Vec<(i64, f64)> = Vec::with_capacity(all.len());
+        for x in all {
+            match dedup.last_mut() {
+                Some(l) if l.0 == x.0 => *l = x,
+                _ => dedup.push(x),
+            }
+        }
+        let mut chunks = Vec::new();
+        for part in dedup.chunks(SAMPLES_PER_CHUNK) {
+            let mut c = XorChunk::new();
+            for &(t, v) in part {
+                c.append(t, v).map_err(|e| StorageError(e.to_string()))?;
+            }
+            let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                continue;
+            };
+            chunks.push(Chunk {
+                min_time: first.0,
+                max_time: last.0,
+                data: Bytes::from(c.into_bytes()),
+            });
+        }
+        let s = StoredSeries {
+            labels,
+            data: SeriesData::Chunks(chunks),
+        };
+        match pos {
+            Some(i) => self.series[i] = s,
+            None => self.series.push(s),
+        }
+        Ok(())
+    }
+
+    /// Removes all series.
+    pub fn clear(&mut self) {
+        self.series.clear();
+    }
+
+    /// Number of series stored.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    fn select_sync(&self, sel: &Selection) -> SeriesSet {
+        let series = self
+            .series
+            .iter()
+            .filter(|s| sel.matchers.iter().all(|m| m.matches_labels(&s.labels)))
+            .filter_map(|s| match &s.data {
+                SeriesData::Chunks(cs) => {
+                    let cs: Vec<Chunk> = cs
+                        .iter()
+                        .filter(|c| c.max_time >= sel.start_ms && c.min_time <= sel.end_ms)
+                        .cloned()
+                        .collect();
+                    (!cs.is_empty()).then(|| StoredSeries {
+                        labels: s.labels.clone(),
+                        data: SeriesData::Chunks(cs),
+                    })
+                }
+                SeriesData::Samples(_) => Some(s.clone()),
+            })
+            .collect();
+        SeriesSet {
+            series,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Queryable for MemoryQueryable {
+    async fn select(&self, selection: &Selection) -> Result<SeriesSet, StorageError> {
+        Ok(self.select_sync(selection))
+    }
+}
