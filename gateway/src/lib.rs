@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod promql;
 pub mod query;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use clap::Parser;
 
 pub use args::*;
 
+use crate::shutdown::Shutdown;
 use crate::telemetry;
 
 /// Exit status for usage errors and for roles that are not implemented yet (as clap uses).
@@ -87,14 +88,15 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
 }
 
 async fn dispatch(command: Command) -> Result<(), RunError> {
+    let shutdown = Shutdown::on_signals();
     match command {
-        Command::Query(_) => Err(RunError::NotImplemented("query")),
+        Command::Query(args) => Ok(crate::query::querier::run(&args, shutdown).await?),
         Command::Store(_) => Err(RunError::NotImplemented("store")),
         Command::Sidecar(_) => Err(RunError::NotImplemented("sidecar")),
         Command::Receive(_) => Err(RunError::NotImplemented("receive")),
         Command::Compact(_) => Err(RunError::NotImplemented("compact")),
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),
-        Command::Demo(_) => Err(RunError::NotImplemented("demo")),
+        Command::Demo(args) => Ok(crate::demo::run(&args, shutdown).await?),
         Command::Plugin(_) => Err(RunError::NotImplemented("plugin")),
         Command::Tools(_) => Err(RunError::NotImplemented("tools")),
     }

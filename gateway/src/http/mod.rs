@@ -13,6 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+pub mod api;
+pub mod json;
 pub mod params;
 pub mod ui;
 

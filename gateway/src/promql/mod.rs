@@ -15,10 +15,10 @@ mod histogram;
 mod storage;
 mod value;
 
-pub use engine::{CancelFlag, Engine, EngineOptions};
+pub use engine::{CancelFlag, Engine, EngineOptions, parse_expr};
 pub use error::{QueryError, StorageError};
 pub use storage::{
-    Chunk, MatchKind, MemoryQueryable, Queryable, SelectHints, Selection, SeriesData, SeriesSet,
-    StoredSeries,
+    Chunk, MatchKind, Matcher, MemoryQueryable, Queryable, SelectHints, Selection, SeriesData,
+    SeriesSet, StoredSeries,
 };
 pub use value::{InstantSample, Point, QueryResult, Series, Value};

@@ -3,4 +3,8 @@
 
 pub mod dedup;
 pub mod endpoints;
+pub mod matchers;
+pub mod proxy;
+pub mod querier;
+pub mod queryable;
 pub mod store;

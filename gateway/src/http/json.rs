@@ -1,0 +1,135 @@
+//! Fast JSON output in exactly the shapes and number formats of Prometheus's HTTP API: sample
+//! values as strings in shortest round-trip form (`NaN`, `+Inf`, `-Inf` spelled out), timestamps
+//! as seconds with millisecond fractions, strings escaped as Go's encoding/json does.
+//!
+//! Writes into a `String` directly: results can hold millions of points, and building a
+//! `serde_json::Value` tree first would double the memory of every response.
+
+use std::fmt::Write;
+
+use gauntlet_tsdb::Labels;
+
+/// Appends `text` as a JSON string, escaping like Go (`<`, `>`, `&`, U+2028 and U+2029 too).
+pub fn write_str(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends a millisecond timestamp as Prometheus does: seconds, then `.` and three digits when
+/// the milliseconds are not zero (`1700000000.5` is written `1700000000.500`).
+pub fn write_timestamp(out: &mut String, t: i64) {
+    let magnitude = t.unsigned_abs();
+    if t < 0 {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", magnitude / 1000);
+    let fraction = magnitude % 1000;
+    if fraction != 0 {
+        let _ = write!(out, ".{fraction:03}");
+    }
+}
+
+/// Appends a sample value as a JSON string in Go's `strconv.FormatFloat(v, 'f', -1, 64)` form.
+pub fn write_value(out: &mut String, v: f64) {
+    out.push('"');
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        // Rust's Display is the shortest round-trip representation without an exponent.
+        let _ = write!(out, "{v}");
+    }
+    out.push('"');
+}
+
+/// Appends a label set as a JSON object in label-name order.
+pub fn write_labels(out: &mut String, labels: &Labels) {
+    out.push('{');
+    for (i, label) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, &label.name);
+        out.push(':');
+        write_str(out, &label.value);
+    }
+    out.push('}');
+}
+
+/// Appends `["a","b"]`.
+pub fn write_str_array<'a>(out: &mut String, items: impl IntoIterator<Item = &'a str>) {
+    out.push('[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, item);
+    }
+    out.push(']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(v: f64) -> String {
+        let mut out = String::new();
+        write_value(&mut out, v);
+        out
+    }
+
+    fn timestamp(t: i64) -> String {
+        let mut out = String::new();
+        write_timestamp(&mut out, t);
+        out
+    }
+
+    #[test]
+    fn values_are_formatted_like_go() {
+        assert_eq!(value(1.0), "\"1\"");
+        assert_eq!(value(0.1), "\"0.1\"");
+        assert_eq!(value(-2.5), "\"-2.5\"");
+        assert_eq!(value(1e21), "\"1000000000000000000000\"");
+        assert_eq!(value(1e-7), "\"0.0000001\"");
+        assert_eq!(value(f64::NAN), "\"NaN\"");
+        assert_eq!(value(f64::INFINITY), "\"+Inf\"");
+        assert_eq!(value(f64::NEG_INFINITY), "\"-Inf\"");
+        assert_eq!(value(-0.0), "\"-0\"");
+    }
+
+    #[test]
+    fn timestamps_are_seconds_with_millisecond_fractions() {
+        assert_eq!(timestamp(1_435_781_451_781), "1435781451.781");
+        assert_eq!(timestamp(1_500), "1.500");
+        assert_eq!(timestamp(1_005), "1.005");
+        assert_eq!(timestamp(60_000), "60");
+        assert_eq!(timestamp(-1_500), "-1.500");
+        assert_eq!(timestamp(0), "0");
+    }
+
+    #[test]
+    fn strings_are_escaped_like_go() {
+        let mut out = String::new();
+        write_str(&mut out, "a\"b\\c\n<&>\u{1}\u{2028}é");
+        assert_eq!(out, r#""a\"b\\c\n\u003c\u0026\u003e\u0001\u2028é""#);
+    }
+}

@@ -1,0 +1,402 @@
+//! [`ProxyStore`]: fan-out of one StoreAPI request to every endpoint that can hold matching
+//! series, merged into one sorted answer.
+//!
+//! Endpoints are skipped when their external label sets cannot satisfy the matchers or their
+//! time range does not overlap the request. Each selected store is asked concurrently; a store
+//! that fails or exceeds the response timeout becomes a warning when partial responses are
+//! allowed and fails the request otherwise — results are never silently incomplete. Answers
+//! are bounded by the series and samples limits per store. The proxy is itself a [`Store`], so
+//! queriers stack: a querier serves its proxy over gRPC to the next one.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::future::join_all;
+use gauntlet_proto::thanos::info::{InfoResponse, StoreInfo};
+use gauntlet_proto::thanos::series_response::Result as Frame;
+use gauntlet_proto::thanos::{
+    AggrChunk, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    LabelValuesResponse, PartialResponseStrategy, Series, SeriesRequest, SeriesResponse, ZLabelSet,
+};
+use gauntlet_tsdb::labels::Labels;
+
+use super::endpoints::{Endpoint, EndpointSet, labels_from_proto, labels_to_proto};
+use super::matchers::{CompiledMatchers, compile_matchers};
+use super::store::{SeriesStream, Store, StoreError};
+
+/// Limits and timeouts applied to each store's answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyLimits {
+    /// Longest a single store may take to answer; `None` leaves it to the query timeout.
+    pub response_timeout: Option<Duration>,
+    /// Most series one store may return for one request (0: unlimited).
+    pub series_per_store: u64,
+    /// Most samples one store may return for one request (0: unlimited).
+    pub samples_per_store: u64,
+}
+
+/// How one store fared in one request; shown in query stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    pub name: String,
+    pub duration: Duration,
+    pub series: usize,
+    pub chunks: usize,
+    pub samples: u64,
+    pub error: Option<String>,
+}
+
+/// A merged answer: series sorted by labels, each label set once, chunks in time order.
+#[derive(Debug, Default)]
+pub struct FanOut {
+    pub series: Vec<(Labels, Vec<AggrChunk>)>,
+    pub warnings: Vec<String>,
+    pub stats: Vec<StoreStats>,
+}
+
+/// Fans requests out over an [`EndpointSet`].
+pub struct ProxyStore {
+    endpoints: Arc<EndpointSet>,
+    limits: ProxyLimits,
+}
+
+impl ProxyStore {
+    pub fn new(endpoints: Arc<EndpointSet>, limits: ProxyLimits) -> Self {
+        Self { endpoints, limits }
+    }
+
+    pub fn endpoints(&self) -> &Arc<EndpointSet> {
+        &self.endpoints
+    }
+
+    /// The endpoints that may hold series matching `matchers` in `[min_time, max_time]`.
+    fn select_endpoints(
+        &self,
+        matchers: &CompiledMatchers,
+        min_time: i64,
+        max_time: i64,
+    ) -> Vec<Arc<Endpoint>> {
+        self.endpoints
+            .endpoints()
+            .into_iter()
+            .filter(|endpoint| {
+                endpoint.may_match(min_time, max_time, |set| matchers.may_match_label_set(set))
+            })
+            .collect()
+    }
+
+    /// Asks every selected store and merges the answers.
+    pub async fn select(
+        &self,
+        request: &SeriesRequest,
+        partial_response: bool,
+    ) -> Result<FanOut, StoreError> {
+        let matchers = compile_matchers(&request.matchers)?;
+        if request.min_time > request.max_time {
+            return Err(StoreError::InvalidArgument(format!(
+                "min_time {} is after max_time {}",
+                request.min_time, request.max_time
+            )));
+        }
+        let endpoints = self.select_endpoints(&matchers, request.min_time, request.max_time);
+        let answers = join_all(endpoints.iter().map(|endpoint| self.ask(endpoint, request))).await;
+        let mut fan_out = FanOut::default();
+        let mut all = Vec::new();
+        for (stats, answer) in answers {
+            match answer {
+                Ok((series, warnings)) => {
+                    all.extend(series);
+                    fan_out.warnings.extend(warnings);
+                }
+                Err(error) => {
+                    let message = format!("store {}: {error}", stats.name);
+                    if !partial_response {
+                        return Err(with_context(error, &stats.name));
+                    }
+                    fan_out.warnings.push(message);
+                }
+            }
+            fan_out.stats.push(stats);
+        }
+        fan_out.series = merge_series(all);
+        Ok(fan_out)
+    }
+
+    /// One store's answer, collected, bounded and timed.
+    async fn ask(
+        &self,
+        endpoint: &Endpoint,
+        request: &SeriesRequest,
+    ) -> (
+        StoreStats,
+        Result<(Vec<(Labels, Vec<AggrChunk>)>, Vec<String>), StoreError>,
+    ) {
+        let started = Instant::now();
+        let collect = self.collect(endpoint, request.clone());
+        let result = match self.limits.response_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, collect)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Timeout(format!(
+                        "no complete answer within {timeout:?}"
+                    )))
+                }),
+            None => collect.await,
+        };
+        let (series, chunks, samples) = match &result {
+            Ok((series, _)) => (
+                series.len(),
+                series.iter().map(|(_, chunks)| chunks.len()).sum(),
+                series
+                    .iter()
+                    .flat_map(|(_, chunks)| chunks)
+                    .map(chunk_samples)
+                    .sum(),
+            ),
+            Err(_) => (0, 0, 0),
+        };
+        let stats = StoreStats {
+            name: endpoint.name().to_owned(),
+            duration: started.elapsed(),
+            series,
+            chunks,
+            samples,
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        (stats, result)
+    }
+
+    async fn collect(
+        &self,
+        endpoint: &Endpoint,
+        request: SeriesRequest,
+    ) -> Result<(Vec<(Labels, Vec<AggrChunk>)>, Vec<String>), StoreError> {
+        let mut frames = endpoint.store().series(request).await?;
+        let mut series = Vec::new();
+        let mut warnings = Vec::new();
+        let mut samples: u64 = 0;
+        while let Some(frame) = frames.next().await {
+            match frame?.result {
+                Some(Frame::Series(one)) => {
+                    samples += one.chunks.iter().map(chunk_samples).sum::<u64>();
+                    series.push((labels_from_proto(&one.labels), one.chunks));
+                    self.check_limits(series.len() as u64, samples)?;
+                }
+                Some(Frame::Warning(warning)) => {
+                    warnings.push(format!("store {}: {warning}", endpoint.name()))
+                }
+                Some(Frame::Hints(_)) | None => {}
+            }
+        }
+        Ok((series, warnings))
+    }
+
+    /// Fans a label-names or label-values request out and unions the sorted answers.
+    async fn gather_strings<Ask, Answer>(
+        &self,
+        matchers: &[LabelMatcher],
+        (start, end): (i64, i64),
+        partial_response: bool,
+        ask: Ask,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError>
+    where
+        Ask: Fn(Arc<dyn Store>) -> Answer,
+        Answer: Future<Output = Result<(Vec<String>, Vec<String>), StoreError>>,
+    {
+        let matchers = compile_matchers(matchers)?;
+        let endpoints = self.select_endpoints(&matchers, start, end);
+        let answers = join_all(
+            endpoints
+                .iter()
+                .map(|endpoint| ask(endpoint.store().clone())),
+        )
+        .await;
+        let mut strings = BTreeSet::new();
+        let mut warnings = Vec::new();
+        for (endpoint, answer) in endpoints.iter().zip(answers) {
+            match answer {
+                Ok((found, store_warnings)) => {
+                    strings.extend(found);
+                    warnings.extend(store_warnings);
+                }
+                Err(error) if partial_response => {
+                    warnings.push(format!("store {}: {error}", endpoint.name()));
+                }
+                Err(error) => return Err(with_context(error, endpoint.name())),
+            }
+        }
+        Ok((strings.into_iter().collect(), warnings))
+    }
+
+    fn check_limits(&self, series: u64, samples: u64) -> Result<(), StoreError> {
+        let limits = &self.limits;
+        if limits.series_per_store > 0 && series > limits.series_per_store {
+            return Err(StoreError::ResourceExhausted(format!(
+                "more than {} series in one answer (--store.limits.request-series)",
+                limits.series_per_store
+            )));
+        }
+        if limits.samples_per_store > 0 && samples > limits.samples_per_store {
+            return Err(StoreError::ResourceExhausted(format!(
+                "more than {} samples in one answer (--store.limits.request-samples)",
+                limits.samples_per_store
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn with_context(error: StoreError, store: &str) -> StoreError {
+    match error {
+        StoreError::InvalidArgument(m) => {
+            StoreError::InvalidArgument(format!("store {store}: {m}"))
+        }
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("store {store}: {m}")),
+        StoreError::Timeout(m) => StoreError::Timeout(format!("store {store}: {m}")),
+        StoreError::ResourceExhausted(m) => {
+            StoreError::ResourceExhausted(format!("store {store}: {m}"))
+        }
+        StoreError::Canceled => StoreError::Canceled,
+        StoreError::Internal(m) => StoreError::Internal(format!("store {store}: {m}")),
+    }
+}
+
+/// Sample count of a chunk from its header (XOR chunks start with a big-endian u16 count).
+fn chunk_samples(chunk: &AggrChunk) -> u64 {
+    chunk
+        .raw
+        .as_ref()
+        .and_then(|raw| raw.data.get(..2))
+        .map_or(0, |header| {
+            u64::from(u16::from_be_bytes([header[0], header[1]]))
+        })
+}
+
+/// Sorts series by labels and merges equal label sets (from different stores) into one series
+/// whose chunks are in time order, exact duplicates removed.
+fn merge_series(mut all: Vec<(Labels, Vec<AggrChunk>)>) -> Vec<(Labels, Vec<AggrChunk>)> {
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut merged: Vec<(Labels, Vec<AggrChunk>)> = Vec::with_capacity(all.len());
+    for (labels, chunks) in all {
+        match merged.last_mut() {
+            Some((last, last_chunks)) if *last == labels => {
+                last_chunks.extend(chunks);
+                last_chunks.sort_by_key(|c| (c.min_time, c.max_time));
+                last_chunks.dedup();
+            }
+            _ => merged.push((labels, chunks)),
+        }
+    }
+    merged
+}
+
+#[async_trait]
+impl Store for ProxyStore {
+    async fn info(&self) -> Result<InfoResponse, StoreError> {
+        let mut label_sets = BTreeSet::new();
+        let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+        for endpoint in self.endpoints.endpoints() {
+            if let Some(info) = endpoint.status().info {
+                label_sets.extend(info.label_sets);
+                min_time = min_time.min(info.min_time);
+                max_time = max_time.max(info.max_time);
+            }
+        }
+        if min_time > max_time {
+            (min_time, max_time) = (i64::MAX, i64::MIN);
+        }
+        Ok(InfoResponse {
+            label_sets: label_sets
+                .iter()
+                .map(|set| ZLabelSet {
+                    labels: labels_to_proto(set),
+                })
+                .collect(),
+            component_type: "query".to_owned(),
+            store: Some(StoreInfo {
+                min_time,
+                max_time,
+                ..StoreInfo::default()
+            }),
+            ..InfoResponse::default()
+        })
+    }
+
+    async fn series(&self, request: SeriesRequest) -> Result<SeriesStream, StoreError> {
+        let partial = !request.partial_response_disabled
+            && request.partial_response_strategy != PartialResponseStrategy::Abort as i32;
+        let fan_out = self.select(&request, partial).await?;
+        let skip_chunks = request.skip_chunks;
+        let warnings = fan_out.warnings.into_iter().map(Frame::Warning);
+        let series = fan_out.series.into_iter().map(move |(labels, chunks)| {
+            Frame::Series(Series {
+                labels: labels_to_proto(&labels),
+                chunks: if skip_chunks { Vec::new() } else { chunks },
+            })
+        });
+        let frames = warnings.chain(series).map(|frame| {
+            Ok(SeriesResponse {
+                result: Some(frame),
+            })
+        });
+        Ok(Box::pin(futures::stream::iter(frames)))
+    }
+
+    async fn label_names(
+        &self,
+        request: LabelNamesRequest,
+    ) -> Result<LabelNamesResponse, StoreError> {
+        let (names, warnings) = self
+            .gather_strings(
+                &request.matchers,
+                (request.start, request.end),
+                !request.partial_response_disabled,
+                |store| {
+                    let request = request.clone();
+                    async move {
+                        store
+                            .label_names(request)
+                            .await
+                            .map(|r| (r.names, r.warnings))
+                    }
+                },
+            )
+            .await?;
+        Ok(LabelNamesResponse {
+            names,
+            warnings,
+            hints: None,
+        })
+    }
+
+    async fn label_values(
+        &self,
+        request: LabelValuesRequest,
+    ) -> Result<LabelValuesResponse, StoreError> {
+        let (values, warnings) = self
+            .gather_strings(
+                &request.matchers,
+                (request.start, request.end),
+                !request.partial_response_disabled,
+                |store| {
+                    let request = request.clone();
+                    async move {
+                        store
+                            .label_values(request)
+                            .await
+                            .map(|r| (r.values, r.warnings))
+                    }
+                },
+            )
+            .await?;
+        Ok(LabelValuesResponse {
+            values,
+            warnings,
+            hints: None,
+        })
+    }
+}
