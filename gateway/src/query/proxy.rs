@@ -187,7 +187,7 @@ impl ProxyStore {
                     self.check_limits(series.len() as u64, samples)?;
                 }
                 Some(Frame::Warning(warning)) => {
-                    warnings.push(format!("store {}: {warning}", endpoint.name()))
+                    warnings.push(format!("store {}: {warning}", endpoint.name()));
                 }
                 Some(Frame::Hints(_)) | None => {}
             }
