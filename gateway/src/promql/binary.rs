@@ -233,7 +233,7 @@ fn result_labels(ls: &Labels, rs: &Labels, op: u16, m: &BinModifier) -> Labels {
     let drop = !is_comparison(op);
     let mut b = ls.builder();
     if drop {
-        b.del(METRIC_NAME);
+        b.del(METRIC_NAME).del("__type__").del("__unit__");
     }
     if matches!(m.card, VectorMatchCardinality::OneToOne) {
         match &m.matching {

@@ -646,7 +646,7 @@ impl<'a> Evaluator<'a> {
     /// the step timestamps. `f` gets the window, the window end `et` and the step index.
     pub fn map_windows<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
     where
-        F: FnMut(&[Point], i64, &Labels) -> Option<f64>,
+        F: FnMut(&[Point], i64, i64) -> Option<f64>,
     {
         let n = self.nsteps();
         let mut out = Vec::with_capacity(input.series.len());
@@ -657,9 +657,12 @@ impl<'a> Evaluator<'a> {
             if let Some(a) = input.at {
                 let et = a - input.offset;
                 let lo = pts.partition_point(|p| p.t <= et - input.range);
-                let hi = pts.partition_point(|p| p.t <= et);
-                if let Some(v) = f(&pts[lo..hi.max(lo)], et, &s.labels) {
-                    res = (0..n).map(|i| Point { t: self.ts(i), v }).collect();
+                let hi = pts.partition_point(|p| p.t <= et).max(lo);
+                for i in 0..n {
+                    let t = self.ts(i);
+                    if let Some(v) = f(&pts[lo..hi], et, t) {
+                        res.push(Point { t, v });
+                    }
                 }
             } else {
                 let (mut lo, mut hi) = (0usize, 0usize);
@@ -675,7 +678,7 @@ impl<'a> Evaluator<'a> {
                     while hi < pts.len() && pts[hi].t <= et {
                         hi += 1;
                     }
-                    if let Some(v) = f(&pts[lo..hi], et, &s.labels) {
+                    if let Some(v) = f(&pts[lo..hi], et, t) {
                         res.push(Point { t, v });
                     }
                 }
@@ -709,7 +712,7 @@ fn pick(buf: &[(i64, f64)], et: i64, lookback: i64, timestamps: bool) -> Option<
 pub(crate) fn finish_names(ss: &mut [VSeries]) {
     for s in ss.iter_mut() {
         if s.drop_name {
-            s.labels = s.labels.without_metric_name();
+            s.labels = s.labels.without(&[METRIC_NAME, "__type__", "__unit__"]);
             s.drop_name = false;
         }
     }
