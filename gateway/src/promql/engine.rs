@@ -201,6 +201,9 @@ impl Engine {
         if cancel.is_canceled() {
             return Err(QueryError::Canceled("query execution"));
         }
+        if Instant::now() >= deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
         let mut ev = Evaluator::new(
             &self.opts,
             &data,
