@@ -634,13 +634,13 @@ fn check_annos(ev: &EvalCmd, res: &QueryResult) -> Result<(), String> {
 }
 
 fn check_fail(ev: &EvalCmd, err: &QueryError) -> Result<(), String> {
-    if let Some(e) = &ev.fail_expect {
-        if !e.matches(&err.to_string()) {
-            return Err(format!(
-                "expected error {:?}/{:?}, got {err}",
-                e.msg, e.regex
-            ));
-        }
+    if let Some(e) = &ev.fail_expect
+        && !e.matches(&err.to_string())
+    {
+        return Err(format!(
+            "expected error {:?}/{:?}, got {err}",
+            e.msg, e.regex
+        ));
     }
     Ok(())
 }

@@ -46,10 +46,8 @@ impl BitWriter {
             self.bytes.push(0);
             self.free = 8;
         }
-        if bit {
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= 1 << (self.free - 1);
-            }
+        if bit && let Some(last) = self.bytes.last_mut() {
+            *last |= 1 << (self.free - 1);
         }
         self.free -= 1;
     }
@@ -506,6 +504,7 @@ pub fn decode_xor_into(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -587,7 +586,7 @@ mod tests {
                 1 => f64::from_bits(seed),
                 2 => f64::NAN,
                 3 => f64::from_bits(0x7ff0_0000_0000_0002),
-                _ => i as f64 * 0.5,
+                _ => f64::from(i) * 0.5,
             };
             s.push((t, v));
         }

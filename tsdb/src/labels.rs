@@ -153,7 +153,7 @@ impl Labels {
     pub fn fingerprint_with(&self, names: &[String]) -> u64 {
         self.0
             .iter()
-            .filter(|l| names.iter().any(|n| *n == l.name))
+            .filter(|l| names.contains(&l.name))
             .fold(FNV_OFFSET, fnv_label)
     }
 
@@ -161,7 +161,7 @@ impl Labels {
     pub fn fingerprint_without(&self, names: &[String]) -> u64 {
         self.0
             .iter()
-            .filter(|l| l.name != METRIC_NAME && !names.iter().any(|n| *n == l.name))
+            .filter(|l| l.name != METRIC_NAME && !names.contains(&l.name))
             .fold(FNV_OFFSET, fnv_label)
     }
 
@@ -170,7 +170,7 @@ impl Labels {
         let v: Vec<Label> = self
             .0
             .iter()
-            .filter(|l| names.iter().any(|n| *n == l.name))
+            .filter(|l| names.contains(&l.name))
             .cloned()
             .collect();
         Labels(Arc::from(v))
@@ -200,7 +200,7 @@ impl Labels {
         let v: Vec<Label> = self
             .0
             .iter()
-            .filter(|l| l.name != METRIC_NAME && !names.iter().any(|n| *n == l.name))
+            .filter(|l| l.name != METRIC_NAME && !names.contains(&l.name))
             .cloned()
             .collect();
         Labels(Arc::from(v))
@@ -305,6 +305,7 @@ impl LabelsBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -284,6 +284,7 @@ fn vector_vector(
         if idxs.len() < 2 {
             continue;
         }
+        #[allow(clippy::needless_range_loop)]
         for i in 0..n {
             let present: Vec<usize> = idxs
                 .iter()
@@ -333,7 +334,7 @@ fn vector_vector(
                     out.push(VSeries {
                         labels: lbls,
                         pts: Vec::new(),
-                        drop_name: ret_bool || (ms.drop_name && !(!is_comparison(op))),
+                        drop_name: ret_bool || (ms.drop_name && is_comparison(op)),
                     });
                     cache.insert(key, out.len() - 1);
                     out.len() - 1

@@ -114,13 +114,12 @@ fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
                     }),
             })
             .collect();
-        if let Some(name) = &vs.name {
-            if !out
+        if let Some(name) = &vs.name
+            && !out
                 .iter()
                 .any(|m| m.name == METRIC_NAME && m.kind == MatchKind::Equal && m.value == *name)
-            {
-                out.push(Matcher::with_kind(MatchKind::Equal, METRIC_NAME, name));
-            }
+        {
+            out.push(Matcher::with_kind(MatchKind::Equal, METRIC_NAME, name));
         }
         out
     };
@@ -347,7 +346,7 @@ impl<'a> Evaluator<'a> {
             return Err(QueryError::Canceled("query execution"));
         }
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 64 == 0 && Instant::now() > self.deadline {
+        if self.ticks.is_multiple_of(64) && Instant::now() > self.deadline {
             return Err(QueryError::Timeout("query execution"));
         }
         Ok(())

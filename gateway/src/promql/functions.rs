@@ -755,25 +755,24 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     if matches!(name, "double_exponential_smoothing" | "holt_winters") {
         for (i, what) in [(0usize, "smoothing"), (1, "trend")] {
-            if let Some(&v) = scalars[i].first() {
-                if v <= 0.0 || v >= 1.0 || v.is_nan() {
-                    let short = if i == 0 { "sf" } else { "tf" };
-                    return Err(QueryError::exec(format!(
-                        "invalid {what} factor. Expected: 0 < {short} < 1, got: {v:.6}"
-                    )));
-                }
+            if let Some(&v) = scalars[i].first()
+                && (v <= 0.0 || v >= 1.0 || v.is_nan())
+            {
+                let short = if i == 0 { "sf" } else { "tf" };
+                return Err(QueryError::exec(format!(
+                    "invalid {what} factor. Expected: 0 < {short} < 1, got: {v:.6}"
+                )));
             }
         }
     }
-    if name == "quantile_over_time" {
-        if let Some(&q) = scalars[0].first() {
-            if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                ev.warn(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    fmt_float(q)
-                ));
-            }
-        }
+    if name == "quantile_over_time"
+        && let Some(&q) = scalars[0].first()
+        && (q.is_nan() || !(0.0..=1.0).contains(&q))
+    {
+        ev.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            fmt_float(q)
+        ));
     }
     let start = ev.start;
     let step = ev.step;
@@ -924,17 +923,16 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     };
     if matches!(name, "rate" | "increase") {
         for s in &out {
-            if let Some(mn) = s.labels.metric_name() {
-                if !(mn.ends_with("_total")
+            if let Some(mn) = s.labels.metric_name()
+                && !(mn.ends_with("_total")
                     || mn.ends_with("_sum")
                     || mn.ends_with("_count")
                     || mn.ends_with("_bucket"))
-                {
-                    let msg = format!(
-                        "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
-                    );
-                    ev.info(msg);
-                }
+            {
+                let msg = format!(
+                    "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
+                );
+                ev.info(msg);
             }
         }
     }
