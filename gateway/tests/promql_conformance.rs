@@ -926,17 +926,13 @@ async fn run_eval(
     if let Some(u) = &ev.unsupported {
         return Err(format!("unsupported expectation: {u}"));
     }
-    let expr = match pp::parse(&ev.expr) {
+    let expr = match gauntlet::promql::parse_expr(&ev.expr) {
         Ok(e) => e,
-        Err(e) => {
+        Err(err) => {
             if ev.fail {
-                let err = QueryError::BadData {
-                    message: e,
-                    position: None,
-                };
                 return check_fail(ev, &err);
             }
-            return Err(format!("parse error: {e}"));
+            return Err(format!("parse error: {err}"));
         }
     };
     let r = if ev.instant {

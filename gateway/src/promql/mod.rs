@@ -7,6 +7,7 @@
 
 mod aggregations;
 mod binary;
+mod durations;
 mod engine;
 mod error;
 mod eval;
@@ -15,7 +16,7 @@ mod histogram;
 mod storage;
 mod value;
 
-pub use engine::{CancelFlag, Engine, EngineOptions};
+pub use engine::{CancelFlag, Engine, EngineOptions, parse_expr};
 pub use error::{QueryError, StorageError};
 pub use storage::{
     Chunk, MatchKind, MemoryQueryable, Queryable, SelectHints, Selection, SeriesData, SeriesSet,
