@@ -234,11 +234,52 @@ enum SeqVal {
 /// Expands the value notation: `_`, `_xN`, `stale`, numbers, `axN`, `a+bxN`, `a-bxN`.
 /// Returns None for native histograms (unsupported).
 fn parse_values(s: &str) -> Result<Vec<SeqVal>, String> {
-    if s.contains("{{") {
-        return Err("native histogram values".into());
+    let (vals, hist) = parse_values_lenient(s)?;
+    if hist {
+        Err("native histogram values".into())
+    } else {
+        Ok(vals)
     }
+}
+
+/// Like `parse_values`, but a native histogram value becomes an omitted point; the flag tells
+/// whether any was seen.
+fn parse_values_lenient(s: &str) -> Result<(Vec<SeqVal>, bool), String> {
     let mut out = Vec::new();
-    for tok in s.split_whitespace() {
+    let mut hist = false;
+    let mut toks: Vec<String> = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("{{") {
+        toks.extend(rest[..i].split_whitespace().map(str::to_string));
+        let end = rest[i..].find("}}").ok_or("unterminated histogram")? + i + 2;
+        let mut tail = &rest[end..];
+        // `{{...}}xN` repeats the histogram.
+        let mut count = 1usize;
+        if let Some(t) = tail.strip_prefix('x') {
+            let e = t.find(char::is_whitespace).unwrap_or(t.len());
+            count = t[..e].parse::<usize>().map_or(1, |n| n + 1);
+            tail = &t[e..];
+        } else if tail.starts_with('+') || tail.starts_with('-') {
+            let e = tail.find("}}").map_or(0, |x| x + 2);
+            let t2 = &tail[e..];
+            let t2 = t2.strip_prefix('x').unwrap_or(t2);
+            let e2 = t2.find(char::is_whitespace).unwrap_or(t2.len());
+            count = t2[..e2].parse::<usize>().map_or(1, |n| n + 1);
+            tail = &t2[e2..];
+        }
+        for _ in 0..count {
+            toks.push("{{}}".to_string());
+        }
+        rest = tail;
+    }
+    toks.extend(rest.split_whitespace().map(str::to_string));
+    for tok in &toks {
+        let tok = tok.as_str();
+        if tok == "{{}}" {
+            hist = true;
+            out.push(SeqVal::Omitted);
+            continue;
+        }
         if tok == "_" {
             out.push(SeqVal::Omitted);
             continue;
@@ -288,7 +329,7 @@ fn parse_values(s: &str) -> Result<Vec<SeqVal>, String> {
             }
         }
     }
-    Ok(out)
+    Ok((out, hist))
 }
 
 // ------------------------------------------------------------------ commands
@@ -393,8 +434,13 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                 }
                 let (lbls, rest) =
                     parse_metric(d).ok_or_else(|| format!("line {}: bad series", i + 1))?;
-                match parse_values(rest) {
-                    Ok(v) => series.push((lbls, v)),
+                match parse_values_lenient(rest) {
+                    Ok((v, hist)) => {
+                        series.push((lbls, v));
+                        if hist {
+                            unsupported = Some("native histogram values".to_string());
+                        }
+                    }
                     Err(e) => unsupported = Some(e),
                 }
                 i += 1;
@@ -588,13 +634,13 @@ fn check_annos(ev: &EvalCmd, res: &QueryResult) -> Result<(), String> {
 }
 
 fn check_fail(ev: &EvalCmd, err: &QueryError) -> Result<(), String> {
-    if let Some(e) = &ev.fail_expect {
-        if !e.matches(&err.to_string()) {
-            return Err(format!(
-                "expected error {:?}/{:?}, got {err}",
-                e.msg, e.regex
-            ));
-        }
+    if let Some(e) = &ev.fail_expect
+        && !e.matches(&err.to_string())
+    {
+        return Err(format!(
+            "expected error {:?}/{:?}, got {err}",
+            e.msg, e.regex
+        ));
     }
     Ok(())
 }
@@ -770,7 +816,7 @@ fn pin_at(e: &mut Expr, t: i64) -> bool {
         Expr::Subquery(sq) => {
             if sq.at.is_none() {
                 sq.at = at();
-                pin_at(&mut sq.expr, t)
+                safe(&sq.expr)
             } else {
                 safe(&sq.expr)
             }
@@ -880,17 +926,13 @@ async fn run_eval(
     if let Some(u) = &ev.unsupported {
         return Err(format!("unsupported expectation: {u}"));
     }
-    let expr = match pp::parse(&ev.expr) {
+    let expr = match gauntlet::promql::parse_expr(&ev.expr) {
         Ok(e) => e,
-        Err(e) => {
+        Err(err) => {
             if ev.fail {
-                let err = QueryError::BadData {
-                    message: e,
-                    position: None,
-                };
                 return check_fail(ev, &err);
             }
-            return Err(format!("parse error: {e}"));
+            return Err(format!("parse error: {err}"));
         }
     };
     let r = if ev.instant {

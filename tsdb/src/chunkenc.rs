@@ -504,6 +504,7 @@ pub fn decode_xor_into(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -585,7 +586,7 @@ mod tests {
                 1 => f64::from_bits(seed),
                 2 => f64::NAN,
                 3 => f64::from_bits(0x7ff0_0000_0000_0002),
-                _ => i as f64 * 0.5,
+                _ => f64::from(i) * 0.5,
             };
             s.push((t, v));
         }

@@ -26,6 +26,7 @@ pub struct Sample {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

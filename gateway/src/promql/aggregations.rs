@@ -91,7 +91,7 @@ fn param_scalar(ev: &mut Evaluator<'_>, p: &Option<Box<Expr>>) -> Result<Vec<f64
 }
 
 fn to_k(f: f64) -> Result<i64> {
-    if f.is_nan() || f >= 9.223_372_036_854_776e18 || f < -9.223_372_036_854_776e18 {
+    if f.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
         return Err(QueryError::exec(format!(
             "Scalar value {} overflows int64",
             fmt_float(f)
@@ -338,15 +338,11 @@ fn accumulate(op: u16, x: &mut Acc, f: f64) {
             (x.mean, x.c) = kahan_inc(f / x.n - cur / x.n, x.mean, x.c);
         }
         T_COUNT => x.n += 1.0,
-        T_MAX => {
-            if x.v < f || x.v.is_nan() {
-                x.v = f;
-            }
+        T_MAX if (x.v < f || x.v.is_nan()) => {
+            x.v = f;
         }
-        T_MIN => {
-            if x.v > f || x.v.is_nan() {
-                x.v = f;
-            }
+        T_MIN if (x.v > f || x.v.is_nan()) => {
+            x.v = f;
         }
         T_STDDEV | T_STDVAR => {
             x.n += 1.0;
@@ -402,10 +398,8 @@ fn select_series(
             for (si, s) in input.iter().enumerate() {
                 let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
                 let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
-                if keep {
-                    if let Some(p) = s.pts.iter().find(|p| ev.step_index(p.t) == i) {
-                        picked[si].push(*p);
-                    }
+                if keep && let Some(p) = s.pts.iter().find(|p| ev.step_index(p.t) == i) {
+                    picked[si].push(*p);
                 }
             }
         }

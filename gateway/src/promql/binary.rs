@@ -233,7 +233,7 @@ fn result_labels(ls: &Labels, rs: &Labels, op: u16, m: &BinModifier) -> Labels {
     let drop = !is_comparison(op);
     let mut b = ls.builder();
     if drop {
-        b.del(METRIC_NAME);
+        b.del(METRIC_NAME).del("__type__").del("__unit__");
     }
     if matches!(m.card, VectorMatchCardinality::OneToOne) {
         match &m.matching {
@@ -284,6 +284,7 @@ fn vector_vector(
         if idxs.len() < 2 {
             continue;
         }
+        #[allow(clippy::needless_range_loop)]
         for i in 0..n {
             let present: Vec<usize> = idxs
                 .iter()
@@ -333,7 +334,7 @@ fn vector_vector(
                     out.push(VSeries {
                         labels: lbls,
                         pts: Vec::new(),
-                        drop_name: ret_bool || (ms.drop_name && !(!is_comparison(op))),
+                        drop_name: ret_bool || (ms.drop_name && is_comparison(op)),
                     });
                     cache.insert(key, out.len() - 1);
                     out.len() - 1

@@ -68,7 +68,11 @@ pub struct Engine {
 
 /// Parses a query, mapping parser errors to `bad_data`.
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
-    parser::parse(query).map_err(|e| QueryError::BadData {
+    let query = super::durations::rewrite(query).map_err(|e| QueryError::BadData {
+        message: format!("1:1: parse error: {e}"),
+        position: None,
+    })?;
+    parser::parse(&query).map_err(|e| QueryError::BadData {
         message: format!("1:1: parse error: {e}"),
         position: None,
     })
@@ -200,6 +204,9 @@ impl Engine {
         }
         if cancel.is_canceled() {
             return Err(QueryError::Canceled("query execution"));
+        }
+        if Instant::now() >= deadline {
+            return Err(QueryError::Timeout("query execution"));
         }
         let mut ev = Evaluator::new(
             &self.opts,

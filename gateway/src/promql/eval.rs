@@ -114,13 +114,12 @@ fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
                     }),
             })
             .collect();
-        if let Some(name) = &vs.name {
-            if !out
+        if let Some(name) = &vs.name
+            && !out
                 .iter()
                 .any(|m| m.name == METRIC_NAME && m.kind == MatchKind::Equal && m.value == *name)
-            {
-                out.push(Matcher::with_kind(MatchKind::Equal, METRIC_NAME, name));
-            }
+        {
+            out.push(Matcher::with_kind(MatchKind::Equal, METRIC_NAME, name));
         }
         out
     };
@@ -347,7 +346,7 @@ impl<'a> Evaluator<'a> {
             return Err(QueryError::Canceled("query execution"));
         }
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 64 == 0 && Instant::now() > self.deadline {
+        if self.ticks.is_multiple_of(64) && Instant::now() > self.deadline {
             return Err(QueryError::Timeout("query execution"));
         }
         Ok(())
@@ -646,7 +645,7 @@ impl<'a> Evaluator<'a> {
     /// the step timestamps. `f` gets the window, the window end `et` and the step index.
     pub fn map_windows<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
     where
-        F: FnMut(&[Point], i64, &Labels) -> Option<f64>,
+        F: FnMut(&[Point], i64, i64) -> Option<f64>,
     {
         let n = self.nsteps();
         let mut out = Vec::with_capacity(input.series.len());
@@ -657,9 +656,12 @@ impl<'a> Evaluator<'a> {
             if let Some(a) = input.at {
                 let et = a - input.offset;
                 let lo = pts.partition_point(|p| p.t <= et - input.range);
-                let hi = pts.partition_point(|p| p.t <= et);
-                if let Some(v) = f(&pts[lo..hi.max(lo)], et, &s.labels) {
-                    res = (0..n).map(|i| Point { t: self.ts(i), v }).collect();
+                let hi = pts.partition_point(|p| p.t <= et).max(lo);
+                for i in 0..n {
+                    let t = self.ts(i);
+                    if let Some(v) = f(&pts[lo..hi], et, t) {
+                        res.push(Point { t, v });
+                    }
                 }
             } else {
                 let (mut lo, mut hi) = (0usize, 0usize);
@@ -675,7 +677,7 @@ impl<'a> Evaluator<'a> {
                     while hi < pts.len() && pts[hi].t <= et {
                         hi += 1;
                     }
-                    if let Some(v) = f(&pts[lo..hi], et, &s.labels) {
+                    if let Some(v) = f(&pts[lo..hi], et, t) {
                         res.push(Point { t, v });
                     }
                 }
@@ -709,7 +711,7 @@ fn pick(buf: &[(i64, f64)], et: i64, lookback: i64, timestamps: bool) -> Option<
 pub(crate) fn finish_names(ss: &mut [VSeries]) {
     for s in ss.iter_mut() {
         if s.drop_name {
-            s.labels = s.labels.without_metric_name();
+            s.labels = s.labels.without(&[METRIC_NAME, "__type__", "__unit__"]);
             s.drop_name = false;
         }
     }

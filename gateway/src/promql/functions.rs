@@ -441,6 +441,16 @@ fn absent_labels(e: &Expr) -> Labels {
         if m.name == METRIC_NAME {
             continue;
         }
+        if vs
+            .matchers
+            .matchers
+            .iter()
+            .filter(|x| x.name == m.name)
+            .count()
+            > 1
+        {
+            dup.push(m.name.clone());
+        }
         if matches!(m.op, MatchOp::Equal) {
             if pairs.iter().any(|(n, _)| *n == m.name) {
                 dup.push(m.name.clone());
@@ -694,6 +704,40 @@ fn instant_delta(w: &[Point], is_rate: bool) -> Option<f64> {
 
 fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     let name = c.func.name;
+    const RANGE_FUNCS: &[&str] = &[
+        "rate",
+        "increase",
+        "delta",
+        "irate",
+        "idelta",
+        "deriv",
+        "predict_linear",
+        "double_exponential_smoothing",
+        "holt_winters",
+        "avg_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "present_over_time",
+        "last_over_time",
+        "first_over_time",
+        "ts_of_last_over_time",
+        "ts_of_first_over_time",
+        "max_over_time",
+        "min_over_time",
+        "ts_of_max_over_time",
+        "ts_of_min_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "quantile_over_time",
+        "mad_over_time",
+        "changes",
+        "resets",
+    ];
+    if !RANGE_FUNCS.contains(&name) {
+        return Err(QueryError::exec(format!(
+            "function {name}() is not supported (native histograms are not implemented)"
+        )));
+    }
     // Position of the range-vector argument.
     let (mi, scalar_args): (usize, Vec<usize>) = match name {
         "quantile_over_time" => (1, vec![0]),
@@ -708,33 +752,31 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     let input = ev.eval_range_arg(arg(c, mi)?)?;
     let in_samples: usize = input.series.iter().map(|s| s.pts.len()).sum();
     let range = input.range;
-    let offset = input.offset;
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     if matches!(name, "double_exponential_smoothing" | "holt_winters") {
         for (i, what) in [(0usize, "smoothing"), (1, "trend")] {
-            if let Some(&v) = scalars[i].first() {
-                if v <= 0.0 || v >= 1.0 || v.is_nan() {
-                    let short = if i == 0 { "sf" } else { "tf" };
-                    return Err(QueryError::exec(format!(
-                        "invalid {what} factor. Expected: 0 < {short} < 1, got: {v:.6}"
-                    )));
-                }
+            if let Some(&v) = scalars[i].first()
+                && (v <= 0.0 || v >= 1.0 || v.is_nan())
+            {
+                let short = if i == 0 { "sf" } else { "tf" };
+                return Err(QueryError::exec(format!(
+                    "invalid {what} factor. Expected: 0 < {short} < 1, got: {v:.6}"
+                )));
             }
         }
     }
-    if name == "quantile_over_time" {
-        if let Some(&q) = scalars[0].first() {
-            if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                ev.warn(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    fmt_float(q)
-                ));
-            }
-        }
+    if name == "quantile_over_time"
+        && let Some(&q) = scalars[0].first()
+        && (q.is_nan() || !(0.0..=1.0).contains(&q))
+    {
+        ev.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            fmt_float(q)
+        ));
     }
     let start = ev.start;
     let step = ev.step;
-    let sidx = |t: i64| usize::try_from((t - start) / step).unwrap_or(0);
+    let sidx = |t: i64| usize::try_from((t - start) / step).unwrap_or(usize::MAX);
     let mut out = match name {
         "rate" | "increase" | "delta" => {
             let (is_counter, is_rate) = (name != "delta", name == "rate");
@@ -752,11 +794,10 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         })?,
         "predict_linear" => {
             let d = &scalars[0];
-            ev.map_windows(&input, |w, et, _| {
+            ev.map_windows(&input, |w, _, t| {
                 if w.len() < 2 {
                     return None;
                 }
-                let t = et + offset;
                 let (slope, intercept) = linear_regression(w, t);
                 let dur = d.get(sidx(t)).copied().unwrap_or(f64::NAN);
                 Some(slope * dur + intercept)
@@ -764,11 +805,11 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         }
         "double_exponential_smoothing" | "holt_winters" => {
             let (sf_s, tf_s) = (&scalars[0], &scalars[1]);
-            ev.map_windows(&input, |w, et, _| {
+            ev.map_windows(&input, |w, _, t| {
                 if w.len() < 2 {
                     return None;
                 }
-                let i = sidx(et + offset);
+                let i = sidx(t);
                 let sf = sf_s.get(i).copied().unwrap_or(f64::NAN);
                 let tf = tf_s.get(i).copied().unwrap_or(f64::NAN);
                 let (mut s0, mut s1) = (0.0, w[0].v);
@@ -828,14 +869,14 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         "quantile_over_time" => {
             let qs = &scalars[0];
             let mut buf = Vec::new();
-            ev.map_windows(&input, |w, et, _| {
+            ev.map_windows(&input, |w, _, t| {
                 if w.is_empty() {
                     return None;
                 }
                 buf.clear();
                 buf.extend(w.iter().map(|p| p.v));
                 Some(quantile(
-                    qs.get(sidx(et + offset)).copied().unwrap_or(f64::NAN),
+                    qs.get(sidx(t)).copied().unwrap_or(f64::NAN),
                     &mut buf,
                 ))
             })?
@@ -882,17 +923,16 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     };
     if matches!(name, "rate" | "increase") {
         for s in &out {
-            if let Some(mn) = s.labels.metric_name() {
-                if !(mn.ends_with("_total")
+            if let Some(mn) = s.labels.metric_name()
+                && !(mn.ends_with("_total")
                     || mn.ends_with("_sum")
                     || mn.ends_with("_count")
                     || mn.ends_with("_bucket"))
-                {
-                    let msg = format!(
-                        "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
-                    );
-                    ev.info(msg);
-                }
+            {
+                let msg = format!(
+                    "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
+                );
+                ev.info(msg);
             }
         }
     }

@@ -33,7 +33,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 
 /// Computes the quantile of classic buckets `(upper_bound, cumulative_count)`; returns the value
 /// and whether monotonicity had to be forced.
-pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+pub(crate) fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }
@@ -168,6 +168,7 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
     let mut buckets = Vec::new();
     for (g, mem) in members.iter().enumerate() {
         let mut pts = Vec::new();
+        #[allow(clippy::needless_range_loop)]
         for i in 0..n {
             buckets.clear();
             for &(si, ub) in mem {

@@ -7,6 +7,7 @@
 
 mod aggregations;
 mod binary;
+mod durations;
 mod engine;
 mod error;
 mod eval;
