@@ -55,3 +55,71 @@ pub async fn wait_until_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A child process killed (and reaped) when dropped; its output goes to a log file that is
+/// printed if the test fails while it runs.
+pub struct Process {
+    name: String,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, logging to `<temp>/<name>.log`.
+    pub fn spawn(name: &str, program: &std::path::Path, args: &[String]) -> anyhow::Result<Self> {
+        let dir = scratch_dir(name)?;
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .map_err(|error| anyhow::anyhow!("cannot start {}: {error}", program.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// The process's output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a graceful exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!("{} did not exit within {timeout:?} of SIGTERM", self.name)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} output ----\n{}", self.name, self.output());
+        }
+    }
+}
+
+/// A fresh directory for one test's files under the system temp dir.
+pub fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("gauntlet-e2e-{}-{n}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
