@@ -32,3 +32,11 @@ ensure_debian_packages() {
 ensure_npm() {
   command -v npm >/dev/null 2>&1 || ensure_debian_packages nodejs npm
 }
+
+# Installs a package.json's locked dependencies when they are missing.
+ensure_npm_packages() {
+  if [ ! -d "$1/node_modules" ]; then
+    step "npm ci in $1"
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
