@@ -8,14 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gauntlet::http::Readiness;
-use gauntlet::http::api::ApiOptions;
-use gauntlet::promql::EngineOptions;
-use gauntlet::query::endpoints::EndpointSet;
-use gauntlet::query::proxy::{ProxyLimits, ProxyStore};
-use gauntlet::query::querier::router;
+use gauntlet::query::proxy::ProxyLimits;
 use gauntlet::query::store::{SeriesStream, Store, StoreError};
-use gauntlet::shutdown::{self, ShutdownTrigger};
 use gauntlet::store::memory::MemoryStore;
 use gauntlet_proto::thanos::info::{InfoResponse, StoreInfo};
 use gauntlet_proto::thanos::{
@@ -27,47 +21,22 @@ use serde_json::Value;
 
 const MINUTE: i64 = 60_000;
 
-/// A querier on a loopback port over the given stores.
-struct Querier {
-    base: String,
-    client: reqwest::Client,
-    _stop: ShutdownTrigger,
+mod support;
+
+use support::Querier;
+
+/// Requests against the test querier.
+trait Requests {
+    async fn get(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<(u16, Value)>;
+    async fn range(
+        &self,
+        query: &str,
+        end_min: i64,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<Value>>;
 }
 
-impl Querier {
-    async fn start(
-        stores: Vec<(&str, Arc<dyn Store>)>,
-        limits: ProxyLimits,
-    ) -> anyhow::Result<Self> {
-        let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
-        for (name, store) in stores {
-            endpoints.add_local(name, store);
-        }
-        endpoints.refresh().await;
-        let proxy = Arc::new(ProxyStore::new(endpoints, limits));
-        let api = ApiOptions {
-            engine: EngineOptions::default(),
-            replica_labels: vec!["replica".into()],
-            partial_response: true,
-            max_concurrent: 4,
-        };
-        let readiness = Readiness::default();
-        readiness.set_ready(true);
-        let listener = gauntlet::http::bind("127.0.0.1:0".parse()?, "--http-address").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (stop, shutdown) = shutdown::channel();
-        tokio::spawn(gauntlet::http::serve(
-            listener,
-            router(proxy, api, readiness),
-            shutdown,
-        ));
-        Ok(Self {
-            base,
-            client: reqwest::Client::new(),
-            _stop: stop,
-        })
-    }
-
+impl Requests for Querier {
     async fn get(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
         let response = self
             .client

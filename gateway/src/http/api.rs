@@ -23,7 +23,9 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 use tokio::sync::Semaphore;
 
-use super::json::{write_labels, write_str, write_str_array, write_timestamp, write_value};
+use super::json::{
+    write_float_timestamp, write_labels, write_str, write_str_array, write_timestamp, write_value,
+};
 use super::params::{MAX_TIME, MIN_TIME, ParamError, parse_duration, parse_range, parse_time_or};
 use crate::build_info;
 use crate::promql::{
@@ -372,14 +374,14 @@ fn render_query_result(
     match &result.value {
         Value::Scalar(point) => {
             data.push_str(r#""scalar","result":["#);
-            write_timestamp(&mut data, point.t);
+            write_float_timestamp(&mut data, point.t);
             data.push(',');
             write_value(&mut data, point.v);
             data.push(']');
         }
         Value::String { t, value } => {
             data.push_str(r#""string","result":["#);
-            write_timestamp(&mut data, *t);
+            write_float_timestamp(&mut data, *t);
             data.push(',');
             write_str(&mut data, value);
             data.push(']');

@@ -47,6 +47,14 @@ pub fn write_timestamp(out: &mut String, t: i64) {
     }
 }
 
+/// Appends a millisecond timestamp as a plain JSON float of seconds (`1700000000.25`), the form
+/// Prometheus uses for scalar and string results.
+pub fn write_float_timestamp(out: &mut String, t: i64) {
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = t as f64 / 1000.0;
+    let _ = write!(out, "{seconds}");
+}
+
 /// Appends a sample value as a JSON string in Go's `strconv.FormatFloat(v, 'f', -1, 64)` form.
 pub fn write_value(out: &mut String, v: f64) {
     out.push('"');

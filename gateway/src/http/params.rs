@@ -14,19 +14,32 @@ pub const MAX_TIME: Millis = 9_223_309_901_257_974_999;
 /// The largest number of points a range query may return per series.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
-/// A parameter that did not parse, in Prometheus's wording: `invalid parameter "start": ...`.
+/// A parameter that was refused, worded as Prometheus words it (usually
+/// `invalid parameter "start": ...`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid parameter {name:?}: {reason}")]
+#[error("{message}")]
 pub struct ParamError {
+    /// The parameter at fault.
     pub name: String,
-    pub reason: String,
+    /// The whole message.
+    pub message: String,
 }
 
 impl ParamError {
-    pub fn new(name: &str, reason: impl Into<String>) -> Self {
+    /// `invalid parameter "NAME": REASON`.
+    pub fn new(name: &str, reason: impl std::fmt::Display) -> Self {
+        let message = format!("invalid parameter {name:?}: {reason}");
         Self {
             name: name.to_owned(),
-            reason: reason.into(),
+            message,
+        }
+    }
+
+    /// A message that Prometheus does not prefix with the parameter.
+    pub fn bare(name: &str, message: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            message: message.into(),
         }
     }
 }
@@ -67,7 +80,10 @@ pub fn parse_time_or(
 ) -> Result<Millis, ParamError> {
     match text {
         None | Some("") => Ok(default),
-        Some(text) => parse_time(name, text),
+        Some(text) => parse_time(name, text).map_err(|_| {
+            let reason = format!("cannot parse {text:?} to a valid timestamp");
+            ParamError::new(name, format!("Invalid time value for '{name}': {reason}"))
+        }),
     }
 }
 
@@ -124,7 +140,7 @@ pub fn parse_range(
     }
     // For safety, limit the number of returned points per timeseries.
     if (end - start) / step > MAX_POINTS_PER_SERIES {
-        return Err(ParamError::new(
+        return Err(ParamError::bare(
             "step",
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -192,7 +208,11 @@ mod tests {
         let zero_step = parse_range(Some("0"), Some("60"), Some("0")).expect_err("zero step");
         assert_eq!(zero_step.name, "step");
         let too_many = parse_range(Some("0"), Some("11001"), Some("1")).expect_err("too many");
-        assert!(too_many.reason.contains("11,000 points"));
+        assert!(
+            too_many
+                .message
+                .starts_with("exceeded maximum resolution of 11,000 points")
+        );
         assert!(parse_range(Some("0"), Some("11000"), Some("1")).is_ok());
         assert_eq!(
             parse_range(None, Some("1"), Some("1"))
