@@ -40,3 +40,15 @@ ensure_npm_packages() {
     (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
+
+# Installs the named PyPI packages that are not importable yet.
+ensure_pip_packages() {
+  local missing=()
+  for package in "$@"; do
+    python3 -c "import $package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "pip install ${missing[*]}"
+    python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+  fi
+}

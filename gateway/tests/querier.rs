@@ -448,3 +448,80 @@ async fn malformed_parameters_are_bad_data_naming_the_parameter() -> anyhow::Res
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn arrow_format_reads_back_with_the_documented_schema() -> anyhow::Result<()> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int32Type, TimestampMillisecondType};
+
+    let series = |job: &str| {
+        (
+            labels(&[("__name__", "up"), ("job", job)]),
+            scrape(0, 10, 0, &[], |t| (t / 60_000) as f64),
+        )
+    };
+    let list = vec![replica("0", "eu1", vec![series("api"), series("db")])];
+    let querier = Querier::start(stores(&list), ProxyLimits::default()).await?;
+    let response = querier
+        .client
+        .get(format!("{}/api/v1/query_range", querier.base))
+        .query(&[
+            ("query", "up"),
+            ("start", "60"),
+            ("end", "300"),
+            ("step", "60"),
+            ("format", "arrow"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = response.bytes().await?;
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let schema = reader.schema();
+    assert_eq!(
+        schema.metadata().get("resultType").map(String::as_str),
+        Some("matrix")
+    );
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        ["__name__", "cluster", "job", "timestamp", "value"],
+        "replica removed by dedup"
+    );
+    let batches: Vec<_> = reader.collect::<Result<_, _>>()?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 2 * 5, "two series, five steps each");
+    let batch = &batches[0];
+    let jobs = batch.column(2).as_dictionary::<Int32Type>();
+    let job_values = jobs.values().as_string::<i32>();
+    let job_at = |row: usize| job_values.value(jobs.keys().value(row) as usize).to_owned();
+    assert_eq!((job_at(0), job_at(9)), ("api".to_owned(), "db".to_owned()));
+    let times = batch.column(3).as_primitive::<TimestampMillisecondType>();
+    assert_eq!(times.value(0), 60_000);
+    let values = batch.column(4).as_primitive::<Float64Type>();
+    assert_eq!(values.value(4), 5.0, "value at 300 s is minute 5");
+    assert!(!values.is_null(0));
+
+    // Scalars have no label columns; unknown formats are bad_data.
+    let scalar = querier
+        .client
+        .get(format!("{}/api/v1/query", querier.base))
+        .query(&[("query", "1+2"), ("time", "10"), ("format", "arrow")])
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(scalar), None)?;
+    assert_eq!(reader.schema().fields().len(), 2);
+    let (status, body) = querier
+        .get("/api/v1/query", &[("query", "up"), ("format", "csv")])
+        .await?;
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (400, Some("bad_data"))
+    );
+    Ok(())
+}

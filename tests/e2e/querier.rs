@@ -257,3 +257,45 @@ async fn sigterm_stops_the_querier_gracefully() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn pyarrow_reads_the_arrow_format() -> anyhow::Result<()> {
+    let stack = start_stack().await?;
+    let end = now_seconds() - 600;
+    let url = format!(
+        "{}/api/v1/query_range?query=sum+by+(cluster)+(rate(http_requests_total%5B5m%5D))&start={}&end={end}&step=60&format=arrow",
+        stack.stacked_http,
+        end - 3600
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("e2e")
+        .join("arrow_read.py");
+    let output = Command::new("python3").arg(script).arg(&url).output()?;
+    assert!(
+        output.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        summary["content_type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    assert_eq!(summary["result_type"], "matrix");
+    assert_eq!(
+        summary["columns"],
+        serde_json::json!(["cluster", "timestamp", "value"])
+    );
+    assert_eq!(
+        summary["types"],
+        serde_json::json!([
+            "dictionary<values=string, indices=int32, ordered=0>",
+            "timestamp[ms, tz=UTC]",
+            "double"
+        ])
+    );
+    assert_eq!(summary["rows"], 2 * 61, "two clusters, 61 steps");
+    assert_eq!(summary["clusters"], serde_json::json!(["eu1", "us1"]));
+    assert!(summary["value_sum"].as_f64().is_some_and(|sum| sum > 0.0));
+    Ok(())
+}

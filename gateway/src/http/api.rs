@@ -324,6 +324,16 @@ async fn run_query(
         params.query_options(&state.options)?,
     ));
     let with_stats = params.get("stats").is_some_and(|s| !s.is_empty());
+    match params.get("format") {
+        None | Some("" | "json" | "arrow") => {}
+        Some(other) => {
+            return Err(ParamError::new(
+                "format",
+                format!("unknown format {other:?} (json or arrow)"),
+            )
+            .into());
+        }
+    }
 
     let _permit = state.concurrency.acquire().await.map_err(|_| ApiError {
         kind: "unavailable",
@@ -360,6 +370,13 @@ async fn run_query(
         Err(_) => return Err(QueryError::Timeout("query execution").into()),
     };
     let elapsed = started.elapsed();
+    if params.get("format") == Some("arrow") {
+        let stream = super::arrow::encode(&result).map_err(|e| ApiError {
+            kind: "internal",
+            message: format!("encoding Arrow: {e}"),
+        })?;
+        return Ok(([(header::CONTENT_TYPE, super::arrow::CONTENT_TYPE)], stream).into_response());
+    }
     let stats = with_stats.then(|| queryable.take_stats());
     Ok(render_query_result(&result, stats.as_deref(), elapsed))
 }

@@ -14,6 +14,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 pub mod api;
+pub mod arrow;
 pub mod json;
 pub mod params;
 pub mod ui;
