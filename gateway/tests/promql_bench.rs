@@ -32,20 +32,34 @@ fn build() -> MemoryQueryable {
             let samples: Vec<Sample> = (0..POINTS)
                 .map(|k| {
                     v += (rnd() % 100) as f64;
-                    Sample { t: k as i64 * STEP_MS, v }
+                    Sample {
+                        t: k as i64 * STEP_MS,
+                        v,
+                    }
                 })
                 .collect();
             s.add_series(l, &samples).unwrap();
         }
     }
     // Classic histogram: 1000 series of 10 buckets each.
-    let les = ["0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "50", "+Inf"];
+    let les = [
+        "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "50", "+Inf",
+    ];
     for i in 0..1000 {
         let inst = format!("inst{i}");
         for (b, le) in les.iter().enumerate() {
-            let l = Labels::from_pairs(&[("__name__", "h_bucket"), ("job", "api"), ("instance", &inst), ("le", le)]);
-            let samples: Vec<Sample> =
-                (0..POINTS).map(|k| Sample { t: k as i64 * STEP_MS, v: (k * (b + 1)) as f64 }).collect();
+            let l = Labels::from_pairs(&[
+                ("__name__", "h_bucket"),
+                ("job", "api"),
+                ("instance", &inst),
+                ("le", le),
+            ]);
+            let samples: Vec<Sample> = (0..POINTS)
+                .map(|k| Sample {
+                    t: k as i64 * STEP_MS,
+                    v: (k * (b + 1)) as f64,
+                })
+                .collect();
             s.add_series(l, &samples).unwrap();
         }
     }
@@ -68,18 +82,28 @@ async fn promql_bench() {
         "max_over_time(rate(x_total[5m])[30m:1m])",
         "count_over_time(x_total[1h])",
     ];
-    println!("{:<60} {:>12} {:>12} {:>10}", "query", "instant ms", "range ms", "series");
+    println!(
+        "{:<60} {:>12} {:>12} {:>10}",
+        "query", "instant ms", "range ms", "series"
+    );
     for q in queries {
         let t = Instant::now();
         let r = engine.instant_query(&store, q, end).await.unwrap();
         let inst = t.elapsed();
         let t = Instant::now();
-        let rr = engine.range_query(&store, q, 0, end, STEP_MS).await.unwrap();
+        let rr = engine
+            .range_query(&store, q, 0, end, STEP_MS)
+            .await
+            .unwrap();
         let range = t.elapsed();
         let n = match (&r.value, &rr.value) {
             (Value::Vector(v), Value::Matrix(m)) => format!("{}/{}", v.len(), m.len()),
             _ => "?".into(),
         };
-        println!("{q:<60} {:>12.1} {:>12.1} {n:>10}", inst.as_secs_f64() * 1e3, range.as_secs_f64() * 1e3);
+        println!(
+            "{q:<60} {:>12.1} {:>12.1} {n:>10}",
+            inst.as_secs_f64() * 1e3,
+            range.as_secs_f64() * 1e3
+        );
     }
 }

@@ -306,8 +306,10 @@ fn vector_vector(
         group_dense.insert(g, d);
     }
     // Group of each "many" series, and how many "many" series share it.
-    let many_group: Vec<Option<usize>> =
-        many.iter().map(|s| ord_of.get(&signature(&s.labels, m)).copied()).collect();
+    let many_group: Vec<Option<usize>> = many
+        .iter()
+        .map(|s| ord_of.get(&signature(&s.labels, m)).copied())
+        .collect();
     let mut many_count = vec![0usize; groups.len()];
     for g in many_group.iter().flatten() {
         many_count[*g] += 1;
@@ -336,7 +338,10 @@ fn vector_vector(
                     _ => continue,
                 }
             } else {
-                match group_dense.get(&g).and_then(|d| d.get(ev.step_index(p.t)).copied().flatten()) {
+                match group_dense
+                    .get(&g)
+                    .and_then(|d| d.get(ev.step_index(p.t)).copied().flatten())
+                {
                     Some(x) => x,
                     None => continue,
                 }
