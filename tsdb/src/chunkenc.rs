@@ -100,26 +100,31 @@ impl<'a> BitReader<'a> {
         Some(bit)
     }
 
+    /// Reads `nbits` (0..=64) bits, most significant first.
     fn read_bits(&mut self, nbits: u8) -> Option<u64> {
-        if self.pos + usize::from(nbits) > self.bytes.len() * 8 {
+        let n = usize::from(nbits);
+        if n == 0 {
+            return Some(0);
+        }
+        if n > 64 || self.pos + n > self.bytes.len() * 8 {
             return None;
         }
-        let mut v = 0u64;
-        let mut left = nbits;
-        while left > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let off = (self.pos % 8) as u8;
-            let avail = 8 - off;
-            let take = avail.min(left);
-            let chunk = (byte << off) >> (8 - take);
-            v = if take == 64 {
-                u64::from(chunk)
-            } else {
-                (v << take) | u64::from(chunk)
-            };
-            left -= take;
-            self.pos += usize::from(take);
-        }
+        let byte = self.pos / 8;
+        let off = self.pos % 8;
+        let mut buf = [0u8; 8];
+        let avail = (self.bytes.len() - byte).min(8);
+        buf[..avail].copy_from_slice(&self.bytes[byte..byte + avail]);
+        let w = u64::from_be_bytes(buf);
+        let v = if off + n <= 64 {
+            (w << off) >> (64 - n)
+        } else {
+            // The value spills into a ninth byte (which the bounds check guarantees exists).
+            let rem = off + n - 64;
+            let low = w & ((1u64 << (64 - off)) - 1);
+            let extra = u64::from(*self.bytes.get(byte + 8)?);
+            (low << rem) | (extra >> (8 - rem))
+        };
+        self.pos += n;
         Some(v)
     }
 

@@ -437,14 +437,26 @@ fn select_series(
             }
             for g in gorder {
                 let cands = &mut per_group[g];
-                match op {
-                    T_TOPK => cands.sort_by(|a, b| cmp_nan_first(b.1, a.1)),
-                    T_BOTTOMK => cands.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
-                        (true, false) => Ordering::Greater,
-                        (false, true) => Ordering::Less,
-                        _ => a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal),
-                    }),
-                    _ => {}
+                // Input order breaks ties, so the selection is deterministic and matches a
+                // stable sort.
+                let cmp = |a: &(usize, f64), b: &(usize, f64)| -> Ordering {
+                    let o = match op {
+                        T_TOPK => cmp_nan_first(b.1, a.1),
+                        T_BOTTOMK => match (a.1.is_nan(), b.1.is_nan()) {
+                            (true, false) => Ordering::Greater,
+                            (false, true) => Ordering::Less,
+                            _ => a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal),
+                        },
+                        _ => Ordering::Equal,
+                    };
+                    o.then(a.0.cmp(&b.0))
+                };
+                if op != T_LIMITK {
+                    if k < cands.len() {
+                        cands.select_nth_unstable_by(k - 1, cmp);
+                        cands.truncate(k);
+                    }
+                    cands.sort_by(cmp);
                 }
                 for &(si, v) in cands.iter().take(k) {
                     picked[si].push(Point { t: ev.ts(i), v });

@@ -152,17 +152,6 @@ fn sig_map(ss: &[VSeries], m: &BinModifier) -> (Vec<Labels>, HashMap<Labels, Vec
     (sigs, map)
 }
 
-/// Dense per-step presence of each series' values.
-fn dense(ev: &Evaluator<'_>, s: &VSeries) -> Vec<Option<f64>> {
-    let mut d = vec![None; ev.nsteps()];
-    for p in &s.pts {
-        if let Some(x) = d.get_mut(ev.step_index(p.t)) {
-            *x = Some(p.v);
-        }
-    }
-    d
-}
-
 fn set_and_unless(
     ev: &Evaluator<'_>,
     l: Vec<VSeries>,
@@ -277,85 +266,124 @@ fn vector_vector(
     let swapped = matches!(m.card, VectorMatchCardinality::OneToMany(_));
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let ret_bool = m.return_bool;
-    let (_, one_map) = sig_map(&one, m);
-    let one_dense: Vec<Vec<Option<f64>>> = one.iter().map(|s| dense(ev, s)).collect();
-    // Checks the "one" side for duplicates at any step.
-    for idxs in one_map.values() {
+    let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
+
+    // Signature groups of the "one" side, numbered once.
+    let mut ord_of: HashMap<Labels, usize> = HashMap::with_capacity(one.len());
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, s) in one.iter().enumerate() {
+        let next = groups.len();
+        let g = *ord_of.entry(signature(&s.labels, m)).or_insert_with(|| {
+            groups.push(Vec::new());
+            next
+        });
+        groups[g].push(i);
+    }
+    // Groups with several "one" series: a dense view of which one is present per step, and
+    // the duplicate check Prometheus does.
+    let mut group_dense: HashMap<usize, Vec<Option<(usize, f64)>>> = HashMap::new();
+    for (g, idxs) in groups.iter().enumerate() {
         if idxs.len() < 2 {
             continue;
         }
-        #[allow(clippy::needless_range_loop)]
-        for i in 0..n {
-            let present: Vec<usize> = idxs
-                .iter()
-                .copied()
-                .filter(|&j| one_dense[j][i].is_some())
-                .collect();
-            if present.len() > 1 {
-                let side = if swapped { "left" } else { "right" };
-                let a = &one[present[1]].labels;
-                let bl = &one[present[0]].labels;
-                return Err(QueryError::exec(format!(
-                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {bl}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    match_labels(a, m)
-                )));
+        let mut d: Vec<Option<(usize, f64)>> = vec![None; n];
+        for &j in idxs {
+            for p in &one[j].pts {
+                let i = ev.step_index(p.t);
+                let Some(slot) = d.get_mut(i) else { continue };
+                if let Some((prev, _)) = *slot {
+                    let side = if swapped { "left" } else { "right" };
+                    let a = &one[j].labels;
+                    let bl = &one[prev].labels;
+                    return Err(QueryError::exec(format!(
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {bl}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        match_labels(a, m)
+                    )));
+                }
+                *slot = Some((j, p.v));
             }
         }
+        group_dense.insert(g, d);
     }
-    let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
-    // For each signature and step: which output label sets were produced (error detection).
-    let mut matched: HashMap<Labels, Vec<Vec<u64>>> = HashMap::new();
+    // Group of each "many" series, and how many "many" series share it.
+    let many_group: Vec<Option<usize>> = many
+        .iter()
+        .map(|s| ord_of.get(&signature(&s.labels, m)).copied())
+        .collect();
+    let mut many_count = vec![0usize; groups.len()];
+    for g in many_group.iter().flatten() {
+        many_count[*g] += 1;
+    }
+    // Per (group, step) record of produced result label fingerprints, only where collisions
+    // are possible.
+    let mut produced: HashMap<usize, Vec<Vec<u64>>> = HashMap::new();
     let mut out: Vec<VSeries> = Vec::with_capacity(many.len());
+    let mut fps: Vec<u64> = Vec::new();
     let mut cache: HashMap<(usize, usize), usize> = HashMap::new();
     for (mi, ms) in many.iter().enumerate() {
         ev.check()?;
-        let sig = signature(&ms.labels, m);
-        let Some(cands) = one_map.get(&sig) else {
-            continue;
-        };
+        let Some(g) = many_group[mi] else { continue };
+        let check = many_count[g] > 1;
+        let single = groups[g].len() == 1;
+        let mut j = 0usize;
         for p in &ms.pts {
-            let i = ev.step_index(p.t);
-            let Some((oi, ov)) = cands
-                .iter()
-                .find_map(|&j| one_dense[j].get(i).copied().flatten().map(|v| (j, v)))
-            else {
-                continue;
+            let (oi, ov) = if single {
+                let oi = groups[g][0];
+                let op_pts = &one[oi].pts;
+                while j < op_pts.len() && op_pts[j].t < p.t {
+                    j += 1;
+                }
+                match op_pts.get(j) {
+                    Some(q) if q.t == p.t => (oi, q.v),
+                    _ => continue,
+                }
+            } else {
+                match group_dense
+                    .get(&g)
+                    .and_then(|d| d.get(ev.step_index(p.t)).copied().flatten())
+                {
+                    Some(x) => x,
+                    None => continue,
+                }
             };
             let (fl, fr) = if swapped { (ov, p.v) } else { (p.v, ov) };
             let (mut val, keep) = elem(op, fl, fr);
             if ret_bool {
                 val = f64::from(u8::from(keep));
             }
-            let key = (mi, oi);
-            let oidx = match cache.get(&key) {
+            let oidx = match cache.get(&(mi, oi)) {
                 Some(&o) => o,
                 None => {
                     let lbls = result_labels(&ms.labels, &one[oi].labels, op, m);
+                    fps.push(if check { lbls.fingerprint() } else { 0 });
                     out.push(VSeries {
                         labels: lbls,
                         pts: Vec::new(),
                         drop_name: ret_bool || (ms.drop_name && is_comparison(op)),
                     });
-                    cache.insert(key, out.len() - 1);
+                    cache.insert((mi, oi), out.len() - 1);
                     out.len() - 1
                 }
             };
-            let steps = matched
-                .entry(sig.clone())
-                .or_insert_with(|| vec![Vec::new(); n]);
-            let fp = out[oidx].labels.fingerprint();
-            if one_to_one {
-                if !steps[i].is_empty() {
-                    return Err(QueryError::exec(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    ));
+            if check {
+                let steps = produced.entry(g).or_insert_with(|| vec![Vec::new(); n]);
+                let i = ev.step_index(p.t);
+                if let Some(st) = steps.get_mut(i) {
+                    let fp = fps[oidx];
+                    if one_to_one {
+                        if !st.is_empty() {
+                            return Err(QueryError::exec(
+                                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                            ));
+                        }
+                    } else if st.contains(&fp) {
+                        return Err(QueryError::exec(
+                            "multiple matches for labels: grouping labels must ensure unique matches",
+                        ));
+                    }
+                    st.push(fp);
                 }
-            } else if steps[i].contains(&fp) {
-                return Err(QueryError::exec(
-                    "multiple matches for labels: grouping labels must ensure unique matches",
-                ));
             }
-            steps[i].push(fp);
             if !keep && !ret_bool {
                 continue;
             }

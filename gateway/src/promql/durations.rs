@@ -68,8 +68,11 @@ pub(crate) fn rewrite(q: &str) -> Result<Cow<'_, str>, String> {
                     k += 1;
                 }
             }
-            if k < b.len() && b[k] == b'(' {
-                if let Some(close) = matching_paren(b, k) {
+            if k < b.len()
+                && b[k] == b'('
+                && let Some(close) = matching_paren(b, k)
+            {
+                {
                     let ms = eval_ms(&q[k..=close])?;
                     let ms = if neg { -ms } else { ms };
                     out.push(' ');

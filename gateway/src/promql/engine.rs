@@ -199,7 +199,9 @@ impl Engine {
         .map_err(|_| QueryError::Timeout("query execution"))??;
         for (key, mut set) in fetched {
             warnings.append(&mut set.warnings);
-            set.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if !set.series.is_sorted_by(|a, b| a.labels <= b.labels) {
+                set.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
             data.insert(key, Fetched { series: set.series });
         }
         if cancel.is_canceled() {

@@ -226,7 +226,8 @@ pub trait Queryable: Send + Sync {
 /// An in-memory [`Queryable`]: series are kept as XOR chunks of up to 120 samples.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryQueryable {
-    series: Vec<StoredSeries>,
+    /// Sorted by labels, so selections come back in Prometheus's series order.
+    series: std::collections::BTreeMap<Labels, StoredSeries>,
 }
 
 const SAMPLES_PER_CHUNK: usize = 120;
@@ -240,9 +241,8 @@ impl MemoryQueryable {
     /// Adds samples to a series (merged with any samples already stored for the same labels).
     pub fn add_series(&mut self, labels: Labels, samples: &[Sample]) -> Result<(), StorageError> {
         let mut all: Vec<(i64, f64)> = Vec::new();
-        let pos = self.series.iter().position(|s| s.labels == labels);
-        if let Some(i) = pos {
-            self.series[i].decode_into(i64::MIN, i64::MAX, &mut all)?;
+        if let Some(s) = self.series.get(&labels) {
+            s.decode_into(i64::MIN, i64::MAX, &mut all)?;
         }
         all.extend(samples.iter().map(|s| (s.t, s.v)));
         all.sort_by_key(|x| x.0);
@@ -270,13 +270,10 @@ impl MemoryQueryable {
             });
         }
         let s = StoredSeries {
-            labels,
+            labels: labels.clone(),
             data: SeriesData::Chunks(chunks),
         };
-        match pos {
-            Some(i) => self.series[i] = s,
-            None => self.series.push(s),
-        }
+        self.series.insert(labels, s);
         Ok(())
     }
 
@@ -298,7 +295,7 @@ impl MemoryQueryable {
     fn select_sync(&self, sel: &Selection) -> SeriesSet {
         let series = self
             .series
-            .iter()
+            .values()
             .filter(|s| sel.matchers.iter().all(|m| m.matches_labels(&s.labels)))
             .filter_map(|s| match &s.data {
                 SeriesData::Chunks(cs) => {

@@ -1,0 +1,109 @@
+//! A timing run of the engine on the reference workload (10k series × 2h at 15s): the queries
+//! the engine is compared against Prometheus with. Ignored by default; run with
+//! `cargo test --release -p gauntlet --test promql_bench -- --ignored --nocapture`.
+//! Prints a table of instant and range (step 15s) timings.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::time::Instant;
+
+use gauntlet::promql::{Engine, MemoryQueryable, Value};
+use gauntlet_tsdb::{Labels, Sample};
+
+const SERIES: usize = 10_000;
+const STEP_MS: i64 = 15_000;
+const POINTS: usize = 480; // 2h at 15s
+
+fn build() -> MemoryQueryable {
+    let mut s = MemoryQueryable::new();
+    let mut seed = 42u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for name in ["x_total", "y_total"] {
+        for i in 0..SERIES {
+            let job = format!("job{}", i % 10);
+            let inst = format!("inst{i}");
+            let l = Labels::from_pairs(&[("__name__", name), ("job", &job), ("instance", &inst)]);
+            let mut v = 0.0;
+            let samples: Vec<Sample> = (0..POINTS)
+                .map(|k| {
+                    v += (rnd() % 100) as f64;
+                    Sample {
+                        t: k as i64 * STEP_MS,
+                        v,
+                    }
+                })
+                .collect();
+            s.add_series(l, &samples).unwrap();
+        }
+    }
+    // Classic histogram: 1000 series of 10 buckets each.
+    let les = [
+        "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "50", "+Inf",
+    ];
+    for i in 0..1000 {
+        let inst = format!("inst{i}");
+        for (b, le) in les.iter().enumerate() {
+            let l = Labels::from_pairs(&[
+                ("__name__", "h_bucket"),
+                ("job", "api"),
+                ("instance", &inst),
+                ("le", le),
+            ]);
+            let samples: Vec<Sample> = (0..POINTS)
+                .map(|k| Sample {
+                    t: k as i64 * STEP_MS,
+                    v: (k * (b + 1)) as f64,
+                })
+                .collect();
+            s.add_series(l, &samples).unwrap();
+        }
+    }
+    s
+}
+
+#[tokio::test]
+#[ignore = "timing run; use --release --ignored"]
+async fn promql_bench() {
+    let t0 = Instant::now();
+    let store = build();
+    println!("built {} series in {:?}", store.len(), t0.elapsed());
+    let engine = Engine::default();
+    let end = (POINTS as i64 - 1) * STEP_MS;
+    let queries = [
+        "sum by (job) (rate(x_total[5m]))",
+        "histogram_quantile(0.9, sum by (le) (rate(h_bucket[5m])))",
+        "topk(5, x_total)",
+        "x_total / y_total",
+        "max_over_time(rate(x_total[5m])[30m:1m])",
+        "count_over_time(x_total[1h])",
+    ];
+    println!(
+        "{:<60} {:>12} {:>12} {:>10}",
+        "query", "instant ms", "range ms", "series"
+    );
+    for q in queries {
+        let t = Instant::now();
+        let r = engine.instant_query(&store, q, end).await.unwrap();
+        let inst = t.elapsed();
+        let t = Instant::now();
+        let rr = engine
+            .range_query(&store, q, 0, end, STEP_MS)
+            .await
+            .unwrap();
+        let range = t.elapsed();
+        let n = match (&r.value, &rr.value) {
+            (Value::Vector(v), Value::Matrix(m)) => format!("{}/{}", v.len(), m.len()),
+            _ => "?".into(),
+        };
+        println!(
+            "{q:<60} {:>12.1} {:>12.1} {n:>10}",
+            inst.as_secs_f64() * 1e3,
+            range.as_secs_f64() * 1e3
+        );
+    }
+}
