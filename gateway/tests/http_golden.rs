@@ -20,8 +20,11 @@ fn golden_dir() -> PathBuf {
         .join("golden")
 }
 
+/// Series with their samples (ms, value).
+type SeriesSamples = Vec<(Labels, Vec<(i64, f64)>)>;
+
 /// Parses the OpenMetrics sample lines of `data.om` (`name{l="v",...} value seconds`).
-fn parse_openmetrics(text: &str) -> anyhow::Result<Vec<(Labels, Vec<(i64, f64)>)>> {
+fn parse_openmetrics(text: &str) -> anyhow::Result<SeriesSamples> {
     let mut series: std::collections::BTreeMap<Labels, Vec<(i64, f64)>> = Default::default();
     for line in text
         .lines()
