@@ -1,0 +1,135 @@
+//! Querier benchmark: what fan-out, replica deduplication and gRPC cost, each against a
+//! baseline measured in the same run.
+//!
+//! Run with `cargo bench -p gauntlet --bench querier`. It prints one table:
+//! - dedup overhead: the same series held by 3 HA replicas (deduplicated) vs by 1 store;
+//! - fan-out: the series spread over 10 stores vs all in 1 store;
+//! - transport: one store reached over the gRPC StoreAPI on loopback vs called in process.
+//!
+//! Each row is the median of several runs of the same PromQL range query.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gauntlet::grpc::{self, GrpcStore};
+use gauntlet::promql::{Engine, EngineOptions};
+use gauntlet::query::endpoints::EndpointSet;
+use gauntlet::query::proxy::{ProxyLimits, ProxyStore};
+use gauntlet::query::queryable::{QueryOptions, StoreQueryable};
+use gauntlet::query::store::Store;
+use gauntlet::shutdown;
+use gauntlet::store::memory::MemoryStore;
+use gauntlet_tsdb::Labels;
+
+const SERIES: usize = 2_000;
+const HOURS: i64 = 2;
+const INTERVAL_MS: i64 = 15_000;
+const RUNS: usize = 7;
+const QUERIES: [&str; 3] = [
+    "sum by (job) (rate(http_requests_total[5m]))",
+    "max_over_time(http_requests_total[10m])",
+    "http_requests_total",
+];
+
+/// Series `first..last` of the data set, scraped with `offset_ms`.
+fn series(first: usize, last: usize, offset_ms: i64) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    (first..last)
+        .map(|i| {
+            let instance = format!("host-{i}:9100");
+            let job = format!("job-{}", i % 10);
+            let labels = Labels::from_pairs(&[
+                ("__name__", "http_requests_total"),
+                ("instance", instance.as_str()),
+                ("job", job.as_str()),
+            ]);
+            let samples = (0..HOURS * 3_600_000 / INTERVAL_MS)
+                .map(|n| (n * INTERVAL_MS + offset_ms, (n * (i as i64 % 7 + 1)) as f64))
+                .collect();
+            (labels, samples)
+        })
+        .collect()
+}
+
+fn store(replica: &str, data: Vec<(Labels, Vec<(i64, f64)>)>) -> Arc<dyn Store> {
+    let external = Labels::from_pairs(&[("cluster", "bench"), ("replica", replica)]);
+    Arc::new(MemoryStore::from_samples(external, "sidecar", data).expect("valid bench data"))
+}
+
+async fn proxy(stores: Vec<(String, Arc<dyn Store>)>) -> Arc<ProxyStore> {
+    let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
+    for (name, store) in stores {
+        endpoints.add_local(&name, store);
+    }
+    endpoints.refresh().await;
+    Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()))
+}
+
+/// Median wall time of a range query over the whole data set through `proxy`.
+async fn time_query(proxy: &Arc<ProxyStore>, query: &str) -> Duration {
+    let engine = Engine::new(EngineOptions::default());
+    let end = HOURS * 3_600_000;
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let options = QueryOptions {
+            dedup: true,
+            replica_labels: vec!["replica".into()],
+            partial_response: false,
+        };
+        let queryable = StoreQueryable::new(proxy.clone(), options);
+        let started = Instant::now();
+        let result = engine.range_query(&queryable, query, 600_000, end, 60_000).await;
+        times.push(started.elapsed());
+        if let Err(error) = result {
+            panic!("{query}: {error}");
+        }
+    }
+    times.sort();
+    times[RUNS / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    eprintln!("building {SERIES} series x {HOURS}h at 15s in 1, 3 and 10 stores ...");
+    let one = proxy(vec![("single".into(), store("0", series(0, SERIES, 0)))]).await;
+    let replicas = proxy(
+        (0..3)
+            .map(|r| (format!("replica-{r}"), store(&r.to_string(), series(0, SERIES, r * 1_000))))
+            .collect(),
+    )
+    .await;
+    let spread = proxy(
+        (0..10)
+            .map(|s| {
+                let part = series(s * SERIES / 10, (s + 1) * SERIES / 10, 0);
+                (format!("shard-{s}"), store("0", part))
+            })
+            .collect(),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback listener");
+    let address = listener.local_addr().expect("address").to_string();
+    let (_stop, stopped) = shutdown::channel();
+    tokio::spawn(grpc::serve(listener, store("0", series(0, SERIES, 0)), stopped));
+    let remote = GrpcStore::connect_lazy(&address).expect("endpoint");
+    let over_grpc = proxy(vec![(address, Arc::new(remote) as Arc<dyn Store>)]).await;
+
+    println!("{:<48} {:>32} {:>10} {:>10} {:>7}", "query", "comparison", "base ms", "ms", "ratio");
+    for query in QUERIES {
+        let base = time_query(&one, query).await;
+        for (name, proxy) in [
+            ("3 HA replicas, dedup vs 1 store", &replicas),
+            ("10 stores vs 1 store", &spread),
+            ("gRPC StoreAPI vs in-process", &over_grpc),
+        ] {
+            let measured = time_query(proxy, query).await;
+            println!(
+                "{:<48} {:>32} {:>10.1} {:>10.1} {:>7.2}",
+                query,
+                name,
+                base.as_secs_f64() * 1000.0,
+                measured.as_secs_f64() * 1000.0,
+                measured.as_secs_f64() / base.as_secs_f64()
+            );
+        }
+    }
+}
