@@ -77,7 +77,9 @@ async fn time_query(proxy: &Arc<ProxyStore>, query: &str) -> Duration {
         };
         let queryable = StoreQueryable::new(proxy.clone(), options);
         let started = Instant::now();
-        let result = engine.range_query(&queryable, query, 600_000, end, 60_000).await;
+        let result = engine
+            .range_query(&queryable, query, 600_000, end, 60_000)
+            .await;
         times.push(started.elapsed());
         if let Err(error) = result {
             panic!("{query}: {error}");
@@ -93,7 +95,12 @@ async fn main() {
     let one = proxy(vec![("single".into(), store("0", series(0, SERIES, 0)))]).await;
     let replicas = proxy(
         (0..3)
-            .map(|r| (format!("replica-{r}"), store(&r.to_string(), series(0, SERIES, r * 1_000))))
+            .map(|r| {
+                (
+                    format!("replica-{r}"),
+                    store(&r.to_string(), series(0, SERIES, r * 1_000)),
+                )
+            })
             .collect(),
     )
     .await;
@@ -106,14 +113,23 @@ async fn main() {
             .collect(),
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback listener");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback listener");
     let address = listener.local_addr().expect("address").to_string();
     let (_stop, stopped) = shutdown::channel();
-    tokio::spawn(grpc::serve(listener, store("0", series(0, SERIES, 0)), stopped));
+    tokio::spawn(grpc::serve(
+        listener,
+        store("0", series(0, SERIES, 0)),
+        stopped,
+    ));
     let remote = GrpcStore::connect_lazy(&address).expect("endpoint");
     let over_grpc = proxy(vec![(address, Arc::new(remote) as Arc<dyn Store>)]).await;
 
-    println!("{:<48} {:>32} {:>10} {:>10} {:>7}", "query", "comparison", "base ms", "ms", "ratio");
+    println!(
+        "{:<48} {:>32} {:>10} {:>10} {:>7}",
+        "query", "comparison", "base ms", "ms", "ratio"
+    );
     for query in QUERIES {
         let base = time_query(&one, query).await;
         for (name, proxy) in [

@@ -525,3 +525,69 @@ async fn arrow_format_reads_back_with_the_documented_schema() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn oversized_store_answers_are_cut_off_with_a_clear_error() -> anyhow::Result<()> {
+    let up = |job: &str| {
+        (
+            labels(&[("__name__", "up"), ("job", job)]),
+            scrape(0, 30, 0, &[], |_| 1.0),
+        )
+    };
+    let list = vec![replica("0", "eu1", vec![up("a"), up("b"), up("c")])];
+    let at = (29 * 60).to_string();
+
+    let few_series = ProxyLimits {
+        series_per_store: 2,
+        ..ProxyLimits::default()
+    };
+    let querier = Querier::start(stores(&list), few_series).await?;
+    let (status, body) = querier
+        .get(
+            "/api/v1/query",
+            &[
+                ("query", "up"),
+                ("time", at.as_str()),
+                ("partial_response", "false"),
+            ],
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("more than 2 series") && error.contains("--store.limits.request-series"),
+        "{error}"
+    );
+    let (status, body) = querier
+        .get(
+            "/api/v1/query",
+            &[("query", "up{job=\"a\"}"), ("time", at.as_str())],
+        )
+        .await?;
+    assert_eq!(
+        status, 200,
+        "a selective query stays under the limit: {body}"
+    );
+
+    let few_samples = ProxyLimits {
+        samples_per_store: 100,
+        ..ProxyLimits::default()
+    };
+    let querier = Querier::start(stores(&list), few_samples).await?;
+    let (status, body) = querier
+        .get("/api/v1/query", &[("query", "up"), ("time", at.as_str())])
+        .await?;
+    assert_eq!(status, 200);
+    assert!(
+        body["warnings"]
+            .to_string()
+            .contains("--store.limits.request-samples"),
+        "{body}"
+    );
+    assert_eq!(
+        body["data"]["result"].as_array().map(Vec::len),
+        Some(0),
+        "partial answer without the store"
+    );
+    Ok(())
+}
