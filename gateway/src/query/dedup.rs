@@ -10,8 +10,17 @@
 //! counter reset. More than two replicas are merged as a left-leaning chain of pairs, the order
 //! Thanos uses, so results match it sample for sample.
 //!
-//! Input samples of each replica must be sorted by timestamp; nothing here allocates per sample
-//! except the output.
+//! The merge is lazy: a replica that cannot win the next sample (its earliest admissible sample
+//! would come after the leader's) is not advanced, and replicas kept as XOR chunks decode a chunk
+//! only when a seek lands in it. A steady leader is therefore the only replica decoded in full;
+//! the others are decoded around the leader's gaps. Input samples of each replica must be sorted
+//! by timestamp.
+
+use std::cell::RefCell;
+
+use gauntlet_tsdb::chunkenc::decode_xor_into;
+
+use crate::promql::Chunk;
 
 /// A float sample: timestamp in milliseconds and value.
 pub type Sample = (i64, f64);
@@ -22,11 +31,57 @@ pub fn is_counter_function(function: &str) -> bool {
     matches!(function, "rate" | "irate" | "increase" | "resets")
 }
 
-/// Merges the replicas of one series into a single sorted series.
+/// Merges the replicas of one series, given as decoded samples, into a single sorted series.
 pub fn dedup_replicas(replicas: &[&[Sample]], counter: bool) -> Vec<Sample> {
-    let mut leaves = replicas
+    let errors = RefCell::new(None);
+    let leaves = replicas
         .iter()
-        .map(|samples| Cursor::Leaf(Leaf::new(samples, counter)));
+        .map(|samples| Leaf::decoded(samples, counter, &errors));
+    merge(
+        leaves.collect(),
+        replicas.iter().map(|s| s.len()).max().unwrap_or(0),
+    )
+}
+
+/// Merges the replicas of one series, given as XOR chunks, keeping samples in `[mint, maxt]`.
+/// Chunks of the replica that leads are decoded; the others only where they are needed.
+pub fn dedup_chunks(
+    replicas: &[&[Chunk]],
+    counter: bool,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<Sample>, String> {
+    let errors = RefCell::new(None);
+    let leaves: Vec<Leaf<'_>> = replicas
+        .iter()
+        .map(|chunks| Leaf::chunked(chunks, counter, (mint, maxt), &errors))
+        .collect();
+    let capacity = replicas
+        .iter()
+        .map(|chunks| {
+            chunks
+                .iter()
+                .map(|c| usize::from(header_count(c)))
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    let merged = merge(leaves, capacity);
+    match errors.into_inner() {
+        Some(error) => Err(error),
+        None => Ok(merged),
+    }
+}
+
+fn header_count(chunk: &Chunk) -> u16 {
+    chunk
+        .data
+        .get(..2)
+        .map_or(0, |h| u16::from_be_bytes([h[0], h[1]]))
+}
+
+fn merge(leaves: Vec<Leaf<'_>>, capacity: usize) -> Vec<Sample> {
+    let mut leaves = leaves.into_iter().map(Cursor::Leaf);
     let Some(first) = leaves.next() else {
         return Vec::new();
     };
@@ -34,11 +89,6 @@ pub fn dedup_replicas(replicas: &[&[Sample]], counter: bool) -> Vec<Sample> {
     for leaf in leaves {
         cursor = Cursor::Pair(Box::new(Pair::new(cursor, leaf)));
     }
-    let capacity = replicas
-        .iter()
-        .map(|samples| samples.len())
-        .max()
-        .unwrap_or(0);
     let mut merged = Vec::with_capacity(capacity);
     while cursor.next() {
         merged.push(cursor.at());
@@ -88,43 +138,131 @@ impl Cursor<'_> {
     }
 }
 
-/// One replica's samples, with the counter correction accumulated so far.
+/// One replica's samples — decoded chunk by chunk on demand — with the counter correction
+/// accumulated so far.
 struct Leaf<'a> {
-    samples: &'a [Sample],
-    /// Index of the current sample; `None` before the first `next` or `seek`.
+    /// Chunks not decoded yet.
+    pending: &'a [Chunk],
+    /// Decoded samples of the current chunk (or all samples of a decoded replica).
+    buffer: Vec<Sample>,
+    /// Index into `buffer`; `None` before the first `next` or `seek`.
     position: Option<usize>,
+    range: (i64, i64),
     counter: bool,
     correction: f64,
+    errors: &'a RefCell<Option<String>>,
 }
 
 impl<'a> Leaf<'a> {
-    fn new(samples: &'a [Sample], counter: bool) -> Self {
+    fn decoded(samples: &[Sample], counter: bool, errors: &'a RefCell<Option<String>>) -> Self {
         Self {
-            samples,
+            pending: &[],
+            buffer: samples.to_vec(),
             position: None,
+            range: (i64::MIN, i64::MAX),
             counter,
             correction: 0.0,
+            errors,
         }
+    }
+
+    fn chunked(
+        chunks: &'a [Chunk],
+        counter: bool,
+        range: (i64, i64),
+        errors: &'a RefCell<Option<String>>,
+    ) -> Self {
+        let mut leaf = Self {
+            pending: chunks,
+            buffer: Vec::new(),
+            position: None,
+            range,
+            counter,
+            correction: 0.0,
+            errors,
+        };
+        // Overlapping chunks (a store that returned the same span twice) are decoded and merged
+        // up front; the lazy path needs chunks in strict time order.
+        if !chunks.windows(2).all(|w| w[0].max_time < w[1].min_time) {
+            let mut all = Vec::new();
+            for chunk in chunks {
+                leaf.decode(chunk, &mut all);
+            }
+            all.sort_by_key(|(t, _)| *t);
+            all.dedup_by_key(|(t, _)| *t);
+            leaf.pending = &[];
+            leaf.buffer = all;
+        }
+        leaf
+    }
+
+    fn decode(&self, chunk: &Chunk, out: &mut Vec<Sample>) {
+        if let Err(error) = decode_xor_into(&chunk.data, self.range.0, self.range.1, out) {
+            self.errors
+                .borrow_mut()
+                .get_or_insert_with(|| format!("decoding chunk: {error}"));
+        }
+    }
+
+    /// Replaces the buffer with the next pending chunk that holds samples; false when none.
+    fn load_next_chunk(&mut self, at_least: i64) -> bool {
+        while let Some((chunk, rest)) = self.pending.split_first() {
+            self.pending = rest;
+            if chunk.max_time < at_least
+                || chunk.max_time < self.range.0
+                || chunk.min_time > self.range.1
+            {
+                continue;
+            }
+            let mut buffer = std::mem::take(&mut self.buffer);
+            buffer.clear();
+            self.decode(chunk, &mut buffer);
+            self.buffer = buffer;
+            if !self.buffer.is_empty() {
+                self.position = Some(0);
+                return true;
+            }
+        }
+        false
     }
 
     fn next(&mut self) -> bool {
         let position = self.position.map_or(0, |p| p.saturating_add(1));
-        self.position = Some(position.min(self.samples.len()));
-        position < self.samples.len()
+        if position < self.buffer.len() {
+            self.position = Some(position);
+            return true;
+        }
+        self.position = Some(self.buffer.len());
+        self.load_next_chunk(i64::MIN)
     }
 
     fn seek(&mut self, t: i64) -> bool {
-        let start = self.position.unwrap_or(0).min(self.samples.len());
-        let rest = &self.samples[start..];
-        let position = start + rest.partition_point(|(ts, _)| *ts < t);
-        self.position = Some(position);
-        position < self.samples.len()
+        let start = self.position.unwrap_or(0).min(self.buffer.len());
+        if self.buffer.get(start).is_some_and(|(ts, _)| *ts >= t) {
+            self.position = Some(start);
+            return true;
+        }
+        if self.buffer.last().is_some_and(|(ts, _)| *ts >= t) {
+            let rest = &self.buffer[start..];
+            self.position = Some(start + rest.partition_point(|(ts, _)| *ts < t));
+            return true;
+        }
+        self.position = Some(self.buffer.len());
+        // Skip whole chunks that end before `t` without decoding them.
+        while self.load_next_chunk(t) {
+            if let Some(offset) = self.buffer.iter().position(|(ts, _)| *ts >= t) {
+                self.position = Some(offset);
+                return true;
+            }
+            self.position = Some(self.buffer.len());
+        }
+        false
     }
 
     fn at(&self) -> Sample {
         let (t, v) = self
             .position
-            .and_then(|p| self.samples.get(p))
+            .and_then(|p| self.buffer.get(p))
             .copied()
             .unwrap_or((i64::MIN, f64::NAN));
         (t, v + self.correction)
@@ -141,12 +279,16 @@ impl<'a> Leaf<'a> {
     }
 }
 
-/// Two cursors merged with the penalty algorithm.
+/// Two cursors merged with the penalty algorithm. A side that cannot win the next comparison
+/// keeps its seek target in `deferred_*` and is only moved when it matters; since seeks only go
+/// forward, one seek to the largest deferred target lands where every seek in turn would have.
 struct Pair<'a> {
     a: Cursor<'a>,
     b: Cursor<'a>,
     a_ok: bool,
     b_ok: bool,
+    deferred_a: Option<i64>,
+    deferred_b: Option<i64>,
     /// Timestamp of the last sample returned, `None` before the first.
     last_t: Option<i64>,
     penalty_a: i64,
@@ -163,6 +305,8 @@ impl<'a> Pair<'a> {
             b,
             a_ok,
             b_ok,
+            deferred_a: None,
+            deferred_b: None,
             last_t: None,
             penalty_a: 0,
             penalty_b: 0,
@@ -172,6 +316,22 @@ impl<'a> Pair<'a> {
 
     fn current_ok(&self) -> bool {
         if self.use_a { self.a_ok } else { self.b_ok }
+    }
+
+    fn flush_a(&mut self) {
+        if let Some(t) = self.deferred_a.take()
+            && self.a_ok
+        {
+            self.a_ok = self.a.seek(t);
+        }
+    }
+
+    fn flush_b(&mut self) {
+        if let Some(t) = self.deferred_b.take()
+            && self.b_ok
+        {
+            self.b_ok = self.b.seek(t);
+        }
     }
 
     fn next(&mut self) -> bool {
@@ -189,11 +349,29 @@ impl<'a> Pair<'a> {
     fn advance(&mut self) -> bool {
         let after = self.last_t.unwrap_or(i64::MIN).saturating_add(1);
         if self.a_ok {
-            self.a_ok = self.a.seek(after.saturating_add(self.penalty_a));
+            let target = after.saturating_add(self.penalty_a);
+            self.deferred_a = Some(self.deferred_a.map_or(target, |t| t.max(target)));
         }
         if self.b_ok {
-            self.b_ok = self.b.seek(after.saturating_add(self.penalty_b));
+            let target = after.saturating_add(self.penalty_b);
+            self.deferred_b = Some(self.deferred_b.map_or(target, |t| t.max(target)));
         }
+        // Position the leader; the other side only if it could win: its next sample is at or
+        // after its deferred target, and ties go to `a`.
+        if self.use_a {
+            self.flush_a();
+            let a_at = self.a.at().0;
+            if !(self.a_ok && self.deferred_b.is_some_and(|target| target >= a_at)) {
+                self.flush_b();
+            }
+        } else {
+            self.flush_b();
+            let b_at = self.b.at().0;
+            if !(self.b_ok && self.deferred_a.is_some_and(|target| target > b_at)) {
+                self.flush_a();
+            }
+        }
+        // From here on as the eager merge; a side still deferred is known to lose.
         if !self.a_ok {
             self.use_a = false;
             if self.b_ok {
@@ -208,14 +386,17 @@ impl<'a> Pair<'a> {
             self.penalty_a = 0;
             return true;
         }
-        let (ta, tb) = (self.a.at().0, self.b.at().0);
-        self.use_a = ta <= tb;
+        self.use_a = match (self.deferred_a.is_some(), self.deferred_b.is_some()) {
+            (true, _) => false,
+            (_, true) => true,
+            (false, false) => self.a.at().0 <= self.b.at().0,
+        };
         let (picked, other_penalty) = if self.use_a {
             self.penalty_a = 0;
-            (ta, &mut self.penalty_b)
+            (self.a.at().0, &mut self.penalty_b)
         } else {
             self.penalty_b = 0;
-            (tb, &mut self.penalty_a)
+            (self.b.at().0, &mut self.penalty_a)
         };
         *other_penalty = match self.last_t {
             Some(last) => picked.saturating_sub(last).saturating_mul(2),
@@ -247,6 +428,10 @@ impl<'a> Pair<'a> {
     }
 
     fn adjust_at_value(&mut self, last: f64) {
+        // The correction depends on each side's current value: both must be where the eager
+        // merge would have them.
+        self.flush_a();
+        self.flush_b();
         if self.a_ok {
             self.a.adjust_at_value(last);
         }
@@ -354,5 +539,83 @@ mod tests {
         }
         assert!(!is_counter_function("delta"));
         assert!(!is_counter_function("sum_over_time"));
+    }
+
+    /// XOR chunks of up to 120 samples, as a store sends them.
+    fn chunks(samples: &[Sample]) -> Vec<Chunk> {
+        samples
+            .chunks(120)
+            .map(|window| {
+                let mut chunk = gauntlet_tsdb::chunkenc::XorChunk::new();
+                for &(t, v) in window {
+                    chunk.append(t, v).expect("chunk has room");
+                }
+                Chunk {
+                    min_time: window[0].0,
+                    max_time: window[window.len() - 1].0,
+                    data: chunk.into_bytes().into(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunked_replicas_merge_like_decoded_ones() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        for case in 0..200 {
+            let replicas: Vec<Vec<Sample>> = (0..2 + random(3))
+                .map(|_| {
+                    let mut t = random(20_000) as i64;
+                    let mut v = random(1000) as f64;
+                    let mut samples = Vec::new();
+                    while t < 7_200_000 {
+                        if random(100) < 2 {
+                            t += random(900_000) as i64;
+                        }
+                        v += random(10) as f64;
+                        samples.push((t, v));
+                        t += 15_000;
+                    }
+                    samples
+                })
+                .collect();
+            let decoded: Vec<&[Sample]> = replicas.iter().map(Vec::as_slice).collect();
+            let chunked: Vec<Vec<Chunk>> = replicas.iter().map(|r| chunks(r)).collect();
+            let chunk_refs: Vec<&[Chunk]> = chunked.iter().map(Vec::as_slice).collect();
+            for counter in [false, true] {
+                let expected = dedup_replicas(&decoded, counter);
+                let merged = dedup_chunks(&chunk_refs, counter, i64::MIN, i64::MAX);
+                assert_eq!(
+                    merged.as_ref(),
+                    Ok(&expected),
+                    "case {case}, counter {counter}"
+                );
+            }
+            // A time range keeps exactly the merged samples inside it.
+            let (mint, maxt) = (1_800_000, 5_400_000);
+            let ranged = dedup_chunks(&chunk_refs, false, mint, maxt).expect("valid chunks");
+            assert!(
+                ranged.iter().all(|(t, _)| (mint..=maxt).contains(t)),
+                "case {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_an_error() {
+        let good = chunks(&[(0, 1.0), (15_000, 2.0)]);
+        let bad = vec![Chunk {
+            min_time: 0,
+            max_time: 15_000,
+            data: vec![0, 9, 1].into(),
+        }];
+        let error = dedup_chunks(&[&good, &bad], false, i64::MIN, i64::MAX).expect_err("corrupt");
+        assert!(error.starts_with("decoding chunk"), "{error}");
     }
 }

@@ -14,7 +14,7 @@ use gauntlet_proto::thanos::{
 };
 use gauntlet_tsdb::{Labels, Sample};
 
-use super::dedup::{dedup_replicas, is_counter_function};
+use super::dedup::{dedup_chunks, is_counter_function};
 use super::matchers::matcher_to_proto;
 use super::proxy::{ProxyStore, StoreStats};
 use crate::promql::{
@@ -191,21 +191,17 @@ fn deduplicate(
             });
             continue;
         }
-        let mut replicas: Vec<Vec<(i64, f64)>> = Vec::with_capacity(group.len());
-        for (_, chunks) in group.iter_mut() {
-            let replica = StoredSeries {
-                labels: labels.clone(),
-                data: SeriesData::Chunks(xor_chunks(std::mem::take(chunks), warnings)),
-            };
-            let mut samples = Vec::new();
-            replica.decode_into(selection.start_ms, selection.end_ms, &mut samples)?;
-            replicas.push(samples);
-        }
-        let slices: Vec<&[(i64, f64)]> = replicas.iter().map(Vec::as_slice).collect();
-        let merged: Arc<[Sample]> = dedup_replicas(&slices, counter)
-            .into_iter()
-            .map(|(t, v)| Sample { t, v })
+        let replicas: Vec<Vec<Chunk>> = group
+            .iter_mut()
+            .map(|(_, chunks)| xor_chunks(std::mem::take(chunks), warnings))
             .collect();
+        let replicas: Vec<&[Chunk]> = replicas.iter().map(Vec::as_slice).collect();
+        let merged: Arc<[Sample]> =
+            dedup_chunks(&replicas, counter, selection.start_ms, selection.end_ms)
+                .map_err(StorageError)?
+                .into_iter()
+                .map(|(t, v)| Sample { t, v })
+                .collect();
         out.push(StoredSeries {
             labels,
             data: SeriesData::Samples(merged),
