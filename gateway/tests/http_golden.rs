@@ -11,68 +11,13 @@ use std::sync::Arc;
 
 use gauntlet::query::proxy::ProxyLimits;
 use gauntlet::store::memory::MemoryStore;
-use gauntlet_tsdb::{Label, Labels};
+use gauntlet_tsdb::Labels;
 use support::Querier;
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("golden")
-}
-
-/// Series with their samples (ms, value).
-type SeriesSamples = Vec<(Labels, Vec<(i64, f64)>)>;
-
-/// Parses the OpenMetrics sample lines of `data.om` (`name{l="v",...} value seconds`).
-fn parse_openmetrics(text: &str) -> anyhow::Result<SeriesSamples> {
-    let mut series: std::collections::BTreeMap<Labels, Vec<(i64, f64)>> = Default::default();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let (name, rest) = line
-            .split_once('{')
-            .ok_or_else(|| anyhow::anyhow!("no labels: {line}"))?;
-        let mut labels = vec![Label::new("__name__", name)];
-        let mut chars = rest.chars();
-        loop {
-            let label: String = chars.by_ref().take_while(|c| *c != '=').collect();
-            anyhow::ensure!(chars.next() == Some('"'), "expected a quote in {line}");
-            let mut value = String::new();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some('n') => value.push('\n'),
-                        Some(other) => value.push(other),
-                        None => anyhow::bail!("dangling escape in {line}"),
-                    },
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-            labels.push(Label::new(label.trim_start_matches(','), value));
-            match chars.next() {
-                Some(',') => {}
-                Some('}') => break,
-                other => anyhow::bail!("unexpected {other:?} in {line}"),
-            }
-        }
-        let rest: String = chars.collect();
-        let mut fields = rest.split_whitespace();
-        let value: f64 = fields
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("no value: {line}"))?
-            .parse()?;
-        let seconds: f64 = fields
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("no timestamp: {line}"))?
-            .parse()?;
-        series
-            .entry(Labels::new(labels))
-            .or_default()
-            .push(((seconds * 1000.0).round() as i64, value));
-    }
-    Ok(series.into_iter().collect())
 }
 
 /// The raw body inside a golden file `{"status_code":N,"body":BODY}`.
@@ -114,7 +59,7 @@ fn first_difference(expected: &str, actual: &str) -> String {
 #[tokio::test]
 async fn responses_match_prometheus_byte_for_byte() -> anyhow::Result<()> {
     let dir = golden_dir();
-    let data = parse_openmetrics(&std::fs::read_to_string(dir.join("data.om"))?)?;
+    let data = support::parse_openmetrics(&std::fs::read_to_string(dir.join("data.om"))?)?;
     let store = MemoryStore::from_samples(Labels::empty(), "sidecar", data)?;
     let querier = Querier::start(vec![("golden", Arc::new(store))], ProxyLimits::default()).await?;
 
