@@ -106,7 +106,7 @@ fn each_role_lists_its_thanos_flags() -> anyhow::Result<()> {
                 "--label",
             ],
         ),
-        ("demo", &["--http-address", "--data-dir"]),
+        ("demo", &["--http-address", "--grpc-address"]),
     ];
     for (role, flags) in expectations {
         let output = gauntlet(&[role, "--help"])?;

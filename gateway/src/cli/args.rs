@@ -367,13 +367,6 @@ pub struct DemoArgs {
         default_value = "127.0.0.1:29091"
     )]
     pub grpc_address: SocketAddr,
-    /// Where the demo keeps its local bucket and caches.
-    #[arg(
-        long = "data-dir",
-        value_name = "DIR",
-        default_value = "./gauntlet-demo"
-    )]
-    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
