@@ -232,3 +232,42 @@ async fn odd_queries_never_panic() {
         let _ = e.range_query(&s, q, 0, 700_000, 7_000).await;
     }
 }
+
+#[tokio::test]
+async fn extreme_times_and_ranges_do_not_panic() {
+    let s = store(2, 20, 15_000);
+    let e = Engine::new(EngineOptions {
+        max_samples: 1_000_000,
+        ..EngineOptions::default()
+    });
+    let queries = [
+        "x_total @ 9000000000",
+        "x_total @ -9000000000",
+        "x_total offset 100000000y",
+        "x_total offset -100000000y",
+        "rate(x_total[100000000y])",
+        "x_total[100000000y]",
+        "max_over_time(x_total[1y:1ms])",
+        "max_over_time(x_total[100000000y:1y])",
+        "sum_over_time(x_total[5m:1ms] offset -100000000y)",
+        "time() + x_total @ end()",
+        "x_total[5m] @ start()",
+    ];
+    for q in queries {
+        let _ = e.instant_query(&s, q, 600_000).await;
+        let _ = e.instant_query(&s, q, i64::MAX / 2).await;
+        let _ = e.instant_query(&s, q, i64::MIN / 2).await;
+        let _ = e.range_query(&s, q, 0, 700_000, 7_000).await;
+    }
+    // Far too many steps is an error, not an allocation.
+    let err = e
+        .range_query(&s, "x_total", i64::MIN / 2, i64::MAX / 2, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "execution");
+    let err = e
+        .instant_query(&s, "max_over_time(x_total[1y:1ms])", 600_000)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "execution");
+}

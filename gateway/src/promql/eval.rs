@@ -327,17 +327,29 @@ impl<'a> Evaluator<'a> {
 
     /// Number of evaluation steps.
     pub fn nsteps(&self) -> usize {
-        usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(0)
+        let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.step) + 1;
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Fails when the current evaluation would need more steps than samples allowed, before
+    /// anything is allocated for them.
+    pub fn check_steps(&self) -> Result<()> {
+        let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.step) + 1;
+        if n > i128::try_from(self.opts.max_samples).unwrap_or(i128::MAX) {
+            return Err(QueryError::too_many_samples());
+        }
+        Ok(())
     }
 
     #[inline]
     pub fn ts(&self, i: usize) -> i64 {
-        self.start + i as i64 * self.step
+        self.start
+            .saturating_add((i as i64).saturating_mul(self.step))
     }
 
     #[inline]
     pub fn step_index(&self, t: i64) -> usize {
-        usize::try_from((t - self.start) / self.step).unwrap_or(0)
+        usize::try_from(t.saturating_sub(self.start) / self.step).unwrap_or(usize::MAX)
     }
 
     /// Checks deadline and cancellation (cheaply: the clock is read every 64 calls).
@@ -366,6 +378,7 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval_top(&mut self, e: &Expr) -> Result<Val> {
+        self.check_steps()?;
         let v = self.eval(e)?;
         Ok(match v {
             Val::Vector(mut ss) => {
@@ -411,13 +424,13 @@ impl<'a> Evaluator<'a> {
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let ri = self.eval_range_arg(e)?;
                 // A range vector as a result: the window at the (single) evaluation time.
-                let t = ri.at.unwrap_or(self.start) - ri.offset;
+                let t = ri.at.unwrap_or(self.start).saturating_sub(ri.offset);
                 let mut out = Vec::with_capacity(ri.series.len());
                 for s in ri.series {
                     let pts: Vec<Point> = s
                         .pts
                         .into_iter()
-                        .filter(|p| p.t > t - ri.range && p.t <= t)
+                        .filter(|p| p.t > t.saturating_sub(ri.range) && p.t <= t)
                         .collect();
                     if !pts.is_empty() {
                         out.push(VSeries {
@@ -480,13 +493,17 @@ impl<'a> Evaluator<'a> {
         let at = at_ms(&vs.at, self.qstart, self.qend);
         let n = self.nsteps();
         let (first_et, last_et) = match at {
-            Some(a) => (a - off, a - off),
-            None => (self.start - off, self.end - off),
+            Some(a) => (a.saturating_sub(off), a.saturating_sub(off)),
+            None => (self.start.saturating_sub(off), self.end.saturating_sub(off)),
         };
         let mut out = Vec::with_capacity(f.series.len());
         for s in &f.series {
             self.check()?;
-            let buf = self.decode(s, first_et - self.lookback + 1, last_et)?;
+            let buf = self.decode(
+                s,
+                first_et.saturating_sub(self.lookback).saturating_add(1),
+                last_et,
+            )?;
             let mut pts = Vec::new();
             if at.is_some() {
                 if let Some(p) = pick(&buf, first_et, self.lookback, timestamps) {
@@ -501,7 +518,7 @@ impl<'a> Evaluator<'a> {
                 let mut j = 0usize; // number of samples with t <= et
                 for i in 0..n {
                     let t = self.ts(i);
-                    let et = t - off;
+                    let et = t.saturating_sub(off);
                     while j < buf.len() && buf[j].0 <= et {
                         j += 1;
                     }
@@ -509,7 +526,7 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     let (st, sv) = buf[j - 1];
-                    if st <= et - self.lookback || is_stale_nan(sv) {
+                    if st <= et.saturating_sub(self.lookback) || is_stale_nan(sv) {
                         continue;
                     }
                     pts.push(Point {
@@ -542,15 +559,19 @@ impl<'a> Evaluator<'a> {
                 let off = offset_ms(&vs.offset);
                 let at = at_ms(&vs.at, self.qstart, self.qend);
                 let (first_et, last_et) = match at {
-                    Some(a) => (a - off, a - off),
-                    None => (self.start - off, self.end - off),
+                    Some(a) => (a.saturating_sub(off), a.saturating_sub(off)),
+                    None => (self.start.saturating_sub(off), self.end.saturating_sub(off)),
                 };
                 let data = self.data;
                 let mut series = Vec::new();
                 if let Some(f) = data.get(&selector_key(vs)) {
                     for s in &f.series {
                         self.check()?;
-                        let buf = self.decode(s, first_et - range + 1, last_et)?;
+                        let buf = self.decode(
+                            s,
+                            first_et.saturating_sub(range).saturating_add(1),
+                            last_et,
+                        )?;
                         let pts: Vec<Point> = buf
                             .iter()
                             .filter(|x| !is_stale_nan(x.1))
@@ -588,12 +609,12 @@ impl<'a> Evaluator<'a> {
                     Some(a) => (a, a),
                     None => (self.start, self.end),
                 };
-                let new_start = s - off - range;
+                let new_start = s.saturating_sub(off).saturating_sub(range);
                 let mut inner_start = step * (new_start / step);
                 if inner_start <= new_start {
-                    inner_start += step;
+                    inner_start = inner_start.saturating_add(step);
                 }
-                let inner_end = en - off;
+                let inner_end = en.saturating_sub(off);
                 let saved = (self.start, self.end, self.step);
                 self.start = inner_start;
                 self.end = inner_end.max(inner_start - step);
@@ -601,7 +622,7 @@ impl<'a> Evaluator<'a> {
                 let r = if inner_end < inner_start {
                     Ok(Val::Vector(Vec::new()))
                 } else {
-                    self.eval(&sq.expr)
+                    self.check_steps().and_then(|()| self.eval(&sq.expr))
                 };
                 (self.start, self.end, self.step) = saved;
                 let series = match r? {
@@ -611,7 +632,7 @@ impl<'a> Evaluator<'a> {
                             .iter()
                             .enumerate()
                             .map(|(i, &x)| Point {
-                                t: inner_start + i as i64 * step,
+                                t: inner_start.saturating_add((i as i64).saturating_mul(step)),
                                 v: x,
                             })
                             .collect();
@@ -654,8 +675,8 @@ impl<'a> Evaluator<'a> {
             let pts = &s.pts;
             let mut res = Vec::new();
             if let Some(a) = input.at {
-                let et = a - input.offset;
-                let lo = pts.partition_point(|p| p.t <= et - input.range);
+                let et = a.saturating_sub(input.offset);
+                let lo = pts.partition_point(|p| p.t <= et.saturating_sub(input.range));
                 let hi = pts.partition_point(|p| p.t <= et).max(lo);
                 for i in 0..n {
                     let t = self.ts(i);
@@ -667,8 +688,9 @@ impl<'a> Evaluator<'a> {
                 let (mut lo, mut hi) = (0usize, 0usize);
                 for i in 0..n {
                     let t = self.ts(i);
-                    let et = t - input.offset;
-                    while lo < pts.len() && pts[lo].t <= et - input.range {
+                    let et = t.saturating_sub(input.offset);
+                    let from = et.saturating_sub(input.range);
+                    while lo < pts.len() && pts[lo].t <= from {
                         lo += 1;
                     }
                     if hi < lo {
@@ -701,7 +723,7 @@ fn pick(buf: &[(i64, f64)], et: i64, lookback: i64, timestamps: bool) -> Option<
         return None;
     }
     let (st, sv) = buf[j - 1];
-    if st <= et - lookback || is_stale_nan(sv) {
+    if st <= et.saturating_sub(lookback) || is_stale_nan(sv) {
         return None;
     }
     Some(if timestamps { st as f64 / 1000.0 } else { sv })

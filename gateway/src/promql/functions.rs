@@ -653,9 +653,9 @@ fn extrapolated_rate(
             prev = p.v;
         }
     }
-    let range_start = et - range;
-    let mut to_start = (first.t - range_start) as f64 / 1000.0;
-    let mut to_end = (et - last.t) as f64 / 1000.0;
+    let range_start = et.saturating_sub(range);
+    let mut to_start = first.t.saturating_sub(range_start) as f64 / 1000.0;
+    let mut to_end = et.saturating_sub(last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
     let avg = sampled / (w.len() - 1) as f64;
     let threshold = avg * 1.1;
@@ -776,7 +776,7 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     }
     let start = ev.start;
     let step = ev.step;
-    let sidx = |t: i64| usize::try_from((t - start) / step).unwrap_or(usize::MAX);
+    let sidx = |t: i64| usize::try_from(t.saturating_sub(start) / step).unwrap_or(usize::MAX);
     let mut out = match name {
         "rate" | "increase" | "delta" => {
             let (is_counter, is_rate) = (name != "delta", name == "rate");
