@@ -271,3 +271,165 @@ async fn extreme_times_and_ranges_do_not_panic() {
         .unwrap_err();
     assert_eq!(err.kind(), "execution");
 }
+
+/// Builds random, mostly valid expressions from PromQL pieces and evaluates them: any error is
+/// fine, a panic is not.
+#[tokio::test]
+async fn random_expressions_never_panic() {
+    let s = store(5, 60, 15_000);
+    let e = Engine::new(EngineOptions {
+        max_samples: 2_000_000,
+        ..EngineOptions::default()
+    });
+    let leaves = [
+        "x_total",
+        "x_total{job=\"a\"}",
+        "x_total{job=~\"a|b\"}",
+        "x_total offset 1m",
+        "x_total @ 300",
+        "1",
+        "-2.5",
+        "NaN",
+        "Inf",
+        "time()",
+        "vector(3)",
+        "scalar(x_total)",
+        "nothing",
+        "x_total{instance!=\"1\"}",
+        "x_total{job!~\"b\"}",
+    ];
+    let ranges = [
+        "[1m]",
+        "[5m]",
+        "[10m:30s]",
+        "[2m] offset 30s",
+        "[3m:] @ 600",
+    ];
+    let range_funcs = [
+        "rate",
+        "irate",
+        "increase",
+        "delta",
+        "idelta",
+        "deriv",
+        "changes",
+        "resets",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "last_over_time",
+        "present_over_time",
+        "absent_over_time",
+        "mad_over_time",
+    ];
+    let funcs = [
+        "abs",
+        "ceil",
+        "floor",
+        "exp",
+        "sqrt",
+        "ln",
+        "log2",
+        "sgn",
+        "sort",
+        "sort_desc",
+        "absent",
+        "timestamp",
+        "-",
+    ];
+    let aggs = [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ];
+    let param_aggs = [
+        "topk(2,",
+        "bottomk(1,",
+        "quantile(0.5,",
+        "limitk(2,",
+        "limit_ratio(0.5,",
+    ];
+    let ops = [
+        "+", "-", "*", "/", "%", "^", "atan2", "==", "!=", "> bool", "<", ">=", "<= bool", "and",
+        "or", "unless",
+    ];
+    let mods = [
+        "",
+        " on(job)",
+        " ignoring(instance)",
+        " on(job) group_left",
+        " ignoring(instance) group_right(job)",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    fn build_expr(depth: usize, rnd: &mut dyn FnMut(usize) -> usize, p: &[&[&str]; 8]) -> String {
+        let [
+            leaves,
+            ranges,
+            range_funcs,
+            funcs,
+            aggs,
+            param_aggs,
+            ops,
+            mods,
+        ] = p;
+        if depth == 0 {
+            return leaves[rnd(leaves.len())].to_string();
+        }
+        match rnd(6) {
+            0 => format!(
+                "{}(x_total{})",
+                range_funcs[rnd(range_funcs.len())],
+                ranges[rnd(ranges.len())]
+            ),
+            1 => format!(
+                "{}({})",
+                funcs[rnd(funcs.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            2 => format!(
+                "{} by (job) ({})",
+                aggs[rnd(aggs.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            3 => format!(
+                "{} {})",
+                param_aggs[rnd(param_aggs.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            4 => format!(
+                "({}) {}{} ({})",
+                build_expr(depth - 1, rnd, p),
+                ops[rnd(ops.len())],
+                mods[rnd(mods.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            _ => format!("max_over_time(({})[5m:1m])", build_expr(depth - 1, rnd, p)),
+        }
+    }
+    let pieces: [&[&str]; 8] = [
+        &leaves,
+        &ranges,
+        &range_funcs,
+        &funcs,
+        &aggs,
+        &param_aggs,
+        &ops,
+        &mods,
+    ];
+    let mut ok = 0;
+    for _ in 0..400 {
+        let q = build_expr(1 + rnd(3), &mut rnd, &pieces);
+        ok += usize::from(e.instant_query(&s, &q, 600_000).await.is_ok());
+        let _ = e.range_query(&s, &q, 0, 900_000, 30_000).await;
+    }
+    // Most generated queries are valid; make sure the run exercised evaluation.
+    assert!(ok > 100, "only {ok} queries evaluated");
+}

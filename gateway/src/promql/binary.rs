@@ -83,12 +83,15 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val>
             Ok(Val::Vector(vector_scalar(ev, op, v, &s, true, ret_bool)))
         }
         (Val::Vector(l), Val::Vector(r)) => {
+            let held: usize = l.iter().chain(r.iter()).map(|s| s.pts.len()).sum();
             let out = match op {
                 T_LAND => set_and_unless(ev, l, &r, m, true),
                 T_LUNLESS => set_and_unless(ev, l, &r, m, false),
                 T_LOR => set_or(ev, l, r, m),
                 _ => vector_vector(ev, op, l, r, m)?,
             };
+            ev.add_samples(out.iter().map(|s| s.pts.len()).sum())?;
+            ev.release_samples(held);
             Ok(Val::Vector(out))
         }
         _ => Err(QueryError::exec(
