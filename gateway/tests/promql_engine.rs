@@ -433,3 +433,53 @@ async fn random_expressions_never_panic() {
     // Most generated queries are valid; make sure the run exercised evaluation.
     assert!(ok > 100, "only {ok} queries evaluated");
 }
+
+/// Records the selections the engine asks for.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Selection>>);
+
+#[async_trait]
+impl Queryable for Recorder {
+    async fn select(&self, s: &Selection) -> Result<SeriesSet, StorageError> {
+        self.0.lock().unwrap().push(s.clone());
+        Ok(SeriesSet::default())
+    }
+}
+
+#[tokio::test]
+async fn selections_carry_time_range_and_hints() {
+    let rec = Recorder::default();
+    let e = Engine::default();
+    e.range_query(
+        &rec,
+        "sum by (job) (rate(x[5m] offset 1m))",
+        600_000,
+        1_200_000,
+        15_000,
+    )
+    .await
+    .unwrap();
+    e.instant_query(&rec, "max_over_time(y[10m:30s])", 3_600_000)
+        .await
+        .unwrap();
+    let sels = rec.0.lock().unwrap().clone();
+    assert_eq!(sels.len(), 2);
+    let x = &sels[0];
+    assert_eq!(
+        (x.start_ms, x.end_ms),
+        (600_000 - 60_000 - 300_000 + 1, 1_200_000 - 60_000)
+    );
+    assert_eq!(x.hints.func.as_deref(), Some("rate"));
+    assert_eq!(x.hints.range_ms, 300_000);
+    assert_eq!(x.hints.step_ms, 15_000);
+    assert!(x.hints.by);
+    assert_eq!(x.hints.grouping, vec!["job".to_string()]);
+    assert!(
+        x.matchers
+            .iter()
+            .any(|m| m.name == "__name__" && m.value == "x")
+    );
+    let y = &sels[1];
+    assert_eq!(y.hints.step_ms, 30_000);
+    assert!(y.start_ms <= 3_600_000 - 600_000 - 300_000 + 1 && y.end_ms == 3_600_000);
+}

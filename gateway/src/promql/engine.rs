@@ -69,11 +69,11 @@ pub struct Engine {
 /// Parses a query, mapping parser errors to `bad_data`.
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
     let query = super::durations::rewrite(query).map_err(|e| QueryError::BadData {
-        message: format!("1:1: parse error: {e}"),
+        message: format!("parse error: {e}"),
         position: None,
     })?;
     parser::parse(&query).map_err(|e| QueryError::BadData {
-        message: format!("1:1: parse error: {e}"),
+        message: format!("parse error: {e}"),
         position: None,
     })
 }

@@ -144,6 +144,8 @@ struct PlanCtx {
     step: i64,
     lookback: i64,
     sub_step: i64,
+    /// Grouping of the innermost enclosing aggregation (`by`, labels).
+    grouping: Option<(bool, Vec<String>)>,
     out: Vec<SelectorPlan>,
 }
 
@@ -162,6 +164,7 @@ pub(crate) fn plan_selectors(
         step,
         lookback,
         sub_step,
+        grouping: None,
         out: Vec::new(),
     };
     plan_walk(e, start, end, &mut ctx, None);
@@ -180,6 +183,7 @@ fn plan_walk(e: &Expr, start: i64, end: i64, ctx: &mut PlanCtx, func: Option<&st
                 None => (start, end),
             };
             let step = sq.step.as_ref().map(dur_ms).unwrap_or(ctx.sub_step);
+            let outer_step = std::mem::replace(&mut ctx.step, step);
             plan_walk(
                 &sq.expr,
                 s.saturating_sub(off)
@@ -189,9 +193,17 @@ fn plan_walk(e: &Expr, start: i64, end: i64, ctx: &mut PlanCtx, func: Option<&st
                 ctx,
                 None,
             );
+            ctx.step = outer_step;
         }
         Expr::Aggregate(a) => {
+            let grouping = match &a.modifier {
+                None => (true, Vec::new()),
+                Some(promql_parser::parser::LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(promql_parser::parser::LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            };
+            let outer = ctx.grouping.replace(grouping);
             plan_walk(&a.expr, start, end, ctx, None);
+            ctx.grouping = outer;
             if let Some(p) = &a.param {
                 plan_walk(p, start, end, ctx, None);
             }
@@ -235,8 +247,12 @@ fn plan_selector(
                 step_ms: ctx.step,
                 range_ms: range,
                 func: func.map(str::to_string),
-                grouping: Vec::new(),
-                by: false,
+                grouping: ctx
+                    .grouping
+                    .as_ref()
+                    .map(|g| g.1.clone())
+                    .unwrap_or_default(),
+                by: ctx.grouping.as_ref().is_some_and(|g| g.0),
             },
         })
         .collect();
