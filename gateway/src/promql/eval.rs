@@ -679,24 +679,33 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Applies `f` to each step's window `(et - range, et]` of every series, producing points at
-    /// the step timestamps. `f` gets the window, the window end `et` and the step index.
+    /// the step timestamps. `f` gets the window, the window end `et` and the step timestamp.
     pub fn map_windows<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
     where
         F: FnMut(&[Point], i64, i64) -> Option<f64>,
     {
+        self.map_windows_idx(input, |_, pts, lo, hi, et, t| f(&pts[lo..hi], et, t))
+    }
+
+    /// Like [`Self::map_windows`], but `f` gets the series index, all of its points and the
+    /// window bounds `lo..hi`, so it can use per-series precomputed data.
+    pub fn map_windows_idx<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
+    where
+        F: FnMut(usize, &[Point], usize, usize, i64, i64) -> Option<f64>,
+    {
         let n = self.nsteps();
         let mut out = Vec::with_capacity(input.series.len());
-        for s in &input.series {
+        for (si, s) in input.series.iter().enumerate() {
             self.check()?;
             let pts = &s.pts;
-            let mut res = Vec::new();
+            let mut res = Vec::with_capacity(n);
             if let Some(a) = input.at {
                 let et = a.saturating_sub(input.offset);
                 let lo = pts.partition_point(|p| p.t <= et.saturating_sub(input.range));
                 let hi = pts.partition_point(|p| p.t <= et).max(lo);
                 for i in 0..n {
                     let t = self.ts(i);
-                    if let Some(v) = f(&pts[lo..hi], et, t) {
+                    if let Some(v) = f(si, pts, lo, hi, et, t) {
                         res.push(Point { t, v });
                     }
                 }
@@ -715,12 +724,13 @@ impl<'a> Evaluator<'a> {
                     while hi < pts.len() && pts[hi].t <= et {
                         hi += 1;
                     }
-                    if let Some(v) = f(&pts[lo..hi], et, t) {
+                    if let Some(v) = f(si, pts, lo, hi, et, t) {
                         res.push(Point { t, v });
                     }
                 }
             }
             if !res.is_empty() {
+                res.shrink_to_fit();
                 self.add_samples(res.len())?;
                 out.push(VSeries {
                     labels: s.labels.clone(),

@@ -635,6 +635,7 @@ fn extrapolated_rate(
     w: &[Point],
     et: i64,
     range: i64,
+    has_reset: bool,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
@@ -644,7 +645,7 @@ fn extrapolated_rate(
     let first = w[0];
     let last = w[w.len() - 1];
     let mut result = last.v - first.v;
-    if is_counter {
+    if has_reset {
         let mut prev = 0.0;
         for p in w {
             if p.v < prev {
@@ -780,8 +781,36 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     let mut out = match name {
         "rate" | "increase" | "delta" => {
             let (is_counter, is_rate) = (name != "delta", name == "rate");
-            ev.map_windows(&input, |w, et, _| {
-                extrapolated_rate(w, et, range, is_counter, is_rate)
+            // Per series, the number of counter resets up to each sample: windows without a
+            // reset skip the correction loop.
+            let resets: Vec<Vec<u32>> = if is_counter {
+                input
+                    .series
+                    .iter()
+                    .map(|s| {
+                        let mut acc = 0u32;
+                        let mut prev = f64::NEG_INFINITY;
+                        s.pts
+                            .iter()
+                            .map(|p| {
+                                if p.v < prev {
+                                    acc += 1;
+                                }
+                                prev = p.v;
+                                acc
+                            })
+                            .collect()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            ev.map_windows_idx(&input, |si, pts, lo, hi, et, _| {
+                let w = &pts[lo..hi];
+                let has_reset = is_counter
+                    && hi > lo + 1
+                    && resets.get(si).is_some_and(|r| r[hi - 1] != r[lo]);
+                extrapolated_rate(w, et, range, has_reset, is_counter, is_rate)
             })?
         }
         "irate" => ev.map_windows(&input, |w, _, _| instant_delta(w, true))?,
