@@ -84,48 +84,94 @@ impl BitWriter {
 #[derive(Debug, Clone)]
 struct BitReader<'a> {
     bytes: &'a [u8],
-    /// Bit position from the start of `bytes`.
-    pos: usize,
+    /// Next byte of `bytes` to load into `buf`.
+    next: usize,
+    /// Buffered bits, left-aligned (the next bit to read is bit 63).
+    buf: u64,
+    /// Number of valid bits in `buf`.
+    valid: u32,
 }
 
 impl<'a> BitReader<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self {
+            bytes,
+            next: 0,
+            buf: 0,
+            valid: 0,
+        }
     }
 
+    /// Loads whole bytes into the buffer while there is room; returns false at end of input.
+    #[inline]
+    fn refill(&mut self) -> bool {
+        let before = self.valid;
+        if self.valid == 0 && self.bytes.len() >= self.next + 8 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.bytes[self.next..self.next + 8]);
+            self.buf = u64::from_be_bytes(w);
+            self.valid = 64;
+            self.next += 8;
+            return true;
+        }
+        while self.valid <= 56 {
+            let Some(&b) = self.bytes.get(self.next) else {
+                break;
+            };
+            self.buf |= u64::from(b) << (56 - self.valid);
+            self.valid += 8;
+            self.next += 1;
+        }
+        self.valid > before
+    }
+
+    #[inline]
     fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
-        self.pos += 1;
+        if self.valid == 0 && !self.refill() {
+            return None;
+        }
+        let bit = self.buf >> 63 == 1;
+        self.buf <<= 1;
+        self.valid -= 1;
         Some(bit)
     }
 
     /// Reads `nbits` (0..=64) bits, most significant first.
+    #[inline]
     fn read_bits(&mut self, nbits: u8) -> Option<u64> {
-        let n = usize::from(nbits);
+        let n = u32::from(nbits);
         if n == 0 {
             return Some(0);
         }
-        if n > 64 || self.pos + n > self.bytes.len() * 8 {
+        if n > 64 {
             return None;
         }
-        let byte = self.pos / 8;
-        let off = self.pos % 8;
-        let mut buf = [0u8; 8];
-        let avail = (self.bytes.len() - byte).min(8);
-        buf[..avail].copy_from_slice(&self.bytes[byte..byte + avail]);
-        let w = u64::from_be_bytes(buf);
-        let v = if off + n <= 64 {
-            (w << off) >> (64 - n)
+        if self.valid < n {
+            self.refill();
+        }
+        if self.valid >= n {
+            let v = self.buf >> (64 - n);
+            self.buf = if n == 64 { 0 } else { self.buf << n };
+            self.valid -= n;
+            return Some(v);
+        }
+        // Split read: take what is buffered, refill, take the rest.
+        let first = self.valid;
+        let hi = if first == 0 {
+            0
         } else {
-            // The value spills into a ninth byte (which the bounds check guarantees exists).
-            let rem = off + n - 64;
-            let low = w & ((1u64 << (64 - off)) - 1);
-            let extra = u64::from(*self.bytes.get(byte + 8)?);
-            (low << rem) | (extra >> (8 - rem))
+            self.buf >> (64 - first)
         };
-        self.pos += n;
-        Some(v)
+        self.buf = 0;
+        self.valid = 0;
+        let rest = n - first;
+        if !self.refill() || self.valid < rest {
+            return None;
+        }
+        let lo = self.buf >> (64 - rest);
+        self.buf = if rest == 64 { 0 } else { self.buf << rest };
+        self.valid -= rest;
+        Some(hi.checked_shl(rest).unwrap_or(0) | lo)
     }
 
     fn read_byte(&mut self) -> Option<u8> {

@@ -807,9 +807,8 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             };
             ev.map_windows_idx(&input, |si, pts, lo, hi, et, _| {
                 let w = &pts[lo..hi];
-                let has_reset = is_counter
-                    && hi > lo + 1
-                    && resets.get(si).is_some_and(|r| r[hi - 1] != r[lo]);
+                let has_reset =
+                    is_counter && hi > lo + 1 && resets.get(si).is_some_and(|r| r[hi - 1] != r[lo]);
                 extrapolated_rate(w, et, range, has_reset, is_counter, is_rate)
             })?
         }
