@@ -228,6 +228,8 @@ pub trait Queryable: Send + Sync {
 pub struct MemoryQueryable {
     /// Sorted by labels, so selections come back in Prometheus's series order.
     series: std::collections::BTreeMap<Labels, StoredSeries>,
+    /// Metric name → labels of its series, for selections with a `__name__="..."` matcher.
+    by_name: std::collections::HashMap<String, std::collections::BTreeSet<Labels>>,
 }
 
 const SAMPLES_PER_CHUNK: usize = 120;
@@ -273,6 +275,12 @@ impl MemoryQueryable {
             labels: labels.clone(),
             data: SeriesData::Chunks(chunks),
         };
+        if let Some(name) = labels.metric_name() {
+            self.by_name
+                .entry(name.to_string())
+                .or_default()
+                .insert(labels.clone());
+        }
         self.series.insert(labels, s);
         Ok(())
     }
@@ -280,6 +288,7 @@ impl MemoryQueryable {
     /// Removes all series.
     pub fn clear(&mut self) {
         self.series.clear();
+        self.by_name.clear();
     }
 
     /// Number of series stored.
@@ -293,9 +302,22 @@ impl MemoryQueryable {
     }
 
     fn select_sync(&self, sel: &Selection) -> SeriesSet {
-        let series = self
-            .series
-            .values()
+        let name = sel
+            .matchers
+            .iter()
+            .find(|m| m.kind == MatchKind::Equal && m.name == gauntlet_tsdb::labels::METRIC_NAME)
+            .map(|m| m.value.as_str());
+        let candidates: Box<dyn Iterator<Item = &StoredSeries> + '_> = match name {
+            Some(n) => Box::new(
+                self.by_name
+                    .get(n)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| self.series.get(l)),
+            ),
+            None => Box::new(self.series.values()),
+        };
+        let series = candidates
             .filter(|s| sel.matchers.iter().all(|m| m.matches_labels(&s.labels)))
             .filter_map(|s| match &s.data {
                 SeriesData::Chunks(cs) => {
