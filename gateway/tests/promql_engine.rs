@@ -483,3 +483,34 @@ async fn selections_carry_time_range_and_hints() {
     assert_eq!(y.hints.step_ms, 30_000);
     assert!(y.start_ms <= 3_600_000 - 600_000 - 300_000 + 1 && y.end_ms == 3_600_000);
 }
+
+#[tokio::test]
+async fn lookback_and_staleness() {
+    let mut s = MemoryQueryable::new();
+    let l = Labels::from_pairs(&[("__name__", "m")]);
+    let samples = [
+        Sample { t: 0, v: 1.0 },
+        Sample { t: 60_000, v: 2.0 },
+        Sample {
+            t: 120_000,
+            v: gauntlet_tsdb::stale_nan(),
+        },
+    ];
+    s.add_series(l, &samples).unwrap();
+    let e = Engine::new(EngineOptions {
+        lookback_delta: Duration::from_secs(30),
+        ..EngineOptions::default()
+    });
+    let r = e.range_query(&s, "m", 0, 180_000, 15_000).await.unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    // Points at 0, 15s (lookback 30s is left-open: 30s is out), 60s, 75s; stale from 120s.
+    let ts: Vec<i64> = m[0].points.iter().map(|p| p.t).collect();
+    assert_eq!(ts, vec![0, 15_000, 60_000, 75_000]);
+    let e = Engine::default();
+    let r = e.range_query(&s, "m", 0, 180_000, 60_000).await.unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    assert_eq!(
+        m[0].points.iter().map(|p| p.t).collect::<Vec<_>>(),
+        vec![0, 60_000]
+    );
+}

@@ -970,3 +970,50 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     ev.release_samples(in_samples);
     Ok(Val::Vector(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        // 2024-02-29T13:45:00Z
+        let t = 1_709_214_300.0;
+        assert_eq!(date_part("year", t), 2024.0);
+        assert_eq!(date_part("month", t), 2.0);
+        assert_eq!(date_part("day_of_month", t), 29.0);
+        assert_eq!(date_part("days_in_month", t), 29.0);
+        assert_eq!(date_part("day_of_year", t), 60.0);
+        assert_eq!(date_part("day_of_week", t), 4.0);
+        assert_eq!(date_part("hour", t), 13.0);
+        assert_eq!(date_part("minute", t), 45.0);
+        assert_eq!(date_part("year", -1.0), 1969.0);
+        assert!(date_part("year", f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn natural_order() {
+        assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
+        assert_eq!(natural_cmp("a10", "a10"), Ordering::Equal);
+        assert_eq!(natural_cmp("b", "a10"), Ordering::Greater);
+    }
+
+    #[test]
+    fn rate_extrapolation() {
+        let w: Vec<Point> = (0..5)
+            .map(|i| Point {
+                t: 15_000 * i + 15_000,
+                v: (10 * i) as f64,
+            })
+            .collect();
+        // Samples at 15s..75s, window (0, 75s]: delta extrapolates to the window start...
+        let v = extrapolated_rate(&w, 75_000, 75_000, false, false, false).unwrap_or(f64::NAN);
+        assert!((v - 50.0).abs() < 1e-9, "{v}");
+        // ...while a counter is not extrapolated below zero (its first value is 0).
+        let v = extrapolated_rate(&w, 75_000, 75_000, false, true, false).unwrap_or(f64::NAN);
+        assert!((v - 40.0).abs() < 1e-9, "{v}");
+        assert!(extrapolated_rate(&w[..1], 75_000, 75_000, false, true, true).is_none());
+        assert_eq!(fmt_float(f64::INFINITY), "+Inf");
+        assert_eq!(fmt_float(1.5), "1.5");
+    }
+}

@@ -216,3 +216,43 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     }
     t.replace('_', "").parse::<f64>().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_within_bucket() {
+        let mut b = vec![(0.1, 10.0), (0.5, 20.0), (f64::INFINITY, 20.0)];
+        let (q, forced) = bucket_quantile(0.75, &mut b);
+        assert!(!forced);
+        assert!((q - 0.3).abs() < 1e-12, "{q}");
+    }
+
+    #[test]
+    fn fixes_monotonicity_and_reports_it() {
+        let mut b = vec![(1.0, 10.0), (2.0, 8.0), (f64::INFINITY, 12.0)];
+        let (_, forced) = bucket_quantile(0.5, &mut b);
+        assert!(forced);
+    }
+
+    #[test]
+    fn edge_cases() {
+        assert!(bucket_quantile(0.5, &mut [(1.0, 1.0)]).0.is_nan());
+        assert!(
+            bucket_quantile(0.5, &mut [(1.0, 0.0), (f64::INFINITY, 0.0)])
+                .0
+                .is_nan()
+        );
+        assert_eq!(bucket_quantile(-1.0, &mut []).0, f64::NEG_INFINITY);
+        assert_eq!(bucket_quantile(2.0, &mut []).0, f64::INFINITY);
+        // Rank in the +Inf bucket returns the highest finite bound.
+        assert_eq!(
+            bucket_quantile(0.99, &mut [(1.0, 1.0), (f64::INFINITY, 10.0)]).0,
+            1.0
+        );
+        assert_eq!(parse_go_float("+Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_go_float("0.5"), Some(0.5));
+        assert_eq!(parse_go_float("x"), None);
+    }
+}
