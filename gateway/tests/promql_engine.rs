@@ -514,3 +514,15 @@ async fn lookback_and_staleness() {
         vec![0, 60_000]
     );
 }
+
+#[test]
+fn parse_errors_carry_positions_when_lexing_fails() {
+    let err = gauntlet::promql::parse_expr("sum(rate(foo[5m] ! 3))").unwrap_err();
+    let QueryError::BadData { message, position } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*position, Some((18, 19)), "{message}");
+    assert!(message.starts_with("1:19: parse error:"), "{message}");
+    let err = gauntlet::promql::parse_expr("sum(").unwrap_err();
+    assert_eq!(err.kind(), "bad_data");
+}

@@ -66,16 +66,62 @@ pub struct Engine {
     opts: EngineOptions,
 }
 
-/// Parses a query, mapping parser errors to `bad_data`.
+/// Parses a query, mapping parser errors to `bad_data`. Lexical errors carry the position of the
+/// offending character (as `line:column: parse error: ...`, like Prometheus).
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
-    let query = super::durations::rewrite(query).map_err(|e| QueryError::BadData {
+    let rewritten = super::durations::rewrite(query).map_err(|e| QueryError::BadData {
         message: format!("parse error: {e}"),
         position: None,
     })?;
-    parser::parse(&query).map_err(|e| QueryError::BadData {
-        message: format!("parse error: {e}"),
-        position: None,
+    parser::parse(&rewritten).map_err(|e| {
+        let position = if std::ptr::eq(rewritten.as_ref(), query) {
+            lex_error_position(query, &e)
+        } else {
+            None
+        };
+        match position {
+            Some((start, end)) => {
+                let (line, col) = line_col(query, start);
+                QueryError::BadData {
+                    message: format!("{line}:{col}: parse error: {e}"),
+                    position: Some((start, end)),
+                }
+            }
+            None => QueryError::BadData {
+                message: format!("parse error: {e}"),
+                position: None,
+            },
+        }
     })
+}
+
+/// Finds where the lexer fails: the shortest prefix that yields the same lexical error.
+fn lex_error_position(query: &str, err: &str) -> Option<(usize, usize)> {
+    const MAX_SCAN: usize = 4096;
+    if query.len() > MAX_SCAN || parser::lexer(query).is_ok() {
+        return None;
+    }
+    let mut ends: Vec<usize> = query
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .collect();
+    ends.dedup();
+    for end in ends {
+        if let Err(e) = parser::lexer(&query[..end]) {
+            if e == err {
+                let start = query[..end].char_indices().last().map_or(0, |(i, _)| i);
+                return Some((start, end));
+            }
+        }
+    }
+    None
+}
+
+fn line_col(query: &str, byte: usize) -> (usize, usize) {
+    let before = &query[..byte.min(query.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 impl Engine {
