@@ -107,11 +107,11 @@ fn lex_error_position(query: &str, err: &str) -> Option<(usize, usize)> {
         .collect();
     ends.dedup();
     for end in ends {
-        if let Err(e) = parser::lexer(&query[..end]) {
-            if e == err {
-                let start = query[..end].char_indices().last().map_or(0, |(i, _)| i);
-                return Some((start, end));
-            }
+        if let Err(e) = parser::lexer(&query[..end])
+            && e == err
+        {
+            let start = query[..end].char_indices().last().map_or(0, |(i, _)| i);
+            return Some((start, end));
         }
     }
     None
