@@ -222,12 +222,14 @@ impl Engine {
         let mut warnings: Vec<String> = Vec::new();
         let fetches = plans.iter().map(|p| async move {
             let mut merged = SeriesSet::default();
+            let mut seen = std::collections::HashSet::new();
             for sel in &p.selections {
                 let mut set = q.select(sel).await?;
                 merged.warnings.append(&mut set.warnings);
                 if p.selections.len() > 1 {
+                    // `{a="1" or b="2"}`: the union of the alternatives, each series once.
                     for s in set.series {
-                        if !merged.series.iter().any(|m| m.labels == s.labels) {
+                        if seen.insert(s.labels.clone()) {
                             merged.series.push(s);
                         }
                     }
