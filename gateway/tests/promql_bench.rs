@@ -90,6 +90,7 @@ async fn promql_bench() {
         "x_total / y_total",
         "max_over_time(rate(x_total[5m])[30m:1m])",
         "count_over_time(x_total[1h])",
+        "sum by (instance) (rate(x_total[5m]))",
     ];
     // Profiling aid: GAUNTLET_BENCH_REPEAT=instant:N runs only the instant queries N times.
     if let Ok(spec) = std::env::var("GAUNTLET_BENCH_REPEAT") {

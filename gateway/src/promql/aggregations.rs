@@ -147,40 +147,65 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
 
     let out = match op {
         T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR => {
-            let mut acc = vec![Acc::default(); ng * n];
-            for (si, s) in input.iter().enumerate() {
-                let g = group_of[si];
-                for p in &s.pts {
-                    let idx = g * n + ev.step_index(p.t);
-                    let Some(x) = acc.get_mut(idx) else { continue };
-                    accumulate(op, x, p.v);
+            // Steps are processed in blocks so the accumulators stay bounded (groups × block)
+            // however long the range is; each series keeps a cursor into its points.
+            const BLOCK: usize = 64;
+            let bw = BLOCK.min(n).max(1);
+            let mut acc = vec![Acc::default(); ng * bw];
+            let mut cursors = vec![0usize; input.len()];
+            let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
+            let mut b0 = 0;
+            while b0 < n {
+                let b1 = (b0 + bw).min(n);
+                acc.iter_mut().for_each(|a| a.seen = false);
+                for (si, s) in input.iter().enumerate() {
+                    let g = group_of[si];
+                    let c = &mut cursors[si];
+                    while let Some(p) = s.pts.get(*c) {
+                        let i = ev.step_index(p.t);
+                        if i >= b1 {
+                            break;
+                        }
+                        *c += 1;
+                        if i < b0 {
+                            continue;
+                        }
+                        if let Some(x) = acc.get_mut(g * bw + (i - b0)) {
+                            accumulate(op, x, p.v);
+                        }
+                    }
                 }
+                for (g, pts) in group_pts.iter_mut().enumerate() {
+                    for k in 0..(b1 - b0) {
+                        let x = &acc[g * bw + k];
+                        if !x.seen {
+                            continue;
+                        }
+                        let v = match op {
+                            T_SUM => x.v + x.c,
+                            T_AVG => {
+                                if x.incr {
+                                    x.mean + x.c
+                                } else {
+                                    (x.v + x.c) / x.n
+                                }
+                            }
+                            T_COUNT => x.n,
+                            T_GROUP => 1.0,
+                            T_MIN | T_MAX => x.v,
+                            T_STDVAR => x.v / x.n,
+                            _ => (x.v / x.n).sqrt(),
+                        };
+                        pts.push(Point {
+                            t: ev.ts(b0 + k),
+                            v,
+                        });
+                    }
+                }
+                b0 = b1;
             }
             let mut out = Vec::with_capacity(ng);
-            for g in 0..ng {
-                let mut pts = Vec::new();
-                for i in 0..n {
-                    let x = &acc[g * n + i];
-                    if !x.seen {
-                        continue;
-                    }
-                    let v = match op {
-                        T_SUM => x.v + x.c,
-                        T_AVG => {
-                            if x.incr {
-                                x.mean + x.c
-                            } else {
-                                (x.v + x.c) / x.n
-                            }
-                        }
-                        T_COUNT => x.n,
-                        T_GROUP => 1.0,
-                        T_MIN | T_MAX => x.v,
-                        T_STDVAR => x.v / x.n,
-                        _ => (x.v / x.n).sqrt(),
-                    };
-                    pts.push(Point { t: ev.ts(i), v });
-                }
+            for (g, pts) in group_pts.into_iter().enumerate() {
                 if !pts.is_empty() {
                     out.push(VSeries {
                         labels: group_lbls[g].clone(),
@@ -201,28 +226,32 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                     ));
                 }
             }
-            let mut vals: Vec<Vec<f64>> = vec![Vec::new(); ng * n];
+            // Values per step tagged with their group; memory is proportional to the input.
+            let mut by_step: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
             for (si, s) in input.iter().enumerate() {
                 let g = group_of[si];
                 for p in &s.pts {
-                    if let Some(v) = vals.get_mut(g * n + ev.step_index(p.t)) {
-                        v.push(p.v);
+                    if let Some(v) = by_step.get_mut(ev.step_index(p.t)) {
+                        v.push((g, p.v));
                     }
                 }
             }
-            let mut out = Vec::with_capacity(ng);
-            for g in 0..ng {
-                let mut pts = Vec::new();
-                for i in 0..n {
-                    let v = &mut vals[g * n + i];
-                    if v.is_empty() {
-                        continue;
-                    }
-                    pts.push(Point {
+            let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
+            let mut buf: Vec<f64> = Vec::new();
+            for (i, vals) in by_step.iter_mut().enumerate() {
+                vals.sort_by_key(|x| x.0);
+                let q = qs.get(i).copied().unwrap_or(f64::NAN);
+                for run in vals.chunk_by(|a, b| a.0 == b.0) {
+                    buf.clear();
+                    buf.extend(run.iter().map(|x| x.1));
+                    group_pts[run[0].0].push(Point {
                         t: ev.ts(i),
-                        v: quantile(qs.get(i).copied().unwrap_or(f64::NAN), v),
+                        v: quantile(q, &mut buf),
                     });
                 }
+            }
+            let mut out = Vec::with_capacity(ng);
+            for (g, pts) in group_pts.into_iter().enumerate() {
                 if !pts.is_empty() {
                     out.push(VSeries {
                         labels: group_lbls[g].clone(),

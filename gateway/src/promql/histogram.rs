@@ -152,33 +152,26 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
             ));
         }
     }
-    let dense: Vec<Vec<Option<f64>>> = input
-        .iter()
-        .map(|s| {
-            let mut d = vec![None; n];
-            for p in &s.pts {
-                if let Some(x) = d.get_mut(ev.step_index(p.t)) {
-                    *x = Some(p.v);
-                }
-            }
-            d
-        })
-        .collect();
     let mut out = Vec::with_capacity(glabels.len());
     let mut buckets = Vec::new();
+    // Per group, the buckets present at each step (built group by group to bound memory).
+    let mut per_step: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
     for (g, mem) in members.iter().enumerate() {
-        let mut pts = Vec::new();
-        #[allow(clippy::needless_range_loop)]
-        for i in 0..n {
-            buckets.clear();
-            for &(si, ub) in mem {
-                if let Some(v) = dense[si][i] {
-                    buckets.push((ub, v));
+        per_step.iter_mut().for_each(Vec::clear);
+        for &(si, ub) in mem {
+            for p in &input[si].pts {
+                if let Some(b) = per_step.get_mut(ev.step_index(p.t)) {
+                    b.push((ub, p.v));
                 }
             }
-            if buckets.is_empty() {
+        }
+        let mut pts = Vec::new();
+        for (i, step_buckets) in per_step.iter().enumerate() {
+            if step_buckets.is_empty() {
                 continue;
             }
+            buckets.clear();
+            buckets.extend_from_slice(step_buckets);
             let q = qs.get(i).copied().unwrap_or(f64::NAN);
             let (v, forced) = bucket_quantile(q, &mut buckets);
             if forced {
