@@ -149,8 +149,15 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
         T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR => {
             // Steps are processed in blocks so the accumulators stay bounded (groups × block)
             // however long the range is; each series keeps a cursor into its points.
+            // Few groups (the common case) take a single pass over each series.
             const BLOCK: usize = 64;
-            let bw = BLOCK.min(n).max(1);
+            const SINGLE_PASS_CELLS: usize = 1 << 18;
+            let bw = if ng.saturating_mul(n) <= SINGLE_PASS_CELLS {
+                n
+            } else {
+                BLOCK.min(n)
+            }
+            .max(1);
             let mut acc = vec![Acc::default(); ng * bw];
             let mut cursors = vec![0usize; input.len()];
             let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
