@@ -262,12 +262,21 @@ fn plan_selector(
     });
 }
 
-/// A range-vector argument prepared for windowing.
-pub(crate) struct RangeInput {
+/// A range-vector argument prepared for windowing: either evaluated series (subqueries) or the
+/// stored series of a matrix selector, decoded one at a time while windowing.
+pub(crate) struct RangeInput<'a> {
     pub series: Vec<VSeries>,
+    pub lazy: Option<LazySource<'a>>,
     pub range: i64,
     pub offset: i64,
     pub at: Option<i64>,
+}
+
+/// Stored series to decode on demand, with the time range windows can reach.
+pub(crate) struct LazySource<'a> {
+    pub series: &'a [StoredSeries],
+    pub mint: i64,
+    pub maxt: i64,
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -439,6 +448,15 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, false)?)),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let ri = self.eval_range_arg(e)?;
+                let (range, offset, at) = (ri.range, ri.offset, ri.at);
+                let series = self.materialize(ri)?;
+                let ri = RangeInput {
+                    series,
+                    lazy: None,
+                    range,
+                    offset,
+                    at,
+                };
                 // A range vector as a result: the window at the (single) evaluation time.
                 let t = ri.at.unwrap_or(self.start).saturating_sub(ri.offset);
                 let mut out = Vec::with_capacity(ri.series.len());
@@ -566,7 +584,7 @@ impl<'a> Evaluator<'a> {
 
     /// Prepares a range-vector argument (matrix selector or subquery) for windowing: raw samples
     /// (without staleness markers) covering every window the steps will need.
-    pub fn eval_range_arg(&mut self, e: &Expr) -> Result<RangeInput> {
+    pub fn eval_range_arg(&mut self, e: &Expr) -> Result<RangeInput<'a>> {
         match e {
             Expr::Paren(p) => self.eval_range_arg(&p.expr),
             Expr::MatrixSelector(ms) => {
@@ -579,33 +597,14 @@ impl<'a> Evaluator<'a> {
                     None => (self.start.saturating_sub(off), self.end.saturating_sub(off)),
                 };
                 let data = self.data;
-                let mut series = Vec::new();
-                if let Some(f) = data.get(&selector_key(vs)) {
-                    for s in &f.series {
-                        self.check()?;
-                        let buf = self.decode(
-                            s,
-                            first_et.saturating_sub(range).saturating_add(1),
-                            last_et,
-                        )?;
-                        let pts: Vec<Point> = buf
-                            .iter()
-                            .filter(|x| !is_stale_nan(x.1))
-                            .map(|&(t, v)| Point { t, v })
-                            .collect();
-                        self.buf = buf;
-                        if !pts.is_empty() {
-                            self.add_samples(pts.len())?;
-                            series.push(VSeries {
-                                labels: s.labels.clone(),
-                                pts,
-                                drop_name: false,
-                            });
-                        }
-                    }
-                }
+                let lazy = data.get(&selector_key(vs)).map(|f| LazySource {
+                    series: f.series.as_slice(),
+                    mint: first_et.saturating_sub(range).saturating_add(1),
+                    maxt: last_et,
+                });
                 Ok(RangeInput {
-                    series,
+                    series: Vec::new(),
+                    lazy,
                     range,
                     offset: off,
                     at,
@@ -666,6 +665,7 @@ impl<'a> Evaluator<'a> {
                 };
                 Ok(RangeInput {
                     series,
+                    lazy: None,
                     range,
                     offset: off,
                     at,
@@ -680,7 +680,7 @@ impl<'a> Evaluator<'a> {
 
     /// Applies `f` to each step's window `(et - range, et]` of every series, producing points at
     /// the step timestamps. `f` gets the window, the window end `et` and the step timestamp.
-    pub fn map_windows<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
+    pub fn map_windows<F>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
     where
         F: FnMut(&[Point], i64, i64) -> Option<f64>,
     {
@@ -689,15 +689,43 @@ impl<'a> Evaluator<'a> {
 
     /// Like [`Self::map_windows`], but `f` gets the series index, all of its points and the
     /// window bounds `lo..hi`, so it can use per-series precomputed data.
-    pub fn map_windows_idx<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
+    pub fn map_windows_idx<F>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
     where
         F: FnMut(usize, &[Point], usize, usize, i64, i64) -> Option<f64>,
     {
         let n = self.nsteps();
-        let mut out = Vec::with_capacity(input.series.len());
-        for (si, s) in input.series.iter().enumerate() {
+        let count = input
+            .lazy
+            .as_ref()
+            .map_or(input.series.len(), |l| l.series.len());
+        let mut out = Vec::with_capacity(count);
+        let mut decoded: Vec<Point> = Vec::new();
+        for si in 0..count {
             self.check()?;
-            let pts = &s.pts;
+            let (labels, drop_name, pts): (&Labels, bool, &[Point]) = match &input.lazy {
+                Some(l) => {
+                    let s = &l.series[si];
+                    let buf = self.decode(s, l.mint, l.maxt)?;
+                    decoded.clear();
+                    decoded.extend(
+                        buf.iter()
+                            .filter(|x| !is_stale_nan(x.1))
+                            .map(|&(t, v)| Point { t, v }),
+                    );
+                    self.buf = buf;
+                    (&s.labels, false, decoded.as_slice())
+                }
+                None => {
+                    let s = &input.series[si];
+                    (&s.labels, s.drop_name, s.pts.as_slice())
+                }
+            };
+            if pts.is_empty() {
+                continue;
+            }
+            // Raw samples held while this series is windowed.
+            let held = if input.lazy.is_some() { pts.len() } else { 0 };
+            self.add_samples(held)?;
             let mut res = Vec::with_capacity(n);
             if let Some(a) = input.at {
                 let et = a.saturating_sub(input.offset);
@@ -729,13 +757,41 @@ impl<'a> Evaluator<'a> {
                     }
                 }
             }
+            self.release_samples(held);
             if !res.is_empty() {
                 res.shrink_to_fit();
                 self.add_samples(res.len())?;
                 out.push(VSeries {
-                    labels: s.labels.clone(),
+                    labels: labels.clone(),
                     pts: res,
-                    drop_name: s.drop_name,
+                    drop_name,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns a range input into series (for range vectors returned as values).
+    pub fn materialize(&mut self, ri: RangeInput<'_>) -> Result<Vec<VSeries>> {
+        let Some(l) = ri.lazy else {
+            return Ok(ri.series);
+        };
+        let mut out = Vec::with_capacity(l.series.len());
+        for s in l.series {
+            self.check()?;
+            let buf = self.decode(s, l.mint, l.maxt)?;
+            let pts: Vec<Point> = buf
+                .iter()
+                .filter(|x| !is_stale_nan(x.1))
+                .map(|&(t, v)| Point { t, v })
+                .collect();
+            self.buf = buf;
+            if !pts.is_empty() {
+                self.add_samples(pts.len())?;
+                out.push(VSeries {
+                    labels: s.labels.clone(),
+                    pts,
+                    drop_name: false,
                 });
             }
         }

@@ -15,7 +15,7 @@ use regex::Regex;
 
 use super::aggregations::{kahan_inc, quantile};
 use super::error::QueryError;
-use super::eval::{Evaluator, RangeInput, Result, VSeries, Val};
+use super::eval::{Evaluator, Result, VSeries, Val};
 use super::value::Point;
 
 /// Formats a float the way Go's `strconv.FormatFloat(f, 'f', -1, 64)`/`%g` mostly do for
@@ -278,18 +278,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let ri = ev.eval_range_arg(arg(c, 0)?)?;
             let n = ev.nsteps();
             let mut present = vec![false; n];
-            for s in ri.series.iter() {
-                let one = RangeInput {
-                    series: vec![s.clone()],
-                    range: ri.range,
-                    offset: ri.offset,
-                    at: ri.at,
-                };
-                for r in ev.map_windows(&one, |w, _, _| (!w.is_empty()).then_some(1.0))? {
-                    for p in r.pts {
-                        if let Some(x) = present.get_mut(ev.step_index(p.t)) {
-                            *x = true;
-                        }
+            for r in ev.map_windows(&ri, |w, _, _| (!w.is_empty()).then_some(1.0))? {
+                for p in r.pts {
+                    if let Some(x) = present.get_mut(ev.step_index(p.t)) {
+                        *x = true;
                     }
                 }
             }
@@ -783,33 +775,24 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let (is_counter, is_rate) = (name != "delta", name == "rate");
             // Per series, the number of counter resets up to each sample: windows without a
             // reset skip the correction loop.
-            let resets: Vec<Vec<u32>> = if is_counter {
-                input
-                    .series
-                    .iter()
-                    .map(|s| {
-                        let mut acc = 0u32;
-                        let mut prev = f64::NEG_INFINITY;
-                        s.pts
-                            .iter()
-                            .map(|p| {
-                                if p.v < prev {
-                                    acc += 1;
-                                }
-                                prev = p.v;
-                                acc
-                            })
-                            .collect()
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let mut cur = usize::MAX;
+            let mut resets: Vec<u32> = Vec::new();
             ev.map_windows_idx(&input, |si, pts, lo, hi, et, _| {
-                let w = &pts[lo..hi];
-                let has_reset =
-                    is_counter && hi > lo + 1 && resets.get(si).is_some_and(|r| r[hi - 1] != r[lo]);
-                extrapolated_rate(w, et, range, has_reset, is_counter, is_rate)
+                if is_counter && si != cur {
+                    cur = si;
+                    resets.clear();
+                    let mut acc = 0u32;
+                    let mut prev = f64::NEG_INFINITY;
+                    resets.extend(pts.iter().map(|p| {
+                        if p.v < prev {
+                            acc += 1;
+                        }
+                        prev = p.v;
+                        acc
+                    }));
+                }
+                let has_reset = is_counter && hi > lo + 1 && resets[hi - 1] != resets[lo];
+                extrapolated_rate(&pts[lo..hi], et, range, has_reset, is_counter, is_rate)
             })?
         }
         "irate" => ev.map_windows(&input, |w, _, _| instant_delta(w, true))?,
