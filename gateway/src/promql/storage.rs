@@ -226,10 +226,9 @@ pub trait Queryable: Send + Sync {
 /// An in-memory [`Queryable`]: series are kept as XOR chunks of up to 120 samples.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryQueryable {
-    /// Sorted by labels, so selections come back in Prometheus's series order.
-    series: std::collections::BTreeMap<Labels, StoredSeries>,
-    /// Metric name → labels of its series, for selections with a `__name__="..."` matcher.
-    by_name: std::collections::HashMap<String, std::collections::BTreeSet<Labels>>,
+    /// Series by metric name ("" for none), each set sorted by labels so selections come back
+    /// in Prometheus's series order.
+    by_name: std::collections::HashMap<String, std::collections::BTreeMap<Labels, StoredSeries>>,
 }
 
 const SAMPLES_PER_CHUNK: usize = 120;
@@ -243,7 +242,8 @@ impl MemoryQueryable {
     /// Adds samples to a series (merged with any samples already stored for the same labels).
     pub fn add_series(&mut self, labels: Labels, samples: &[Sample]) -> Result<(), StorageError> {
         let mut all: Vec<(i64, f64)> = Vec::new();
-        if let Some(s) = self.series.get(&labels) {
+        let name = labels.metric_name().unwrap_or("").to_string();
+        if let Some(s) = self.by_name.get(&name).and_then(|m| m.get(&labels)) {
             s.decode_into(i64::MIN, i64::MAX, &mut all)?;
         }
         all.extend(samples.iter().map(|s| (s.t, s.v)));
@@ -275,30 +275,28 @@ impl MemoryQueryable {
             labels: labels.clone(),
             data: SeriesData::Chunks(chunks),
         };
-        if let Some(name) = labels.metric_name() {
-            self.by_name
-                .entry(name.to_string())
-                .or_default()
-                .insert(labels.clone());
-        }
-        self.series.insert(labels, s);
+        self.by_name.entry(name).or_default().insert(labels, s);
         Ok(())
     }
 
     /// Removes all series.
     pub fn clear(&mut self) {
-        self.series.clear();
         self.by_name.clear();
     }
 
     /// Number of series stored.
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.by_name
+            .values()
+            .map(std::collections::BTreeMap::len)
+            .sum()
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.by_name
+            .values()
+            .all(std::collections::BTreeMap::is_empty)
     }
 
     fn select_sync(&self, sel: &Selection) -> SeriesSet {
@@ -308,16 +306,10 @@ impl MemoryQueryable {
             .find(|m| m.kind == MatchKind::Equal && m.name == gauntlet_tsdb::labels::METRIC_NAME)
             .map(|m| m.value.as_str());
         let candidates: Box<dyn Iterator<Item = &StoredSeries> + '_> = match name {
-            Some(n) => Box::new(
-                self.by_name
-                    .get(n)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| self.series.get(l)),
-            ),
-            None => Box::new(self.series.values()),
+            Some(n) => Box::new(self.by_name.get(n).into_iter().flat_map(|m| m.values())),
+            None => Box::new(self.by_name.values().flat_map(|m| m.values())),
         };
-        let series = candidates
+        let mut series: Vec<StoredSeries> = candidates
             .filter(|s| sel.matchers.iter().all(|m| m.matches_labels(&s.labels)))
             .filter_map(|s| match &s.data {
                 SeriesData::Chunks(cs) => {
@@ -334,6 +326,9 @@ impl MemoryQueryable {
                 SeriesData::Samples(_) => Some(s.clone()),
             })
             .collect();
+        if name.is_none() {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
         SeriesSet {
             series,
             warnings: Vec::new(),
