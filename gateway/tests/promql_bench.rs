@@ -92,12 +92,22 @@ async fn promql_bench() {
         "count_over_time(x_total[1h])",
         "sum by (instance) (rate(x_total[5m]))",
     ];
-    // Profiling aid: GAUNTLET_BENCH_REPEAT=instant:N runs only the instant queries N times.
+    // Profiling aid: GAUNTLET_BENCH_REPEAT=instant:N or range:N repeats one kind N times,
+    // GAUNTLET_BENCH_QUERY=text keeps only queries containing `text`.
+    let filter = std::env::var("GAUNTLET_BENCH_QUERY").unwrap_or_default();
     if let Ok(spec) = std::env::var("GAUNTLET_BENCH_REPEAT") {
-        let n: usize = spec.trim_start_matches("instant:").parse().unwrap_or(10);
+        let (kind, n) = spec.split_once(':').unwrap_or(("instant", "10"));
+        let n: usize = n.parse().unwrap_or(10);
         for _ in 0..n {
-            for q in queries {
-                engine.instant_query(&store, q, end).await.unwrap();
+            for q in queries.iter().filter(|q| q.contains(filter.as_str())) {
+                if kind == "range" {
+                    engine
+                        .range_query(&store, q, 0, end, STEP_MS)
+                        .await
+                        .unwrap();
+                } else {
+                    engine.instant_query(&store, q, end).await.unwrap();
+                }
             }
         }
         return;

@@ -329,6 +329,8 @@ fn vector_vector(
         let check = many_count[g] > 1;
         let single = groups[g].len() == 1;
         let mut j = 0usize;
+        // The output series of the last match (nearly always the same one).
+        let mut last: Option<(usize, usize)> = None;
         for p in &ms.pts {
             let (oi, ov) = if single {
                 let oi = groups[g][0];
@@ -354,8 +356,12 @@ fn vector_vector(
             if ret_bool {
                 val = f64::from(u8::from(keep));
             }
-            let oidx = match cache.get(&(mi, oi)) {
-                Some(&o) => o,
+            let cached = match last {
+                Some((loi, lo)) if loi == oi => Some(lo),
+                _ => cache.get(&(mi, oi)).copied(),
+            };
+            let oidx = match cached {
+                Some(o) => o,
                 None => {
                     let lbls = result_labels(&ms.labels, &one[oi].labels, op, m);
                     fps.push(if check { lbls.fingerprint() } else { 0 });
@@ -368,6 +374,7 @@ fn vector_vector(
                     out.len() - 1
                 }
             };
+            last = Some((oi, oidx));
             if check {
                 let steps = produced.entry(g).or_insert_with(|| vec![Vec::new(); n]);
                 let i = ev.step_index(p.t);
