@@ -410,14 +410,15 @@ fn select_series(
     let mut order: Vec<usize> = Vec::new();
     if op == T_LIMIT_RATIO {
         let mut warned = false;
-        for (i, &r0) in params.iter().enumerate().take(n) {
-            let mut r = r0;
-            if r.is_nan() {
+        let mut ratios = Vec::with_capacity(n);
+        for &r0 in params.iter().take(n) {
+            if r0.is_nan() {
                 return Err(QueryError::exec(format!(
                     "Ratio value {} is NaN",
-                    fmt_float(r)
+                    fmt_float(r0)
                 )));
             }
+            let mut r = r0;
             if !(-1.0..=1.0).contains(&r) {
                 let cap = if r < 0.0 { -1.0 } else { 1.0 };
                 if !warned {
@@ -430,11 +431,18 @@ fn select_series(
                 }
                 r = cap;
             }
-            let _ = i;
-            for (si, s) in input.iter().enumerate() {
-                let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
+            ratios.push(r);
+        }
+        for (si, s) in input.iter().enumerate() {
+            // Each series' position in [0, 1) comes from its labels, so the same series is
+            // kept at every step with the same ratio.
+            let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
+            for p in &s.pts {
+                let Some(&r) = ratios.get(ev.step_index(p.t)) else {
+                    continue;
+                };
                 let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
-                if keep && let Some(p) = s.pts.iter().find(|p| ev.step_index(p.t) == i) {
+                if keep {
                     picked[si].push(*p);
                 }
             }

@@ -272,7 +272,7 @@ impl Engine {
         let (mut warns, infos) = ev.take_annotations();
         warnings.append(&mut warns);
         dedup(&mut warnings);
-        let value = shape(val, start, end, step)?;
+        let value = shape(val, start, step);
         Ok(QueryResult {
             value,
             warnings,
@@ -287,10 +287,10 @@ fn dedup(v: &mut Vec<String>) {
 }
 
 /// Turns the evaluator's step-major value into the public result shape.
-fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
+fn shape(val: super::eval::Val, start: i64, step: i64) -> Value {
     use super::eval::Val;
     let instant = step == 0;
-    Ok(match val {
+    match val {
         Val::Scalar(vs) => {
             if instant {
                 Value::Scalar(Point {
@@ -336,7 +336,6 @@ fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value
                     })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
-                let _ = end;
                 Value::Matrix(out)
             }
         }
@@ -352,5 +351,5 @@ fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             Value::Matrix(out)
         }
-    })
+    }
 }
