@@ -342,3 +342,57 @@ impl Queryable for MemoryQueryable {
         Ok(self.select_sync(selection))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn chunk(samples: &[(i64, f64)]) -> Chunk {
+        let mut c = XorChunk::new();
+        for &(t, v) in samples {
+            c.append(t, v).unwrap();
+        }
+        Chunk {
+            min_time: samples[0].0,
+            max_time: samples[samples.len() - 1].0,
+            data: Bytes::from(c.into_bytes()),
+        }
+    }
+
+    #[test]
+    fn overlapping_chunks_merge_in_time_order_first_wins() {
+        let s = StoredSeries {
+            labels: Labels::from_pairs(&[("__name__", "m")]),
+            data: SeriesData::Chunks(vec![
+                chunk(&[(10, 1.0), (30, 3.0), (50, 5.0)]),
+                chunk(&[(20, 2.0), (30, 99.0), (40, 4.0)]),
+            ]),
+        };
+        let mut out = Vec::new();
+        s.decode_into(0, 45, &mut out).unwrap();
+        assert_eq!(out, vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
+    }
+
+    #[test]
+    fn corrupt_chunk_is_an_error() {
+        let s = StoredSeries {
+            labels: Labels::empty(),
+            data: SeriesData::Chunks(vec![Chunk {
+                min_time: 0,
+                max_time: 10,
+                data: Bytes::from_static(&[0, 5, 1]),
+            }]),
+        };
+        assert!(s.decode_into(0, 10, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn regex_matchers_are_anchored() {
+        let m = Matcher::new(MatchKind::RegexMatch, "job", "api|web").unwrap();
+        assert!(m.matches("api") && !m.matches("apix"));
+        let m = Matcher::new(MatchKind::RegexNoMatch, "job", "").unwrap();
+        assert!(m.matches("x") && !m.matches(""));
+        assert!(Matcher::new(MatchKind::RegexMatch, "a", "(").is_err());
+    }
+}
