@@ -526,3 +526,14 @@ fn parse_errors_carry_positions_when_lexing_fails() {
     let err = gauntlet::promql::parse_expr("sum(").unwrap_err();
     assert_eq!(err.kind(), "bad_data");
 }
+
+#[test]
+fn query_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let s = MemoryQueryable::new();
+    let e = Engine::default();
+    let f = e.instant_query(&s, "up", 0);
+    assert_send(&f);
+    let g = e.range_query(&s, "up", 0, 1, 1);
+    assert_send(&g);
+}
