@@ -272,7 +272,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
         T_COUNT_VALUES => {
             let name = label_param.unwrap_or_default();
             if !is_valid_label_name(&name) {
-                return Err(QueryError::exec(format!("invalid label name {name:?}")));
+                return Err(QueryError::exec(format!(
+                    "invalid label name {}",
+                    super::durations::go_quote(&name)
+                )));
             }
             let mut idx: HashMap<(usize, String), usize> = HashMap::new();
             let mut out: Vec<VSeries> = Vec::new();
@@ -390,8 +393,9 @@ fn accumulate(op: u16, x: &mut Acc, f: f64) {
     }
 }
 
+/// Label names must be non-empty valid UTF-8 (raw-byte characters mark bytes that were not).
 pub(crate) fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
+    !s.is_empty() && !s.chars().any(super::durations::is_raw_byte)
 }
 
 /// `topk`, `bottomk`, `limitk` and `limit_ratio`: pick input series per group and step; the

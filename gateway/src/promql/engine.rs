@@ -69,16 +69,18 @@ pub struct Engine {
 /// Parses a query, mapping parser errors to `bad_data`. Lexical errors carry the position of the
 /// offending character (as `line:column: parse error: ...`, like Prometheus).
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
-    let rewritten = super::durations::rewrite(query).map_err(|e| QueryError::BadData {
+    let marked = super::durations::mark_invalid_utf8(query);
+    let rewritten = super::durations::rewrite(&marked).map_err(|e| QueryError::BadData {
         message: format!("parse error: {e}"),
         position: None,
     })?;
     parser::parse(&rewritten).map_err(|e| {
-        let position = if std::ptr::eq(rewritten.as_ref(), query) {
-            lex_error_position(query, &e)
-        } else {
-            None
-        };
+        let position =
+            if std::ptr::eq(rewritten.as_ref(), query) && std::ptr::eq(marked.as_ref(), query) {
+                lex_error_position(query, &e)
+            } else {
+                None
+            };
         match position {
             Some((start, end)) => {
                 let (line, col) = line_col(query, start);

@@ -415,8 +415,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     }
 }
 
+/// Label names must be non-empty valid UTF-8 (raw-byte characters mark bytes that were not).
 fn valid_label_name(s: &str) -> bool {
-    !s.is_empty()
+    !s.is_empty() && !s.chars().any(super::durations::is_raw_byte)
 }
 
 /// Labels for `absent`: equality matchers of a plain selector (names matched more than once are
