@@ -346,7 +346,7 @@ pub(crate) fn go_quote(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             _ if is_raw_byte(c) => {
-                out.push_str(&format!("\\x{:02x}", u32::from(c) - RAW_BYTE_BASE))
+                out.push_str(&format!("\\x{:02x}", u32::from(c) - RAW_BYTE_BASE));
             }
             _ if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
             _ => out.push(c),
@@ -379,33 +379,31 @@ pub(crate) fn mark_invalid_utf8(q: &str) -> Cow<'_, str> {
             continue;
         }
         let end = skip_string(b, i);
-        if let Some(bytes) = go_unescape(&b[i + 1..end.saturating_sub(1).max(i + 1)]) {
-            if std::str::from_utf8(&bytes).is_err() {
-                out.push_str(&q[copied..i]);
-                out.push(c as char);
-                let mut text = String::new();
-                for chunk in bytes.utf8_chunks() {
-                    text.push_str(chunk.valid());
-                    for &raw in chunk.invalid() {
-                        text.push(
-                            char::from_u32(RAW_BYTE_BASE + u32::from(raw)).unwrap_or('\u{FFFD}'),
-                        );
-                    }
+        if let Some(bytes) = go_unescape(&b[i + 1..end.saturating_sub(1).max(i + 1)])
+            && std::str::from_utf8(&bytes).is_err()
+        {
+            out.push_str(&q[copied..i]);
+            out.push(c as char);
+            let mut text = String::new();
+            for chunk in bytes.utf8_chunks() {
+                text.push_str(chunk.valid());
+                for &raw in chunk.invalid() {
+                    text.push(char::from_u32(RAW_BYTE_BASE + u32::from(raw)).unwrap_or('\u{FFFD}'));
                 }
-                for ch in text.chars() {
-                    match ch {
-                        '\\' => out.push_str("\\\\"),
-                        '\n' => out.push_str("\\n"),
-                        _ if ch as u32 == u32::from(c) => {
-                            out.push('\\');
-                            out.push(ch);
-                        }
-                        _ => out.push(ch),
-                    }
-                }
-                out.push(c as char);
-                copied = end;
             }
+            for ch in text.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    _ if ch as u32 == u32::from(c) => {
+                        out.push('\\');
+                        out.push(ch);
+                    }
+                    _ => out.push(ch),
+                }
+            }
+            out.push(c as char);
+            copied = end;
         }
         i = end;
     }
