@@ -537,3 +537,48 @@ fn query_futures_are_send() {
     let g = e.range_query(&s, "up", 0, 1, 1);
     assert_send(&g);
 }
+
+#[test]
+fn deeply_nested_queries_are_rejected_not_crashing() {
+    // Run on a small stack like a runtime worker thread.
+    let h = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let s = store(1, 10, 15_000);
+                let e = Engine::default();
+                let parens = format!("{}x_total{}", "(".repeat(20_000), ")".repeat(20_000));
+                let sum = format!("x_total{}", " + 1".repeat(20_000));
+                let neg = format!("{}x_total", "-".repeat(20_000));
+                let calls = format!("{}x_total{}", "abs(".repeat(20_000), ")".repeat(20_000));
+                for q in [parens, sum, neg, calls] {
+                    let r = e.instant_query(&s, &q, 60_000).await;
+                    assert_eq!(
+                        r.unwrap_err().kind(),
+                        "bad_data",
+                        "a 20k-deep query should be refused"
+                    );
+                }
+                // Within the operator budget but deeper than the evaluator accepts.
+                let q = format!("x_total{}", " + 1".repeat(5_000));
+                assert_eq!(
+                    e.instant_query(&s, &q, 60_000).await.unwrap_err().kind(),
+                    "bad_data"
+                );
+                // Moderate depth still works on a small stack (the evaluator grows its stack).
+                let depth = 500;
+                let q = format!("x_total{}", " + 1".repeat(depth));
+                e.instant_query(&s, &q, 60_000).await.unwrap();
+                let q = format!("{}x_total{}", "abs(".repeat(depth), ")".repeat(depth));
+                e.instant_query(&s, &q, 60_000).await.unwrap();
+                let q = format!("{}x_total{}", "(".repeat(depth), ")".repeat(depth));
+                e.instant_query(&s, &q, 60_000).await.unwrap();
+            });
+        })
+        .unwrap();
+    h.join().unwrap();
+}

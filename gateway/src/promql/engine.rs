@@ -61,6 +61,11 @@ impl CancelFlag {
 }
 
 /// The PromQL engine. Cheap to share; holds only options.
+///
+/// Queries must run inside a Tokio runtime with the time driver enabled (the timeout covers
+/// storage reads). After the reads, evaluation is synchronous CPU work on the calling task;
+/// callers that must stay responsive run queries on their own task and cancel through
+/// [`CancelFlag`] (dropping the future cancels only while storage is being read).
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
@@ -69,6 +74,59 @@ pub struct Engine {
 /// Parses a query, mapping parser errors to `bad_data`. Lexical errors carry the position of the
 /// offending character (as `line:column: parse error: ...`, like Prometheus).
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
+    if nesting_estimate(query) > MAX_OPERATORS {
+        return Err(QueryError::bad(format!(
+            "query has too many operators and parentheses (more than {MAX_OPERATORS})"
+        )));
+    }
+    // Parsing and dropping an AST recurse once per nesting level: do both on a roomy stack,
+    // and hand out only trees the evaluator accepts.
+    stacker::grow(PARSE_STACK, || {
+        let expr = parse_unchecked(query)?;
+        super::eval::validate(&expr)?;
+        Ok(expr)
+    })
+}
+
+/// Most operators and parentheses a query may contain (bounds the parser's recursion).
+const MAX_OPERATORS: usize = 10_000;
+/// Stack for parsing (and dropping rejected trees).
+const PARSE_STACK: usize = 32 * 1024 * 1024;
+
+/// Counts parentheses, operator characters and keyword operators outside string literals.
+fn nesting_estimate(q: &str) -> usize {
+    let b = q.as_bytes();
+    let mut n = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'(' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' => n += 1,
+            c if c.is_ascii_alphabetic() => {
+                let st = i;
+                while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] == b'_') {
+                    i += 1;
+                }
+                if matches!(&q[st..=i], "and" | "or" | "unless" | "atan2") {
+                    n += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
+fn parse_unchecked(query: &str) -> Result<Expr, QueryError> {
     let marked = super::durations::mark_invalid_utf8(query);
     let rewritten = super::durations::rewrite(&marked).map_err(|e| QueryError::BadData {
         message: format!("parse error: {e}"),
@@ -194,6 +252,7 @@ impl Engine {
                 "end timestamp must not be before start time",
             ));
         }
+        super::eval::validate(expr)?;
         let ty = super::eval::expr_type(expr);
         if ty != "scalar" && ty != "vector" {
             return Err(QueryError::bad(format!(

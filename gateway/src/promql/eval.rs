@@ -63,8 +63,38 @@ pub(crate) fn expr_type(e: &Expr) -> &'static str {
     }
 }
 
-/// Checks Prometheus rules the parser does not enforce.
-pub(crate) fn validate(_e: &Expr) -> Result<()> {
+/// Deepest expression nesting the engine evaluates.
+pub(crate) const MAX_DEPTH: usize = 1000;
+
+/// Checks rules the parser does not enforce; today the nesting limit (computed without
+/// recursion, so it is safe on any input).
+pub(crate) fn validate(e: &Expr) -> Result<()> {
+    let mut stack: Vec<(&Expr, usize)> = vec![(e, 1)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(QueryError::bad(format!(
+                "query is nested too deeply (more than {MAX_DEPTH} levels)"
+            )));
+        }
+        let d = depth + 1;
+        match node {
+            Expr::Aggregate(a) => {
+                stack.push((&a.expr, d));
+                if let Some(p) = &a.param {
+                    stack.push((p, d));
+                }
+            }
+            Expr::Unary(u) => stack.push((&u.expr, d)),
+            Expr::Binary(b) => {
+                stack.push((&b.lhs, d));
+                stack.push((&b.rhs, d));
+            }
+            Expr::Paren(p) => stack.push((&p.expr, d)),
+            Expr::Subquery(sq) => stack.push((&sq.expr, d)),
+            Expr::Call(c) => stack.extend(c.args.args.iter().map(|a| (a.as_ref(), d))),
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -424,6 +454,11 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&mut self, e: &Expr) -> Result<Val> {
+        // Deep expressions recurse deeply: grow the stack on demand instead of overflowing it.
+        stacker::maybe_grow(128 * 1024, 2 * 1024 * 1024, || self.eval_node(e))
+    }
+
+    fn eval_node(&mut self, e: &Expr) -> Result<Val> {
         self.check()?;
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.nsteps()])),
