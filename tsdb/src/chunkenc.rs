@@ -136,6 +136,31 @@ impl<'a> BitReader<'a> {
         Some(bit)
     }
 
+    /// Reads the delta-of-delta bucket prefix: the number of leading one bits, at most four
+    /// (a zero bit ends the prefix and is consumed too).
+    #[inline]
+    fn read_dod_prefix(&mut self) -> Option<u8> {
+        if self.valid < 4 {
+            self.refill();
+        }
+        if self.valid >= 4 {
+            let top = (self.buf >> 60) as u32;
+            let ones = (((!top) & 0xf) << 28).leading_zeros().min(4);
+            let consumed = if ones == 4 { 4 } else { ones + 1 };
+            self.buf <<= consumed;
+            self.valid -= consumed;
+            return Some(ones as u8);
+        }
+        let mut prefix = 0u8;
+        for _ in 0..4 {
+            if !self.read_bit()? {
+                break;
+            }
+            prefix += 1;
+        }
+        Some(prefix)
+    }
+
     /// Reads `nbits` (0..=64) bits, most significant first.
     #[inline]
     fn read_bits(&mut self, nbits: u8) -> Option<u64> {
@@ -429,17 +454,10 @@ impl<'a> XorIterator<'a> {
                 self.read_value()?;
             }
             _ => {
-                let mut prefix = 0u8;
-                for _ in 0..4 {
-                    let bit = self
-                        .r
-                        .read_bit()
-                        .ok_or(ChunkError::Truncated("dod prefix"))?;
-                    if !bit {
-                        break;
-                    }
-                    prefix += 1;
-                }
+                let prefix = self
+                    .r
+                    .read_dod_prefix()
+                    .ok_or(ChunkError::Truncated("dod prefix"))?;
                 let nbits = match prefix {
                     0 => 0,
                     1 => 14,
@@ -649,6 +667,41 @@ mod tests {
             (-100, f64::INFINITY),
             (i64::MAX / 4, f64::MIN_POSITIVE),
         ]);
+    }
+
+    #[test]
+    fn roundtrip_random_lengths_and_alignments() {
+        let mut seed = 0xdead_beef_cafe_f00du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let len = (rnd() % 200) as usize + 1;
+            let mut t = (rnd() % 1_000_000) as i64 - 500_000;
+            let mut v = 0.0f64;
+            let mut samples = Vec::with_capacity(len);
+            for _ in 0..len {
+                t += match rnd() % 6 {
+                    0 => 15_000,
+                    1 => (rnd() % 20) as i64,
+                    2 => (rnd() % 100_000) as i64,
+                    3 => (rnd() % (1 << 30)) as i64,
+                    _ => 15_000 + (rnd() % 7) as i64 - 3,
+                };
+                v = match rnd() % 5 {
+                    0 => v,
+                    1 => v + 1.0,
+                    2 => (rnd() % 1000) as f64 / 7.0,
+                    3 => f64::from_bits(rnd()),
+                    _ => -v,
+                };
+                samples.push((t, v));
+            }
+            roundtrip(&samples);
+        }
     }
 
     #[test]
