@@ -223,6 +223,14 @@ fn set_or(ev: &Evaluator<'_>, l: Vec<VSeries>, r: Vec<VSeries>, m: &BinModifier)
 
 fn result_labels(ls: &Labels, rs: &Labels, op: u16, m: &BinModifier) -> Labels {
     let drop = !is_comparison(op);
+    // Plain one-to-one matching: the left side's labels, without the name for arithmetic.
+    if matches!(m.card, VectorMatchCardinality::OneToOne) && m.matching.is_none() {
+        return if drop {
+            ls.without(&[METRIC_NAME, "__type__", "__unit__"])
+        } else {
+            ls.clone()
+        };
+    }
     let mut b = ls.builder();
     if drop {
         b.del(METRIC_NAME).del("__type__").del("__unit__");
