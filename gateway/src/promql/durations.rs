@@ -1,9 +1,10 @@
-//! Duration expressions (`foo[5m+1m]`, `[1h/2:10s*3]`, `offset (2*30s)`), which Prometheus 3.5
-//! accepts but the parser crate does not: they are evaluated here and rewritten to plain
-//! millisecond durations before parsing.
+//! Query-text rewrites done before parsing, where Prometheus 3.5 and the parser crate differ:
+//! duration expressions (`foo[5m+1m]`, `[1h/2:10s*3]`, `offset (2*30s)`) are evaluated to
+//! plain millisecond durations, and string escapes that spell invalid UTF-8 are kept as
+//! raw-byte characters instead of being read as Latin-1.
 //!
-//! Only bracket contents and parenthesised offsets that contain arithmetic are touched; string
-//! literals are skipped. Must never change the meaning of a query without duration arithmetic.
+//! Only bracket contents, parenthesised offsets with arithmetic and such string literals are
+//! touched. Must never change the meaning of a query that needs neither rewrite.
 
 use std::borrow::Cow;
 
