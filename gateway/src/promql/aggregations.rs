@@ -465,6 +465,8 @@ fn select_series(
             }
         }
         let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
+        const SMALL_K: usize = 64;
+        let mut best: Vec<(usize, f64)> = Vec::with_capacity(SMALL_K);
         for (i, present) in by_step.iter().enumerate() {
             if present.is_empty() {
                 continue;
@@ -500,11 +502,31 @@ fn select_series(
                     o.then(a.0.cmp(&b.0))
                 };
                 if op != T_LIMITK {
-                    if k < cands.len() {
-                        cands.select_nth_unstable_by(k - 1, cmp);
-                        cands.truncate(k);
+                    if k <= SMALL_K && k < cands.len() {
+                        // Small k: keep a sorted list of the best k; most candidates lose to
+                        // the current k-th with a single comparison.
+                        best.clear();
+                        for &c in cands.iter() {
+                            if best.len() == k {
+                                if let Some(last) = best.last()
+                                    && cmp(&c, last) != Ordering::Less
+                                {
+                                    continue;
+                                }
+                                best.pop();
+                            }
+                            let pos = best.partition_point(|b| cmp(b, &c) == Ordering::Less);
+                            best.insert(pos, c);
+                        }
+                        cands.clear();
+                        cands.extend_from_slice(&best);
+                    } else {
+                        if k < cands.len() {
+                            cands.select_nth_unstable_by(k - 1, cmp);
+                            cands.truncate(k);
+                        }
+                        cands.sort_by(cmp);
                     }
-                    cands.sort_by(cmp);
                 }
                 for &(si, v) in cands.iter().take(k) {
                     picked[si].push(Point { t: ev.ts(i), v });
