@@ -101,14 +101,8 @@ mod tests {
         for bad in ["", "5", "m", "5x", "1m1h", "1m1m", "-5m", "1.5h", "5 m"] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!(
-            parse("99999999999999999999y"),
-            Err(DurationError::Overflow(_))
-        ));
-        assert!(matches!(
-            parse("999999999999y"),
-            Err(DurationError::Overflow(_))
-        ));
+        assert!(matches!(parse("99999999999999999999y"), Err(DurationError::Overflow(_))));
+        assert!(matches!(parse("999999999999y"), Err(DurationError::Overflow(_))));
     }
 
     #[test]

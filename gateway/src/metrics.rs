@@ -17,9 +17,8 @@ pub fn registry() -> &'static Registry {
         register_build_info(&registry);
         #[cfg(target_os = "linux")]
         {
-            let _ = registry.register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ));
+            let _ = registry
+                .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
         registry
     })
@@ -33,9 +32,7 @@ fn register_build_info(registry: &Registry) {
     let Ok(gauge) = IntGaugeVec::new(opts, &["version", "rustversion"]) else {
         return;
     };
-    gauge
-        .with_label_values(&[build_info::VERSION, build_info::RUST_VERSION])
-        .set(1);
+    gauge.with_label_values(&[build_info::VERSION, build_info::RUST_VERSION]).set(1);
     let _ = registry.register(Box::new(gauge));
 }
 

@@ -41,11 +41,7 @@ pub fn init(level: LogLevel, format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Logfmt => registry
-            .with(
-                tracing_logfmt::builder()
-                    .layer()
-                    .with_writer(std::io::stderr),
-            )
+            .with(tracing_logfmt::builder().layer().with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -12,12 +12,7 @@ use crate::telemetry::{LogFormat, LogLevel};
 /// Gauntlet: one global, deduplicated PromQL view over many Prometheus servers, with long-term
 /// storage in object storage and sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(
-    name = "gauntlet",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "gauntlet", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -32,12 +27,7 @@ pub struct LogArgs {
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     pub level: LogLevel,
     /// Output format of log messages.
-    #[arg(
-        long = "log.format",
-        value_enum,
-        default_value = "logfmt",
-        global = true
-    )]
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
     pub format: LogFormat,
 }
 
@@ -69,21 +59,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Listen host:port for HTTP endpoints (API, UI, /metrics, /-/healthy, /-/ready).
-    #[arg(
-        long = "http-address",
-        value_name = "HOST:PORT",
-        default_value = "0.0.0.0:10902"
-    )]
+    #[arg(long = "http-address", value_name = "HOST:PORT", default_value = "0.0.0.0:10902")]
     pub http_address: SocketAddr,
     /// Time to wait after an interrupt for in-flight HTTP requests to finish.
     #[arg(long = "http-grace-period", value_name = "DURATION", default_value = "2m", value_parser = duration)]
     pub http_grace_period: Duration,
     /// Listen host:port for the gRPC StoreAPI and Info services.
-    #[arg(
-        long = "grpc-address",
-        value_name = "HOST:PORT",
-        default_value = "0.0.0.0:10901"
-    )]
+    #[arg(long = "grpc-address", value_name = "HOST:PORT", default_value = "0.0.0.0:10901")]
     pub grpc_address: SocketAddr,
     /// Time to wait after an interrupt for in-flight gRPC calls to finish.
     #[arg(long = "grpc-grace-period", value_name = "DURATION", default_value = "2m", value_parser = duration)]
@@ -110,11 +92,7 @@ pub struct QueryArgs {
     pub endpoints: Vec<String>,
     /// Files with endpoint addresses (file service discovery, YAML or JSON target groups),
     /// re-read when they change. Repeatable.
-    #[arg(
-        long = "endpoint.sd-files",
-        visible_alias = "store.sd-files",
-        value_name = "FILE"
-    )]
+    #[arg(long = "endpoint.sd-files", visible_alias = "store.sd-files", value_name = "FILE")]
     pub endpoint_sd_files: Vec<PathBuf>,
     /// Refresh interval for the --endpoint.sd-files, in addition to reloading on change.
     #[arg(long = "endpoint.sd-interval", visible_alias = "store.sd-interval", value_name = "DURATION", default_value = "5m", value_parser = duration)]
@@ -123,10 +101,7 @@ pub struct QueryArgs {
     #[arg(long = "query.replica-label", value_name = "LABEL")]
     pub replica_labels: Vec<String>,
     /// Answer with a warning instead of an error when some stores fail (the default).
-    #[arg(
-        long = "query.partial-response",
-        overrides_with = "no_partial_response"
-    )]
+    #[arg(long = "query.partial-response", overrides_with = "no_partial_response")]
     pub partial_response: bool,
     /// Fail the whole query when any store fails.
     #[arg(long = "no-query.partial-response")]
@@ -141,25 +116,13 @@ pub struct QueryArgs {
     #[arg(long = "query.lookback-delta", value_name = "DURATION", default_value = "5m", value_parser = duration)]
     pub lookback_delta: Duration,
     /// Maximum number of samples a single query may hold in memory.
-    #[arg(
-        long = "query.max-samples",
-        value_name = "N",
-        default_value_t = 50_000_000
-    )]
+    #[arg(long = "query.max-samples", value_name = "N", default_value_t = 50_000_000)]
     pub max_samples: u64,
     /// Maximum series a single store may return for one request (0: unlimited).
-    #[arg(
-        long = "store.limits.request-series",
-        value_name = "N",
-        default_value_t = 0
-    )]
+    #[arg(long = "store.limits.request-series", value_name = "N", default_value_t = 0)]
     pub request_series_limit: u64,
     /// Maximum samples a single store may return for one request (0: unlimited).
-    #[arg(
-        long = "store.limits.request-samples",
-        value_name = "N",
-        default_value_t = 0
-    )]
+    #[arg(long = "store.limits.request-samples", value_name = "N", default_value_t = 0)]
     pub request_samples_limit: u64,
     /// Timeout for one store's response; 0 means the query timeout applies.
     #[arg(long = "store.response-timeout", value_name = "DURATION", default_value = "0", value_parser = duration)]
@@ -189,11 +152,7 @@ pub struct StoreArgs {
     #[arg(long = "max-time", value_name = "TIME")]
     pub max_time: Option<String>,
     /// Maximum size of the in-memory index cache (e.g. 250MB).
-    #[arg(
-        long = "index-cache-size",
-        value_name = "SIZE",
-        default_value = "250MB"
-    )]
+    #[arg(long = "index-cache-size", value_name = "SIZE", default_value = "250MB")]
     pub index_cache_size: String,
     /// Maximum size of the in-memory chunk cache (e.g. 2GB).
     #[arg(long = "chunk-pool-size", value_name = "SIZE", default_value = "2GB")]
@@ -202,18 +161,10 @@ pub struct StoreArgs {
     #[arg(long = "sync-block-duration", value_name = "DURATION", default_value = "15m", value_parser = duration)]
     pub sync_block_duration: Duration,
     /// Maximum series one Series request may touch (0: unlimited).
-    #[arg(
-        long = "store.limits.request-series",
-        value_name = "N",
-        default_value_t = 0
-    )]
+    #[arg(long = "store.limits.request-series", value_name = "N", default_value_t = 0)]
     pub request_series_limit: u64,
     /// Maximum samples one Series request may return (0: unlimited).
-    #[arg(
-        long = "store.limits.request-samples",
-        value_name = "N",
-        default_value_t = 0
-    )]
+    #[arg(long = "store.limits.request-samples", value_name = "N", default_value_t = 0)]
     pub request_samples_limit: u64,
     /// Serve a store plugin (a manifest.toml beside its component) instead of a bucket.
     #[arg(long = "plugin", value_name = "MANIFEST", value_parser = readable_file)]
@@ -227,11 +178,7 @@ pub struct SidecarArgs {
     #[command(flatten)]
     pub objstore: ObjstoreArgs,
     /// URL at which the Prometheus server next to this sidecar is reached.
-    #[arg(
-        long = "prometheus.url",
-        value_name = "URL",
-        default_value = "http://localhost:9090"
-    )]
+    #[arg(long = "prometheus.url", value_name = "URL", default_value = "http://localhost:9090")]
     pub prometheus_url: String,
     /// Data directory of that Prometheus; needed to ship blocks to object storage.
     #[arg(long = "tsdb.path", value_name = "DIR")]
@@ -257,11 +204,7 @@ pub struct ReceiveArgs {
     #[command(flatten)]
     pub objstore: ObjstoreArgs,
     /// Listen host:port for Prometheus remote write (POST /api/v1/receive).
-    #[arg(
-        long = "remote-write.address",
-        value_name = "HOST:PORT",
-        default_value = "0.0.0.0:19291"
-    )]
+    #[arg(long = "remote-write.address", value_name = "HOST:PORT", default_value = "0.0.0.0:19291")]
     pub remote_write_address: SocketAddr,
     /// Directory for the write-ahead log and the local head block.
     #[arg(long = "tsdb.path", value_name = "DIR", default_value = "./data")]
@@ -273,29 +216,17 @@ pub struct ReceiveArgs {
     #[arg(long = "label", value_name = "NAME=\"VALUE\"", value_parser = external_label)]
     pub labels: Vec<(String, String)>,
     /// HTTP header that carries the tenant of a write request.
-    #[arg(
-        long = "receive.tenant-header",
-        value_name = "HEADER",
-        default_value = "THANOS-TENANT"
-    )]
+    #[arg(long = "receive.tenant-header", value_name = "HEADER", default_value = "THANOS-TENANT")]
     pub tenant_header: String,
     /// Tenant used when a request carries no tenant header.
-    #[arg(
-        long = "receive.default-tenant-id",
-        value_name = "TENANT",
-        default_value = "default-tenant"
-    )]
+    #[arg(long = "receive.default-tenant-id", value_name = "TENANT", default_value = "default-tenant")]
     pub default_tenant: String,
 }
 
 #[derive(Debug, Args)]
 pub struct CompactArgs {
     /// Listen host:port for HTTP endpoints (/metrics, /-/healthy, /-/ready).
-    #[arg(
-        long = "http-address",
-        value_name = "HOST:PORT",
-        default_value = "0.0.0.0:10902"
-    )]
+    #[arg(long = "http-address", value_name = "HOST:PORT", default_value = "0.0.0.0:10902")]
     pub http_address: SocketAddr,
     #[command(flatten)]
     pub objstore: ObjstoreArgs,
@@ -354,25 +285,13 @@ pub struct RuleArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Listen host:port for the UI and the Prometheus HTTP API.
-    #[arg(
-        long = "http-address",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:29090"
-    )]
+    #[arg(long = "http-address", value_name = "HOST:PORT", default_value = "127.0.0.1:29090")]
     pub http_address: SocketAddr,
     /// Listen host:port for the StoreAPI, so other queriers can use the demo's data.
-    #[arg(
-        long = "grpc-address",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:29091"
-    )]
+    #[arg(long = "grpc-address", value_name = "HOST:PORT", default_value = "127.0.0.1:29091")]
     pub grpc_address: SocketAddr,
     /// Where the demo keeps its local bucket and caches.
-    #[arg(
-        long = "data-dir",
-        value_name = "DIR",
-        default_value = "./gauntlet-demo"
-    )]
+    #[arg(long = "data-dir", value_name = "DIR", default_value = "./gauntlet-demo")]
     pub data_dir: PathBuf,
 }
 
@@ -465,10 +384,9 @@ fn external_label(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not of the form name=\"value\""))?;
-    let valid_name = name
-        .chars()
-        .enumerate()
-        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    let valid_name = name.chars().enumerate().all(|(i, c)| {
+        c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+    });
     if name.is_empty() || !valid_name {
         return Err(format!("{name:?} is not a valid label name"));
     }
@@ -502,9 +420,7 @@ mod tests {
             "replica",
         ])
         .expect("valid command line");
-        let Command::Query(query) = cli.command else {
-            panic!("expected the query role")
-        };
+        let Command::Query(query) = cli.command else { panic!("expected the query role") };
         assert_eq!(query.endpoints, ["a:1", "b:2"]);
         assert_eq!(query.replica_labels, ["replica"]);
         assert!(query.partial_response_enabled());
@@ -515,22 +431,14 @@ mod tests {
     fn partial_response_can_be_disabled() {
         let cli = Cli::try_parse_from(["gauntlet", "query", "--no-query.partial-response"])
             .expect("valid command line");
-        let Command::Query(query) = cli.command else {
-            panic!("expected the query role")
-        };
+        let Command::Query(query) = cli.command else { panic!("expected the query role") };
         assert!(!query.partial_response_enabled());
     }
 
     #[test]
     fn external_labels_parse_with_and_without_quotes() {
-        assert_eq!(
-            external_label("replica=\"0\""),
-            Ok(("replica".into(), "0".into()))
-        );
-        assert_eq!(
-            external_label("cluster=eu1"),
-            Ok(("cluster".into(), "eu1".into()))
-        );
+        assert_eq!(external_label("replica=\"0\""), Ok(("replica".into(), "0".into())));
+        assert_eq!(external_label("cluster=eu1"), Ok(("cluster".into(), "eu1".into())));
         assert!(external_label("noequals").is_err());
         assert!(external_label("0bad=x").is_err());
     }

@@ -46,22 +46,12 @@ fn report_parse_error(error: &clap::Error) -> ExitCode {
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = error.print();
-            if error.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            }
+            if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS }
         }
         _ => {
             let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("error");
-            eprintln!(
-                "gauntlet: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            let first = rendered.lines().find(|line| !line.trim().is_empty()).unwrap_or("error");
+            eprintln!("gauntlet: {} (see --help)", first.trim_start_matches("error: "));
             ExitCode::from(EXIT_USAGE)
         }
     }

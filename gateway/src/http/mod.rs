@@ -47,18 +47,12 @@ async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
     if readiness.is_ready() {
         (StatusCode::OK, "Gauntlet is Ready.\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Gauntlet is not ready yet.\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "Gauntlet is not ready yet.\n")
     }
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(),
-    )
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render())
 }
 
 /// Binds `address`, naming the flag in the error so a busy or invalid port is easy to fix.
@@ -70,12 +64,6 @@ pub async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener
 
 /// Serves `router` on `listener` until `shutdown` is requested, then lets in-flight requests
 /// finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.requested())
-        .await
+pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.requested()).await
 }
