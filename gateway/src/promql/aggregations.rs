@@ -18,7 +18,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val};
-use super::functions::fmt_float;
+use super::functions::{fmt_float, fmt_go_g};
 use super::value::Point;
 
 /// Neumaier-compensated summation step, as Prometheus does it.
@@ -94,7 +94,7 @@ fn to_k(f: f64) -> Result<i64> {
     if f.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
         return Err(QueryError::exec(format!(
             "Scalar value {} overflows int64",
-            fmt_float(f)
+            fmt_go_g(f)
         )));
     }
     Ok(f as i64)
@@ -229,7 +229,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     ev.warn(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}",
-                        fmt_float(q)
+                        fmt_go_g(q)
                     ));
                 }
             }
@@ -419,7 +419,7 @@ fn select_series(
             if r0.is_nan() {
                 return Err(QueryError::exec(format!(
                     "Ratio value {} is NaN",
-                    fmt_float(r0)
+                    fmt_go_g(r0)
                 )));
             }
             let mut r = r0;
@@ -428,8 +428,8 @@ fn select_series(
                 if !warned {
                     ev.warn(format!(
                         "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
-                        fmt_float(r),
-                        fmt_float(cap)
+                        fmt_go_g(r),
+                        fmt_go_g(cap)
                     ));
                     warned = true;
                 }

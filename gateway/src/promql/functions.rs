@@ -35,6 +35,24 @@ pub(crate) fn fmt_float(f: f64) -> String {
     }
 }
 
+/// Formats a float like Go's `%g`/`%v` (shortest digits, exponent form below 1e-4 and from
+/// 1e6 on), as Prometheus's messages do.
+pub(crate) fn fmt_go_g(f: f64) -> String {
+    if !f.is_finite() || f == 0.0 {
+        return fmt_float(f);
+    }
+    let sci = format!("{f:e}");
+    let Some((mant, exp)) = sci.split_once('e') else {
+        return fmt_float(f);
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return format!("{f}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mant}e{sign}{:02}", exp.abs())
+}
+
 fn go_max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
@@ -765,7 +783,7 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     {
         ev.warn(format!(
             "PromQL warning: quantile value should be between 0 and 1, got {}",
-            fmt_float(q)
+            fmt_go_g(q)
         ));
     }
     let start = ev.start;
@@ -999,5 +1017,11 @@ mod tests {
         assert!(extrapolated_rate(&w[..1], 75_000, 75_000, false, true, true).is_none());
         assert_eq!(fmt_float(f64::INFINITY), "+Inf");
         assert_eq!(fmt_float(1.5), "1.5");
+        assert_eq!(fmt_go_g(1.5), "1.5");
+        assert_eq!(fmt_go_g(1e20), "1e+20");
+        assert_eq!(fmt_go_g(123_456_789.0), "1.23456789e+08");
+        assert_eq!(fmt_go_g(0.00001), "1e-05");
+        assert_eq!(fmt_go_g(-0.5), "-0.5");
+        assert_eq!(fmt_go_g(f64::NAN), "NaN");
     }
 }

@@ -10,7 +10,7 @@ use promql_parser::parser::Call;
 
 use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val};
-use super::functions::fmt_float;
+use super::functions::fmt_go_g;
 use super::value::Point;
 
 const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
@@ -148,7 +148,7 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
             ev.warn(format!(
                 "PromQL warning: quantile value should be between 0 and 1, got {}",
-                fmt_float(q)
+                fmt_go_g(q)
             ));
         }
     }
