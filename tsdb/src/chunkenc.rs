@@ -161,6 +161,30 @@ impl<'a> BitReader<'a> {
         Some(prefix)
     }
 
+    /// Reads a value's control bits: `0` (unchanged) → 0, `10` (same window) → 1,
+    /// `11` (new window) → 2.
+    #[inline]
+    fn read_value_control(&mut self) -> Option<u8> {
+        if self.valid < 2 {
+            self.refill();
+        }
+        if self.valid >= 2 {
+            let top = self.buf >> 62;
+            let (ctrl, used) = match top {
+                0 | 1 => (0, 1),
+                2 => (1, 2),
+                _ => (2, 2),
+            };
+            self.buf <<= used;
+            self.valid -= used;
+            return Some(ctrl);
+        }
+        if !self.read_bit()? {
+            return Some(0);
+        }
+        Some(if self.read_bit()? { 2 } else { 1 })
+    }
+
     /// Reads `nbits` (0..=64) bits, most significant first.
     #[inline]
     fn read_bits(&mut self, nbits: u8) -> Option<u64> {
@@ -488,16 +512,16 @@ impl<'a> XorIterator<'a> {
         Ok(Some((self.t, self.v)))
     }
 
+    #[inline]
     fn read_value(&mut self) -> Result<(), ChunkError> {
-        let changed = self.r.read_bit().ok_or(ChunkError::Truncated("value"))?;
-        if !changed {
+        let ctrl = self
+            .r
+            .read_value_control()
+            .ok_or(ChunkError::Truncated("value"))?;
+        if ctrl == 0 {
             return Ok(());
         }
-        let new_window = self
-            .r
-            .read_bit()
-            .ok_or(ChunkError::Truncated("value control"))?;
-        if new_window {
+        if ctrl == 2 {
             let lead = self
                 .r
                 .read_bits(5)
@@ -509,11 +533,11 @@ impl<'a> XorIterator<'a> {
             if sig == 0 {
                 sig = 64;
             }
-            self.leading = lead;
-            self.trailing = 64u8.saturating_sub(lead).saturating_sub(sig);
             if u16::from(lead) + u16::from(sig) > 64 {
                 return Err(ChunkError::Truncated("bad value window"));
             }
+            self.leading = lead;
+            self.trailing = 64 - lead - sig;
         }
         let sig = 64 - self.leading - self.trailing;
         let bits = self
