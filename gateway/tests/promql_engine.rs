@@ -232,3 +232,353 @@ async fn odd_queries_never_panic() {
         let _ = e.range_query(&s, q, 0, 700_000, 7_000).await;
     }
 }
+
+#[tokio::test]
+async fn extreme_times_and_ranges_do_not_panic() {
+    let s = store(2, 20, 15_000);
+    let e = Engine::new(EngineOptions {
+        max_samples: 1_000_000,
+        ..EngineOptions::default()
+    });
+    let queries = [
+        "x_total @ 9000000000",
+        "x_total @ -9000000000",
+        "x_total offset 100000000y",
+        "x_total offset -100000000y",
+        "rate(x_total[100000000y])",
+        "x_total[100000000y]",
+        "max_over_time(x_total[1y:1ms])",
+        "max_over_time(x_total[100000000y:1y])",
+        "sum_over_time(x_total[5m:1ms] offset -100000000y)",
+        "time() + x_total @ end()",
+        "x_total[5m] @ start()",
+    ];
+    for q in queries {
+        let _ = e.instant_query(&s, q, 600_000).await;
+        let _ = e.instant_query(&s, q, i64::MAX / 2).await;
+        let _ = e.instant_query(&s, q, i64::MIN / 2).await;
+        let _ = e.range_query(&s, q, 0, 700_000, 7_000).await;
+    }
+    // Far too many steps is an error, not an allocation.
+    let err = e
+        .range_query(&s, "x_total", i64::MIN / 2, i64::MAX / 2, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "execution");
+    let err = e
+        .instant_query(&s, "max_over_time(x_total[1y:1ms])", 600_000)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "execution");
+}
+
+/// Builds random, mostly valid expressions from PromQL pieces and evaluates them: any error is
+/// fine, a panic is not.
+#[tokio::test]
+async fn random_expressions_never_panic() {
+    let s = store(5, 60, 15_000);
+    let e = Engine::new(EngineOptions {
+        max_samples: 2_000_000,
+        ..EngineOptions::default()
+    });
+    let leaves = [
+        "x_total",
+        "x_total{job=\"a\"}",
+        "x_total{job=~\"a|b\"}",
+        "x_total offset 1m",
+        "x_total @ 300",
+        "1",
+        "-2.5",
+        "NaN",
+        "Inf",
+        "time()",
+        "vector(3)",
+        "scalar(x_total)",
+        "nothing",
+        "x_total{instance!=\"1\"}",
+        "x_total{job!~\"b\"}",
+    ];
+    let ranges = [
+        "[1m]",
+        "[5m]",
+        "[10m:30s]",
+        "[2m] offset 30s",
+        "[3m:] @ 600",
+    ];
+    let range_funcs = [
+        "rate",
+        "irate",
+        "increase",
+        "delta",
+        "idelta",
+        "deriv",
+        "changes",
+        "resets",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "last_over_time",
+        "present_over_time",
+        "absent_over_time",
+        "mad_over_time",
+    ];
+    let funcs = [
+        "abs",
+        "ceil",
+        "floor",
+        "exp",
+        "sqrt",
+        "ln",
+        "log2",
+        "sgn",
+        "sort",
+        "sort_desc",
+        "absent",
+        "timestamp",
+        "-",
+    ];
+    let aggs = [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ];
+    let param_aggs = [
+        "topk(2,",
+        "bottomk(1,",
+        "quantile(0.5,",
+        "limitk(2,",
+        "limit_ratio(0.5,",
+    ];
+    let ops = [
+        "+", "-", "*", "/", "%", "^", "atan2", "==", "!=", "> bool", "<", ">=", "<= bool", "and",
+        "or", "unless",
+    ];
+    let mods = [
+        "",
+        " on(job)",
+        " ignoring(instance)",
+        " on(job) group_left",
+        " ignoring(instance) group_right(job)",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    fn build_expr(depth: usize, rnd: &mut dyn FnMut(usize) -> usize, p: &[&[&str]; 8]) -> String {
+        let [
+            leaves,
+            ranges,
+            range_funcs,
+            funcs,
+            aggs,
+            param_aggs,
+            ops,
+            mods,
+        ] = p;
+        if depth == 0 {
+            return leaves[rnd(leaves.len())].to_string();
+        }
+        match rnd(6) {
+            0 => format!(
+                "{}(x_total{})",
+                range_funcs[rnd(range_funcs.len())],
+                ranges[rnd(ranges.len())]
+            ),
+            1 => format!(
+                "{}({})",
+                funcs[rnd(funcs.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            2 => format!(
+                "{} by (job) ({})",
+                aggs[rnd(aggs.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            3 => format!(
+                "{} {})",
+                param_aggs[rnd(param_aggs.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            4 => format!(
+                "({}) {}{} ({})",
+                build_expr(depth - 1, rnd, p),
+                ops[rnd(ops.len())],
+                mods[rnd(mods.len())],
+                build_expr(depth - 1, rnd, p)
+            ),
+            _ => format!("max_over_time(({})[5m:1m])", build_expr(depth - 1, rnd, p)),
+        }
+    }
+    let pieces: [&[&str]; 8] = [
+        &leaves,
+        &ranges,
+        &range_funcs,
+        &funcs,
+        &aggs,
+        &param_aggs,
+        &ops,
+        &mods,
+    ];
+    let mut ok = 0;
+    for _ in 0..400 {
+        let q = build_expr(1 + rnd(3), &mut rnd, &pieces);
+        ok += usize::from(e.instant_query(&s, &q, 600_000).await.is_ok());
+        let _ = e.range_query(&s, &q, 0, 900_000, 30_000).await;
+    }
+    // Most generated queries are valid; make sure the run exercised evaluation.
+    assert!(ok > 100, "only {ok} queries evaluated");
+}
+
+/// Records the selections the engine asks for.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Selection>>);
+
+#[async_trait]
+impl Queryable for Recorder {
+    async fn select(&self, s: &Selection) -> Result<SeriesSet, StorageError> {
+        self.0.lock().unwrap().push(s.clone());
+        Ok(SeriesSet::default())
+    }
+}
+
+#[tokio::test]
+async fn selections_carry_time_range_and_hints() {
+    let rec = Recorder::default();
+    let e = Engine::default();
+    e.range_query(
+        &rec,
+        "sum by (job) (rate(x[5m] offset 1m))",
+        600_000,
+        1_200_000,
+        15_000,
+    )
+    .await
+    .unwrap();
+    e.instant_query(&rec, "max_over_time(y[10m:30s])", 3_600_000)
+        .await
+        .unwrap();
+    let sels = rec.0.lock().unwrap().clone();
+    assert_eq!(sels.len(), 2);
+    let x = &sels[0];
+    assert_eq!(
+        (x.start_ms, x.end_ms),
+        (600_000 - 60_000 - 300_000 + 1, 1_200_000 - 60_000)
+    );
+    assert_eq!(x.hints.func.as_deref(), Some("rate"));
+    assert_eq!(x.hints.range_ms, 300_000);
+    assert_eq!(x.hints.step_ms, 15_000);
+    assert!(x.hints.by);
+    assert_eq!(x.hints.grouping, vec!["job".to_string()]);
+    assert!(
+        x.matchers
+            .iter()
+            .any(|m| m.name == "__name__" && m.value == "x")
+    );
+    let y = &sels[1];
+    assert_eq!(y.hints.step_ms, 30_000);
+    assert!(y.start_ms <= 3_600_000 - 600_000 - 300_000 + 1 && y.end_ms == 3_600_000);
+}
+
+#[tokio::test]
+async fn lookback_and_staleness() {
+    let mut s = MemoryQueryable::new();
+    let l = Labels::from_pairs(&[("__name__", "m")]);
+    let samples = [
+        Sample { t: 0, v: 1.0 },
+        Sample { t: 60_000, v: 2.0 },
+        Sample {
+            t: 120_000,
+            v: gauntlet_tsdb::stale_nan(),
+        },
+    ];
+    s.add_series(l, &samples).unwrap();
+    let e = Engine::new(EngineOptions {
+        lookback_delta: Duration::from_secs(30),
+        ..EngineOptions::default()
+    });
+    let r = e.range_query(&s, "m", 0, 180_000, 15_000).await.unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    // Points at 0, 15s (lookback 30s is left-open: 30s is out), 60s, 75s; stale from 120s.
+    let ts: Vec<i64> = m[0].points.iter().map(|p| p.t).collect();
+    assert_eq!(ts, vec![0, 15_000, 60_000, 75_000]);
+    let e = Engine::default();
+    let r = e.range_query(&s, "m", 0, 180_000, 60_000).await.unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    assert_eq!(
+        m[0].points.iter().map(|p| p.t).collect::<Vec<_>>(),
+        vec![0, 60_000]
+    );
+}
+
+#[test]
+fn parse_errors_carry_positions_when_lexing_fails() {
+    let err = gauntlet::promql::parse_expr("sum(rate(foo[5m] ! 3))").unwrap_err();
+    let QueryError::BadData { message, position } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*position, Some((18, 19)), "{message}");
+    assert!(message.starts_with("1:19: parse error:"), "{message}");
+    let err = gauntlet::promql::parse_expr("sum(").unwrap_err();
+    assert_eq!(err.kind(), "bad_data");
+}
+
+#[test]
+fn query_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let s = MemoryQueryable::new();
+    let e = Engine::default();
+    let f = e.instant_query(&s, "up", 0);
+    assert_send(&f);
+    let g = e.range_query(&s, "up", 0, 1, 1);
+    assert_send(&g);
+}
+
+#[test]
+fn deeply_nested_queries_are_rejected_not_crashing() {
+    // Run on a small stack like a runtime worker thread.
+    let h = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let s = store(1, 10, 15_000);
+                let e = Engine::default();
+                let parens = format!("{}x_total{}", "(".repeat(20_000), ")".repeat(20_000));
+                let sum = format!("x_total{}", " + 1".repeat(20_000));
+                let neg = format!("{}x_total", "-".repeat(20_000));
+                let calls = format!("{}x_total{}", "abs(".repeat(20_000), ")".repeat(20_000));
+                for q in [parens, sum, neg, calls] {
+                    let r = e.instant_query(&s, &q, 60_000).await;
+                    assert_eq!(
+                        r.unwrap_err().kind(),
+                        "bad_data",
+                        "a 20k-deep query should be refused"
+                    );
+                }
+                // Within the operator budget but deeper than the evaluator accepts.
+                let q = format!("x_total{}", " + 1".repeat(5_000));
+                assert_eq!(
+                    e.instant_query(&s, &q, 60_000).await.unwrap_err().kind(),
+                    "bad_data"
+                );
+                // Moderate depth still works on a small stack (the evaluator grows its stack).
+                let depth = 500;
+                let q = format!("x_total{}", " + 1".repeat(depth));
+                e.instant_query(&s, &q, 60_000).await.unwrap();
+                let q = format!("{}x_total{}", "abs(".repeat(depth), ")".repeat(depth));
+                e.instant_query(&s, &q, 60_000).await.unwrap();
+                let q = format!("{}x_total{}", "(".repeat(depth), ")".repeat(depth));
+                e.instant_query(&s, &q, 60_000).await.unwrap();
+            });
+        })
+        .unwrap();
+    h.join().unwrap();
+}

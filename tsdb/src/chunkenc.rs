@@ -84,48 +84,143 @@ impl BitWriter {
 #[derive(Debug, Clone)]
 struct BitReader<'a> {
     bytes: &'a [u8],
-    /// Bit position from the start of `bytes`.
-    pos: usize,
+    /// Next byte of `bytes` to load into `buf`.
+    next: usize,
+    /// Buffered bits, left-aligned (the next bit to read is bit 63).
+    buf: u64,
+    /// Number of valid bits in `buf`.
+    valid: u32,
 }
 
 impl<'a> BitReader<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self {
+            bytes,
+            next: 0,
+            buf: 0,
+            valid: 0,
+        }
     }
 
+    /// Loads whole bytes into the buffer while there is room; returns false at end of input.
+    #[inline]
+    fn refill(&mut self) -> bool {
+        let before = self.valid;
+        if self.valid == 0 && self.bytes.len() >= self.next + 8 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.bytes[self.next..self.next + 8]);
+            self.buf = u64::from_be_bytes(w);
+            self.valid = 64;
+            self.next += 8;
+            return true;
+        }
+        while self.valid <= 56 {
+            let Some(&b) = self.bytes.get(self.next) else {
+                break;
+            };
+            self.buf |= u64::from(b) << (56 - self.valid);
+            self.valid += 8;
+            self.next += 1;
+        }
+        self.valid > before
+    }
+
+    #[inline]
     fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
-        self.pos += 1;
+        if self.valid == 0 && !self.refill() {
+            return None;
+        }
+        let bit = self.buf >> 63 == 1;
+        self.buf <<= 1;
+        self.valid -= 1;
         Some(bit)
     }
 
+    /// Reads the delta-of-delta bucket prefix: the number of leading one bits, at most four
+    /// (a zero bit ends the prefix and is consumed too).
+    #[inline]
+    fn read_dod_prefix(&mut self) -> Option<u8> {
+        if self.valid < 4 {
+            self.refill();
+        }
+        if self.valid >= 4 {
+            let top = (self.buf >> 60) as u32;
+            let ones = (((!top) & 0xf) << 28).leading_zeros().min(4);
+            let consumed = if ones == 4 { 4 } else { ones + 1 };
+            self.buf <<= consumed;
+            self.valid -= consumed;
+            return Some(ones as u8);
+        }
+        let mut prefix = 0u8;
+        for _ in 0..4 {
+            if !self.read_bit()? {
+                break;
+            }
+            prefix += 1;
+        }
+        Some(prefix)
+    }
+
+    /// Reads a value's control bits: `0` (unchanged) → 0, `10` (same window) → 1,
+    /// `11` (new window) → 2.
+    #[inline]
+    fn read_value_control(&mut self) -> Option<u8> {
+        if self.valid < 2 {
+            self.refill();
+        }
+        if self.valid >= 2 {
+            let top = self.buf >> 62;
+            let (ctrl, used) = match top {
+                0 | 1 => (0, 1),
+                2 => (1, 2),
+                _ => (2, 2),
+            };
+            self.buf <<= used;
+            self.valid -= used;
+            return Some(ctrl);
+        }
+        if !self.read_bit()? {
+            return Some(0);
+        }
+        Some(if self.read_bit()? { 2 } else { 1 })
+    }
+
     /// Reads `nbits` (0..=64) bits, most significant first.
+    #[inline]
     fn read_bits(&mut self, nbits: u8) -> Option<u64> {
-        let n = usize::from(nbits);
+        let n = u32::from(nbits);
         if n == 0 {
             return Some(0);
         }
-        if n > 64 || self.pos + n > self.bytes.len() * 8 {
+        if n > 64 {
             return None;
         }
-        let byte = self.pos / 8;
-        let off = self.pos % 8;
-        let mut buf = [0u8; 8];
-        let avail = (self.bytes.len() - byte).min(8);
-        buf[..avail].copy_from_slice(&self.bytes[byte..byte + avail]);
-        let w = u64::from_be_bytes(buf);
-        let v = if off + n <= 64 {
-            (w << off) >> (64 - n)
+        if self.valid < n {
+            self.refill();
+        }
+        if self.valid >= n {
+            let v = self.buf >> (64 - n);
+            self.buf = if n == 64 { 0 } else { self.buf << n };
+            self.valid -= n;
+            return Some(v);
+        }
+        // Split read: take what is buffered, refill, take the rest.
+        let first = self.valid;
+        let hi = if first == 0 {
+            0
         } else {
-            // The value spills into a ninth byte (which the bounds check guarantees exists).
-            let rem = off + n - 64;
-            let low = w & ((1u64 << (64 - off)) - 1);
-            let extra = u64::from(*self.bytes.get(byte + 8)?);
-            (low << rem) | (extra >> (8 - rem))
+            self.buf >> (64 - first)
         };
-        self.pos += n;
-        Some(v)
+        self.buf = 0;
+        self.valid = 0;
+        let rest = n - first;
+        if !self.refill() || self.valid < rest {
+            return None;
+        }
+        let lo = self.buf >> (64 - rest);
+        self.buf = if rest == 64 { 0 } else { self.buf << rest };
+        self.valid -= rest;
+        Some(hi.checked_shl(rest).unwrap_or(0) | lo)
     }
 
     fn read_byte(&mut self) -> Option<u8> {
@@ -383,17 +478,10 @@ impl<'a> XorIterator<'a> {
                 self.read_value()?;
             }
             _ => {
-                let mut prefix = 0u8;
-                for _ in 0..4 {
-                    let bit = self
-                        .r
-                        .read_bit()
-                        .ok_or(ChunkError::Truncated("dod prefix"))?;
-                    if !bit {
-                        break;
-                    }
-                    prefix += 1;
-                }
+                let prefix = self
+                    .r
+                    .read_dod_prefix()
+                    .ok_or(ChunkError::Truncated("dod prefix"))?;
                 let nbits = match prefix {
                     0 => 0,
                     1 => 14,
@@ -424,16 +512,16 @@ impl<'a> XorIterator<'a> {
         Ok(Some((self.t, self.v)))
     }
 
+    #[inline]
     fn read_value(&mut self) -> Result<(), ChunkError> {
-        let changed = self.r.read_bit().ok_or(ChunkError::Truncated("value"))?;
-        if !changed {
+        let ctrl = self
+            .r
+            .read_value_control()
+            .ok_or(ChunkError::Truncated("value"))?;
+        if ctrl == 0 {
             return Ok(());
         }
-        let new_window = self
-            .r
-            .read_bit()
-            .ok_or(ChunkError::Truncated("value control"))?;
-        if new_window {
+        if ctrl == 2 {
             let lead = self
                 .r
                 .read_bits(5)
@@ -445,11 +533,11 @@ impl<'a> XorIterator<'a> {
             if sig == 0 {
                 sig = 64;
             }
-            self.leading = lead;
-            self.trailing = 64u8.saturating_sub(lead).saturating_sub(sig);
             if u16::from(lead) + u16::from(sig) > 64 {
                 return Err(ChunkError::Truncated("bad value window"));
             }
+            self.leading = lead;
+            self.trailing = 64 - lead - sig;
         }
         let sig = 64 - self.leading - self.trailing;
         let bits = self
@@ -603,6 +691,41 @@ mod tests {
             (-100, f64::INFINITY),
             (i64::MAX / 4, f64::MIN_POSITIVE),
         ]);
+    }
+
+    #[test]
+    fn roundtrip_random_lengths_and_alignments() {
+        let mut seed = 0xdead_beef_cafe_f00du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let len = (rnd() % 200) as usize + 1;
+            let mut t = (rnd() % 1_000_000) as i64 - 500_000;
+            let mut v = 0.0f64;
+            let mut samples = Vec::with_capacity(len);
+            for _ in 0..len {
+                t += match rnd() % 6 {
+                    0 => 15_000,
+                    1 => (rnd() % 20) as i64,
+                    2 => (rnd() % 100_000) as i64,
+                    3 => (rnd() % (1 << 30)) as i64,
+                    _ => 15_000 + (rnd() % 7) as i64 - 3,
+                };
+                v = match rnd() % 5 {
+                    0 => v,
+                    1 => v + 1.0,
+                    2 => (rnd() % 1000) as f64 / 7.0,
+                    3 => f64::from_bits(rnd()),
+                    _ => -v,
+                };
+                samples.push((t, v));
+            }
+            roundtrip(&samples);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val};
-use super::functions::fmt_float;
+use super::functions::{fmt_float, fmt_go_g};
 use super::value::Point;
 
 /// Neumaier-compensated summation step, as Prometheus does it.
@@ -94,7 +94,7 @@ fn to_k(f: f64) -> Result<i64> {
     if f.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
         return Err(QueryError::exec(format!(
             "Scalar value {} overflows int64",
-            fmt_float(f)
+            fmt_go_g(f)
         )));
     }
     Ok(f as i64)
@@ -147,40 +147,72 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
 
     let out = match op {
         T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR => {
-            let mut acc = vec![Acc::default(); ng * n];
-            for (si, s) in input.iter().enumerate() {
-                let g = group_of[si];
-                for p in &s.pts {
-                    let idx = g * n + ev.step_index(p.t);
-                    let Some(x) = acc.get_mut(idx) else { continue };
-                    accumulate(op, x, p.v);
+            // Steps are processed in blocks so the accumulators stay bounded (groups × block)
+            // however long the range is; each series keeps a cursor into its points.
+            // Few groups (the common case) take a single pass over each series.
+            const BLOCK: usize = 64;
+            const SINGLE_PASS_CELLS: usize = 1 << 18;
+            let bw = if ng.saturating_mul(n) <= SINGLE_PASS_CELLS {
+                n
+            } else {
+                BLOCK.min(n)
+            }
+            .max(1);
+            let mut acc = vec![Acc::default(); ng * bw];
+            let mut cursors = vec![0usize; input.len()];
+            let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
+            let mut b0 = 0;
+            while b0 < n {
+                let b1 = (b0 + bw).min(n);
+                acc.iter_mut().for_each(|a| a.seen = false);
+                for (si, s) in input.iter().enumerate() {
+                    let g = group_of[si];
+                    let c = &mut cursors[si];
+                    while let Some(p) = s.pts.get(*c) {
+                        let i = ev.step_index(p.t);
+                        if i >= b1 {
+                            break;
+                        }
+                        *c += 1;
+                        if i < b0 {
+                            continue;
+                        }
+                        if let Some(x) = acc.get_mut(g * bw + (i - b0)) {
+                            accumulate(op, x, p.v);
+                        }
+                    }
                 }
+                for (g, pts) in group_pts.iter_mut().enumerate() {
+                    for k in 0..(b1 - b0) {
+                        let x = &acc[g * bw + k];
+                        if !x.seen {
+                            continue;
+                        }
+                        let v = match op {
+                            T_SUM => x.v + x.c,
+                            T_AVG => {
+                                if x.incr {
+                                    x.mean + x.c
+                                } else {
+                                    (x.v + x.c) / x.n
+                                }
+                            }
+                            T_COUNT => x.n,
+                            T_GROUP => 1.0,
+                            T_MIN | T_MAX => x.v,
+                            T_STDVAR => x.v / x.n,
+                            _ => (x.v / x.n).sqrt(),
+                        };
+                        pts.push(Point {
+                            t: ev.ts(b0 + k),
+                            v,
+                        });
+                    }
+                }
+                b0 = b1;
             }
             let mut out = Vec::with_capacity(ng);
-            for g in 0..ng {
-                let mut pts = Vec::new();
-                for i in 0..n {
-                    let x = &acc[g * n + i];
-                    if !x.seen {
-                        continue;
-                    }
-                    let v = match op {
-                        T_SUM => x.v + x.c,
-                        T_AVG => {
-                            if x.incr {
-                                x.mean + x.c
-                            } else {
-                                (x.v + x.c) / x.n
-                            }
-                        }
-                        T_COUNT => x.n,
-                        T_GROUP => 1.0,
-                        T_MIN | T_MAX => x.v,
-                        T_STDVAR => x.v / x.n,
-                        _ => (x.v / x.n).sqrt(),
-                    };
-                    pts.push(Point { t: ev.ts(i), v });
-                }
+            for (g, pts) in group_pts.into_iter().enumerate() {
                 if !pts.is_empty() {
                     out.push(VSeries {
                         labels: group_lbls[g].clone(),
@@ -197,32 +229,36 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     ev.warn(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}",
-                        fmt_float(q)
+                        fmt_go_g(q)
                     ));
                 }
             }
-            let mut vals: Vec<Vec<f64>> = vec![Vec::new(); ng * n];
+            // Values per step tagged with their group; memory is proportional to the input.
+            let mut by_step: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
             for (si, s) in input.iter().enumerate() {
                 let g = group_of[si];
                 for p in &s.pts {
-                    if let Some(v) = vals.get_mut(g * n + ev.step_index(p.t)) {
-                        v.push(p.v);
+                    if let Some(v) = by_step.get_mut(ev.step_index(p.t)) {
+                        v.push((g, p.v));
                     }
                 }
             }
-            let mut out = Vec::with_capacity(ng);
-            for g in 0..ng {
-                let mut pts = Vec::new();
-                for i in 0..n {
-                    let v = &mut vals[g * n + i];
-                    if v.is_empty() {
-                        continue;
-                    }
-                    pts.push(Point {
+            let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
+            let mut buf: Vec<f64> = Vec::new();
+            for (i, vals) in by_step.iter_mut().enumerate() {
+                vals.sort_by_key(|x| x.0);
+                let q = qs.get(i).copied().unwrap_or(f64::NAN);
+                for run in vals.chunk_by(|a, b| a.0 == b.0) {
+                    buf.clear();
+                    buf.extend(run.iter().map(|x| x.1));
+                    group_pts[run[0].0].push(Point {
                         t: ev.ts(i),
-                        v: quantile(qs.get(i).copied().unwrap_or(f64::NAN), v),
+                        v: quantile(q, &mut buf),
                     });
                 }
+            }
+            let mut out = Vec::with_capacity(ng);
+            for (g, pts) in group_pts.into_iter().enumerate() {
                 if !pts.is_empty() {
                     out.push(VSeries {
                         labels: group_lbls[g].clone(),
@@ -236,7 +272,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
         T_COUNT_VALUES => {
             let name = label_param.unwrap_or_default();
             if !is_valid_label_name(&name) {
-                return Err(QueryError::exec(format!("invalid label name {name:?}")));
+                return Err(QueryError::exec(format!(
+                    "invalid label name {}",
+                    super::durations::go_quote(&name)
+                )));
             }
             let mut idx: HashMap<(usize, String), usize> = HashMap::new();
             let mut out: Vec<VSeries> = Vec::new();
@@ -354,8 +393,9 @@ fn accumulate(op: u16, x: &mut Acc, f: f64) {
     }
 }
 
+/// Label names must be non-empty valid UTF-8 (raw-byte characters mark bytes that were not).
 pub(crate) fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
+    !s.is_empty() && !s.chars().any(super::durations::is_raw_byte)
 }
 
 /// `topk`, `bottomk`, `limitk` and `limit_ratio`: pick input series per group and step; the
@@ -374,31 +414,39 @@ fn select_series(
     let mut order: Vec<usize> = Vec::new();
     if op == T_LIMIT_RATIO {
         let mut warned = false;
-        for (i, &r0) in params.iter().enumerate().take(n) {
-            let mut r = r0;
-            if r.is_nan() {
+        let mut ratios = Vec::with_capacity(n);
+        for &r0 in params.iter().take(n) {
+            if r0.is_nan() {
                 return Err(QueryError::exec(format!(
                     "Ratio value {} is NaN",
-                    fmt_float(r)
+                    fmt_go_g(r0)
                 )));
             }
+            let mut r = r0;
             if !(-1.0..=1.0).contains(&r) {
                 let cap = if r < 0.0 { -1.0 } else { 1.0 };
                 if !warned {
                     ev.warn(format!(
                         "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
-                        fmt_float(r),
-                        fmt_float(cap)
+                        fmt_go_g(r),
+                        fmt_go_g(cap)
                     ));
                     warned = true;
                 }
                 r = cap;
             }
-            let _ = i;
-            for (si, s) in input.iter().enumerate() {
-                let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
+            ratios.push(r);
+        }
+        for (si, s) in input.iter().enumerate() {
+            // Each series' position in [0, 1) comes from its labels, so the same series is
+            // kept at every step with the same ratio.
+            let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
+            for p in &s.pts {
+                let Some(&r) = ratios.get(ev.step_index(p.t)) else {
+                    continue;
+                };
                 let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
-                if keep && let Some(p) = s.pts.iter().find(|p| ev.step_index(p.t) == i) {
+                if keep {
                     picked[si].push(*p);
                 }
             }
@@ -417,6 +465,8 @@ fn select_series(
             }
         }
         let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
+        const SMALL_K: usize = 64;
+        let mut best: Vec<(usize, f64)> = Vec::with_capacity(SMALL_K);
         for (i, present) in by_step.iter().enumerate() {
             if present.is_empty() {
                 continue;
@@ -452,11 +502,31 @@ fn select_series(
                     o.then(a.0.cmp(&b.0))
                 };
                 if op != T_LIMITK {
-                    if k < cands.len() {
-                        cands.select_nth_unstable_by(k - 1, cmp);
-                        cands.truncate(k);
+                    if k <= SMALL_K && k < cands.len() {
+                        // Small k: keep a sorted list of the best k; most candidates lose to
+                        // the current k-th with a single comparison.
+                        best.clear();
+                        for &c in cands.iter() {
+                            if best.len() == k {
+                                if let Some(last) = best.last()
+                                    && cmp(&c, last) != Ordering::Less
+                                {
+                                    continue;
+                                }
+                                best.pop();
+                            }
+                            let pos = best.partition_point(|b| cmp(b, &c) == Ordering::Less);
+                            best.insert(pos, c);
+                        }
+                        cands.clear();
+                        cands.extend_from_slice(&best);
+                    } else {
+                        if k < cands.len() {
+                            cands.select_nth_unstable_by(k - 1, cmp);
+                            cands.truncate(k);
+                        }
+                        cands.sort_by(cmp);
                     }
-                    cands.sort_by(cmp);
                 }
                 for &(si, v) in cands.iter().take(k) {
                     picked[si].push(Point { t: ev.ts(i), v });

@@ -83,12 +83,15 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val>
             Ok(Val::Vector(vector_scalar(ev, op, v, &s, true, ret_bool)))
         }
         (Val::Vector(l), Val::Vector(r)) => {
+            let held: usize = l.iter().chain(r.iter()).map(|s| s.pts.len()).sum();
             let out = match op {
                 T_LAND => set_and_unless(ev, l, &r, m, true),
                 T_LUNLESS => set_and_unless(ev, l, &r, m, false),
                 T_LOR => set_or(ev, l, r, m),
                 _ => vector_vector(ev, op, l, r, m)?,
             };
+            ev.add_samples(out.iter().map(|s| s.pts.len()).sum())?;
+            ev.release_samples(held);
             Ok(Val::Vector(out))
         }
         _ => Err(QueryError::exec(
@@ -220,6 +223,14 @@ fn set_or(ev: &Evaluator<'_>, l: Vec<VSeries>, r: Vec<VSeries>, m: &BinModifier)
 
 fn result_labels(ls: &Labels, rs: &Labels, op: u16, m: &BinModifier) -> Labels {
     let drop = !is_comparison(op);
+    // Plain one-to-one matching: the left side's labels, without the name for arithmetic.
+    if matches!(m.card, VectorMatchCardinality::OneToOne) && m.matching.is_none() {
+        return if drop {
+            ls.without(&[METRIC_NAME, "__type__", "__unit__"])
+        } else {
+            ls.clone()
+        };
+    }
     let mut b = ls.builder();
     if drop {
         b.del(METRIC_NAME).del("__type__").del("__unit__");
@@ -326,6 +337,8 @@ fn vector_vector(
         let check = many_count[g] > 1;
         let single = groups[g].len() == 1;
         let mut j = 0usize;
+        // The output series of the last match (nearly always the same one).
+        let mut last: Option<(usize, usize)> = None;
         for p in &ms.pts {
             let (oi, ov) = if single {
                 let oi = groups[g][0];
@@ -351,8 +364,12 @@ fn vector_vector(
             if ret_bool {
                 val = f64::from(u8::from(keep));
             }
-            let oidx = match cache.get(&(mi, oi)) {
-                Some(&o) => o,
+            let cached = match last {
+                Some((loi, lo)) if loi == oi => Some(lo),
+                _ => cache.get(&(mi, oi)).copied(),
+            };
+            let oidx = match cached {
+                Some(o) => o,
                 None => {
                     let lbls = result_labels(&ms.labels, &one[oi].labels, op, m);
                     fps.push(if check { lbls.fingerprint() } else { 0 });
@@ -365,6 +382,7 @@ fn vector_vector(
                     out.len() - 1
                 }
             };
+            last = Some((oi, oidx));
             if check {
                 let steps = produced.entry(g).or_insert_with(|| vec![Vec::new(); n]);
                 let i = ev.step_index(p.t);

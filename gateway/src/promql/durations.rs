@@ -1,9 +1,10 @@
-//! Duration expressions (`foo[5m+1m]`, `[1h/2:10s*3]`, `offset (2*30s)`), which Prometheus 3.5
-//! accepts but the parser crate does not: they are evaluated here and rewritten to plain
-//! millisecond durations before parsing.
+//! Query-text rewrites done before parsing, where Prometheus 3.5 and the parser crate differ:
+//! duration expressions (`foo[5m+1m]`, `[1h/2:10s*3]`, `offset (2*30s)`) are evaluated to
+//! plain millisecond durations, and string escapes that spell invalid UTF-8 are kept as
+//! raw-byte characters instead of being read as Latin-1.
 //!
-//! Only bracket contents and parenthesised offsets that contain arithmetic are touched; string
-//! literals are skipped. Must never change the meaning of a query without duration arithmetic.
+//! Only bracket contents, parenthesised offsets with arithmetic and such string literals are
+//! touched. Must never change the meaning of a query that needs neither rewrite.
 
 use std::borrow::Cow;
 
@@ -324,5 +325,156 @@ mod tests {
         assert_eq!(rewrite("x offset 100 + 2").unwrap(), "x offset 100 + 2");
         assert_eq!(rewrite("x{a=\"[1+1]\"}").unwrap(), "x{a=\"[1+1]\"}");
         assert_eq!(rewrite("x[1h30m % 1h]").unwrap(), "x[1800000ms]");
+    }
+}
+
+/// First of 256 private-use characters standing for the bytes of invalid UTF-8 sequences.
+pub(crate) const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// True when `c` stands for a raw byte of an invalid UTF-8 sequence.
+pub(crate) fn is_raw_byte(c: char) -> bool {
+    (RAW_BYTE_BASE..=RAW_BYTE_BASE + 0xff).contains(&u32::from(c))
+}
+
+/// Quotes a string like Go's `%q`, showing raw-byte characters as `\xNN`.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            _ if is_raw_byte(c) => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c) - RAW_BYTE_BASE));
+            }
+            _ if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Rewrites string literals whose escapes (`\xNN`, octal) spell invalid UTF-8 so that each
+/// invalid byte becomes a private-use character (see [`RAW_BYTE_BASE`]). Prometheus sees such
+/// strings as raw bytes and rejects them as label names; the parser crate would read the
+/// bytes as Latin-1 characters instead, which are valid names.
+pub(crate) fn mark_invalid_utf8(q: &str) -> Cow<'_, str> {
+    if !q.contains('\\') {
+        return Cow::Borrowed(q);
+    }
+    let b = q.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'`' {
+            i = skip_string(b, i);
+            continue;
+        }
+        if c != b'"' && c != b'\'' {
+            i += 1;
+            continue;
+        }
+        let end = skip_string(b, i);
+        if let Some(bytes) = go_unescape(&b[i + 1..end.saturating_sub(1).max(i + 1)])
+            && std::str::from_utf8(&bytes).is_err()
+        {
+            out.push_str(&q[copied..i]);
+            out.push(c as char);
+            let mut text = String::new();
+            for chunk in bytes.utf8_chunks() {
+                text.push_str(chunk.valid());
+                for &raw in chunk.invalid() {
+                    text.push(char::from_u32(RAW_BYTE_BASE + u32::from(raw)).unwrap_or('\u{FFFD}'));
+                }
+            }
+            for ch in text.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    _ if ch as u32 == u32::from(c) => {
+                        out.push('\\');
+                        out.push(ch);
+                    }
+                    _ => out.push(ch),
+                }
+            }
+            out.push(c as char);
+            copied = end;
+        }
+        i = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(q);
+    }
+    out.push_str(&q[copied..]);
+    Cow::Owned(out)
+}
+
+/// Go-style unescaping of a quoted string's body into bytes; None on malformed escapes.
+fn go_unescape(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let c = body[i];
+        if c != b'\\' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = *body.get(i + 1)?;
+        i += 2;
+        match e {
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'\\' | b'"' | b'\'' => out.push(e),
+            b'x' => {
+                let h = std::str::from_utf8(body.get(i..i + 2)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let o = std::str::from_utf8(body.get(i - 1..i + 2)?).ok()?;
+                out.push(u8::try_from(u32::from_str_radix(o, 8).ok()?).ok()?);
+                i += 2;
+            }
+            b'u' | b'U' => {
+                let n = if e == b'u' { 4 } else { 8 };
+                let h = std::str::from_utf8(body.get(i..i + n)?).ok()?;
+                let ch = char::from_u32(u32::from_str_radix(h, 16).ok()?)?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                i += n;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod utf8_tests {
+    use super::mark_invalid_utf8;
+
+    #[test]
+    fn marks_only_invalid_literals() {
+        assert_eq!(mark_invalid_utf8(r#"f("a\xc5z")"#), "f(\"a\u{10FFC5}z\")");
+        assert_eq!(
+            mark_invalid_utf8(r#"f("\xff", "ok\n")"#),
+            "f(\"\u{10FFFF}\", \"ok\\n\")"
+        );
+        assert_eq!(super::go_quote("a\u{10FFC5}z"), r#""a\xc5z""#);
+        assert_eq!(mark_invalid_utf8(r#"f("\xc3\xa9")"#), r#"f("\xc3\xa9")"#);
+        assert_eq!(mark_invalid_utf8(r#"f(`\xff`)"#), r#"f(`\xff`)"#);
     }
 }

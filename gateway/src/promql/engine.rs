@@ -61,21 +61,127 @@ impl CancelFlag {
 }
 
 /// The PromQL engine. Cheap to share; holds only options.
+///
+/// Queries must run inside a Tokio runtime with the time driver enabled (the timeout covers
+/// storage reads). After the reads, evaluation is synchronous CPU work on the calling task;
+/// callers that must stay responsive run queries on their own task and cancel through
+/// [`CancelFlag`] (dropping the future cancels only while storage is being read).
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
 }
 
-/// Parses a query, mapping parser errors to `bad_data`.
+/// Parses a query, mapping parser errors to `bad_data`. Lexical errors carry the position of the
+/// offending character (as `line:column: parse error: ...`, like Prometheus).
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
-    let query = super::durations::rewrite(query).map_err(|e| QueryError::BadData {
-        message: format!("1:1: parse error: {e}"),
+    if nesting_estimate(query) > MAX_OPERATORS {
+        return Err(QueryError::bad(format!(
+            "query has too many operators and parentheses (more than {MAX_OPERATORS})"
+        )));
+    }
+    // Parsing and dropping an AST recurse once per nesting level: do both on a roomy stack,
+    // and hand out only trees the evaluator accepts.
+    stacker::grow(PARSE_STACK, || {
+        let expr = parse_unchecked(query)?;
+        super::eval::validate(&expr)?;
+        Ok(expr)
+    })
+}
+
+/// Most operators and parentheses a query may contain (bounds the parser's recursion).
+const MAX_OPERATORS: usize = 10_000;
+/// Stack for parsing (and dropping rejected trees).
+const PARSE_STACK: usize = 32 * 1024 * 1024;
+
+/// Counts parentheses, operator characters and keyword operators outside string literals.
+fn nesting_estimate(q: &str) -> usize {
+    let b = q.as_bytes();
+    let mut n = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'(' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' => n += 1,
+            c if c.is_ascii_alphabetic() => {
+                let st = i;
+                while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] == b'_') {
+                    i += 1;
+                }
+                if matches!(&q[st..=i], "and" | "or" | "unless" | "atan2") {
+                    n += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
+fn parse_unchecked(query: &str) -> Result<Expr, QueryError> {
+    let marked = super::durations::mark_invalid_utf8(query);
+    let rewritten = super::durations::rewrite(&marked).map_err(|e| QueryError::BadData {
+        message: format!("parse error: {e}"),
         position: None,
     })?;
-    parser::parse(&query).map_err(|e| QueryError::BadData {
-        message: format!("1:1: parse error: {e}"),
-        position: None,
+    parser::parse(&rewritten).map_err(|e| {
+        let position =
+            if std::ptr::eq(rewritten.as_ref(), query) && std::ptr::eq(marked.as_ref(), query) {
+                lex_error_position(query, &e)
+            } else {
+                None
+            };
+        match position {
+            Some((start, end)) => {
+                let (line, col) = line_col(query, start);
+                QueryError::BadData {
+                    message: format!("{line}:{col}: parse error: {e}"),
+                    position: Some((start, end)),
+                }
+            }
+            None => QueryError::BadData {
+                message: format!("parse error: {e}"),
+                position: None,
+            },
+        }
     })
+}
+
+/// Finds where the lexer fails: the shortest prefix that yields the same lexical error.
+fn lex_error_position(query: &str, err: &str) -> Option<(usize, usize)> {
+    const MAX_SCAN: usize = 4096;
+    if query.len() > MAX_SCAN || parser::lexer(query).is_ok() {
+        return None;
+    }
+    let mut ends: Vec<usize> = query
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .collect();
+    ends.dedup();
+    for end in ends {
+        if let Err(e) = parser::lexer(&query[..end])
+            && e == err
+        {
+            let start = query[..end].char_indices().last().map_or(0, |(i, _)| i);
+            return Some((start, end));
+        }
+    }
+    None
+}
+
+fn line_col(query: &str, byte: usize) -> (usize, usize) {
+    let before = &query[..byte.min(query.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 impl Engine {
@@ -146,6 +252,7 @@ impl Engine {
                 "end timestamp must not be before start time",
             ));
         }
+        super::eval::validate(expr)?;
         let ty = super::eval::expr_type(expr);
         if ty != "scalar" && ty != "vector" {
             return Err(QueryError::bad(format!(
@@ -176,12 +283,14 @@ impl Engine {
         let mut warnings: Vec<String> = Vec::new();
         let fetches = plans.iter().map(|p| async move {
             let mut merged = SeriesSet::default();
+            let mut seen = std::collections::HashSet::new();
             for sel in &p.selections {
                 let mut set = q.select(sel).await?;
                 merged.warnings.append(&mut set.warnings);
                 if p.selections.len() > 1 {
+                    // `{a="1" or b="2"}`: the union of the alternatives, each series once.
                     for s in set.series {
-                        if !merged.series.iter().any(|m| m.labels == s.labels) {
+                        if seen.insert(s.labels.clone()) {
                             merged.series.push(s);
                         }
                     }
@@ -224,7 +333,7 @@ impl Engine {
         let (mut warns, infos) = ev.take_annotations();
         warnings.append(&mut warns);
         dedup(&mut warnings);
-        let value = shape(val, start, end, step)?;
+        let value = shape(val, start, step);
         Ok(QueryResult {
             value,
             warnings,
@@ -239,10 +348,10 @@ fn dedup(v: &mut Vec<String>) {
 }
 
 /// Turns the evaluator's step-major value into the public result shape.
-fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
+fn shape(val: super::eval::Val, start: i64, step: i64) -> Value {
     use super::eval::Val;
     let instant = step == 0;
-    Ok(match val {
+    match val {
         Val::Scalar(vs) => {
             if instant {
                 Value::Scalar(Point {
@@ -288,7 +397,6 @@ fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value
                     })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
-                let _ = end;
                 Value::Matrix(out)
             }
         }
@@ -304,5 +412,5 @@ fn shape(val: super::eval::Val, start: i64, end: i64, step: i64) -> Result<Value
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             Value::Matrix(out)
         }
-    })
+    }
 }

@@ -63,8 +63,38 @@ pub(crate) fn expr_type(e: &Expr) -> &'static str {
     }
 }
 
-/// Checks Prometheus rules the parser does not enforce.
-pub(crate) fn validate(_e: &Expr) -> Result<()> {
+/// Deepest expression nesting the engine evaluates.
+pub(crate) const MAX_DEPTH: usize = 1000;
+
+/// Checks rules the parser does not enforce; today the nesting limit (computed without
+/// recursion, so it is safe on any input).
+pub(crate) fn validate(e: &Expr) -> Result<()> {
+    let mut stack: Vec<(&Expr, usize)> = vec![(e, 1)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(QueryError::bad(format!(
+                "query is nested too deeply (more than {MAX_DEPTH} levels)"
+            )));
+        }
+        let d = depth + 1;
+        match node {
+            Expr::Aggregate(a) => {
+                stack.push((&a.expr, d));
+                if let Some(p) = &a.param {
+                    stack.push((p, d));
+                }
+            }
+            Expr::Unary(u) => stack.push((&u.expr, d)),
+            Expr::Binary(b) => {
+                stack.push((&b.lhs, d));
+                stack.push((&b.rhs, d));
+            }
+            Expr::Paren(p) => stack.push((&p.expr, d)),
+            Expr::Subquery(sq) => stack.push((&sq.expr, d)),
+            Expr::Call(c) => stack.extend(c.args.args.iter().map(|a| (a.as_ref(), d))),
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -144,6 +174,8 @@ struct PlanCtx {
     step: i64,
     lookback: i64,
     sub_step: i64,
+    /// Grouping of the innermost enclosing aggregation (`by`, labels).
+    grouping: Option<(bool, Vec<String>)>,
     out: Vec<SelectorPlan>,
 }
 
@@ -162,6 +194,7 @@ pub(crate) fn plan_selectors(
         step,
         lookback,
         sub_step,
+        grouping: None,
         out: Vec::new(),
     };
     plan_walk(e, start, end, &mut ctx, None);
@@ -180,6 +213,7 @@ fn plan_walk(e: &Expr, start: i64, end: i64, ctx: &mut PlanCtx, func: Option<&st
                 None => (start, end),
             };
             let step = sq.step.as_ref().map(dur_ms).unwrap_or(ctx.sub_step);
+            let outer_step = std::mem::replace(&mut ctx.step, step);
             plan_walk(
                 &sq.expr,
                 s.saturating_sub(off)
@@ -189,9 +223,17 @@ fn plan_walk(e: &Expr, start: i64, end: i64, ctx: &mut PlanCtx, func: Option<&st
                 ctx,
                 None,
             );
+            ctx.step = outer_step;
         }
         Expr::Aggregate(a) => {
+            let grouping = match &a.modifier {
+                None => (true, Vec::new()),
+                Some(promql_parser::parser::LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(promql_parser::parser::LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            };
+            let outer = ctx.grouping.replace(grouping);
             plan_walk(&a.expr, start, end, ctx, None);
+            ctx.grouping = outer;
             if let Some(p) = &a.param {
                 plan_walk(p, start, end, ctx, None);
             }
@@ -235,8 +277,12 @@ fn plan_selector(
                 step_ms: ctx.step,
                 range_ms: range,
                 func: func.map(str::to_string),
-                grouping: Vec::new(),
-                by: false,
+                grouping: ctx
+                    .grouping
+                    .as_ref()
+                    .map(|g| g.1.clone())
+                    .unwrap_or_default(),
+                by: ctx.grouping.as_ref().is_some_and(|g| g.0),
             },
         })
         .collect();
@@ -246,12 +292,21 @@ fn plan_selector(
     });
 }
 
-/// A range-vector argument prepared for windowing.
-pub(crate) struct RangeInput {
+/// A range-vector argument prepared for windowing: either evaluated series (subqueries) or the
+/// stored series of a matrix selector, decoded one at a time while windowing.
+pub(crate) struct RangeInput<'a> {
     pub series: Vec<VSeries>,
+    pub lazy: Option<LazySource<'a>>,
     pub range: i64,
     pub offset: i64,
     pub at: Option<i64>,
+}
+
+/// Stored series to decode on demand, with the time range windows can reach.
+pub(crate) struct LazySource<'a> {
+    pub series: &'a [StoredSeries],
+    pub mint: i64,
+    pub maxt: i64,
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -327,17 +382,29 @@ impl<'a> Evaluator<'a> {
 
     /// Number of evaluation steps.
     pub fn nsteps(&self) -> usize {
-        usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(0)
+        let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.step) + 1;
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Fails when the current evaluation would need more steps than samples allowed, before
+    /// anything is allocated for them.
+    pub fn check_steps(&self) -> Result<()> {
+        let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.step) + 1;
+        if n > i128::try_from(self.opts.max_samples).unwrap_or(i128::MAX) {
+            return Err(QueryError::too_many_samples());
+        }
+        Ok(())
     }
 
     #[inline]
     pub fn ts(&self, i: usize) -> i64 {
-        self.start + i as i64 * self.step
+        self.start
+            .saturating_add((i as i64).saturating_mul(self.step))
     }
 
     #[inline]
     pub fn step_index(&self, t: i64) -> usize {
-        usize::try_from((t - self.start) / self.step).unwrap_or(0)
+        usize::try_from(t.saturating_sub(self.start) / self.step).unwrap_or(usize::MAX)
     }
 
     /// Checks deadline and cancellation (cheaply: the clock is read every 64 calls).
@@ -366,6 +433,7 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval_top(&mut self, e: &Expr) -> Result<Val> {
+        self.check_steps()?;
         let v = self.eval(e)?;
         Ok(match v {
             Val::Vector(mut ss) => {
@@ -386,6 +454,11 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&mut self, e: &Expr) -> Result<Val> {
+        // Deep expressions recurse deeply: grow the stack on demand instead of overflowing it.
+        stacker::maybe_grow(128 * 1024, 2 * 1024 * 1024, || self.eval_node(e))
+    }
+
+    fn eval_node(&mut self, e: &Expr) -> Result<Val> {
         self.check()?;
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.nsteps()])),
@@ -410,14 +483,23 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, false)?)),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let ri = self.eval_range_arg(e)?;
+                let (range, offset, at) = (ri.range, ri.offset, ri.at);
+                let series = self.materialize(ri)?;
+                let ri = RangeInput {
+                    series,
+                    lazy: None,
+                    range,
+                    offset,
+                    at,
+                };
                 // A range vector as a result: the window at the (single) evaluation time.
-                let t = ri.at.unwrap_or(self.start) - ri.offset;
+                let t = ri.at.unwrap_or(self.start).saturating_sub(ri.offset);
                 let mut out = Vec::with_capacity(ri.series.len());
                 for s in ri.series {
                     let pts: Vec<Point> = s
                         .pts
                         .into_iter()
-                        .filter(|p| p.t > t - ri.range && p.t <= t)
+                        .filter(|p| p.t > t.saturating_sub(ri.range) && p.t <= t)
                         .collect();
                     if !pts.is_empty() {
                         out.push(VSeries {
@@ -480,13 +562,17 @@ impl<'a> Evaluator<'a> {
         let at = at_ms(&vs.at, self.qstart, self.qend);
         let n = self.nsteps();
         let (first_et, last_et) = match at {
-            Some(a) => (a - off, a - off),
-            None => (self.start - off, self.end - off),
+            Some(a) => (a.saturating_sub(off), a.saturating_sub(off)),
+            None => (self.start.saturating_sub(off), self.end.saturating_sub(off)),
         };
         let mut out = Vec::with_capacity(f.series.len());
         for s in &f.series {
             self.check()?;
-            let buf = self.decode(s, first_et - self.lookback + 1, last_et)?;
+            let buf = self.decode(
+                s,
+                first_et.saturating_sub(self.lookback).saturating_add(1),
+                last_et,
+            )?;
             let mut pts = Vec::new();
             if at.is_some() {
                 if let Some(p) = pick(&buf, first_et, self.lookback, timestamps) {
@@ -501,7 +587,7 @@ impl<'a> Evaluator<'a> {
                 let mut j = 0usize; // number of samples with t <= et
                 for i in 0..n {
                     let t = self.ts(i);
-                    let et = t - off;
+                    let et = t.saturating_sub(off);
                     while j < buf.len() && buf[j].0 <= et {
                         j += 1;
                     }
@@ -509,7 +595,7 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     let (st, sv) = buf[j - 1];
-                    if st <= et - self.lookback || is_stale_nan(sv) {
+                    if st <= et.saturating_sub(self.lookback) || is_stale_nan(sv) {
                         continue;
                     }
                     pts.push(Point {
@@ -533,7 +619,7 @@ impl<'a> Evaluator<'a> {
 
     /// Prepares a range-vector argument (matrix selector or subquery) for windowing: raw samples
     /// (without staleness markers) covering every window the steps will need.
-    pub fn eval_range_arg(&mut self, e: &Expr) -> Result<RangeInput> {
+    pub fn eval_range_arg(&mut self, e: &Expr) -> Result<RangeInput<'a>> {
         match e {
             Expr::Paren(p) => self.eval_range_arg(&p.expr),
             Expr::MatrixSelector(ms) => {
@@ -542,33 +628,18 @@ impl<'a> Evaluator<'a> {
                 let off = offset_ms(&vs.offset);
                 let at = at_ms(&vs.at, self.qstart, self.qend);
                 let (first_et, last_et) = match at {
-                    Some(a) => (a - off, a - off),
-                    None => (self.start - off, self.end - off),
+                    Some(a) => (a.saturating_sub(off), a.saturating_sub(off)),
+                    None => (self.start.saturating_sub(off), self.end.saturating_sub(off)),
                 };
                 let data = self.data;
-                let mut series = Vec::new();
-                if let Some(f) = data.get(&selector_key(vs)) {
-                    for s in &f.series {
-                        self.check()?;
-                        let buf = self.decode(s, first_et - range + 1, last_et)?;
-                        let pts: Vec<Point> = buf
-                            .iter()
-                            .filter(|x| !is_stale_nan(x.1))
-                            .map(|&(t, v)| Point { t, v })
-                            .collect();
-                        self.buf = buf;
-                        if !pts.is_empty() {
-                            self.add_samples(pts.len())?;
-                            series.push(VSeries {
-                                labels: s.labels.clone(),
-                                pts,
-                                drop_name: false,
-                            });
-                        }
-                    }
-                }
+                let lazy = data.get(&selector_key(vs)).map(|f| LazySource {
+                    series: f.series.as_slice(),
+                    mint: first_et.saturating_sub(range).saturating_add(1),
+                    maxt: last_et,
+                });
                 Ok(RangeInput {
-                    series,
+                    series: Vec::new(),
+                    lazy,
                     range,
                     offset: off,
                     at,
@@ -588,12 +659,12 @@ impl<'a> Evaluator<'a> {
                     Some(a) => (a, a),
                     None => (self.start, self.end),
                 };
-                let new_start = s - off - range;
+                let new_start = s.saturating_sub(off).saturating_sub(range);
                 let mut inner_start = step * (new_start / step);
                 if inner_start <= new_start {
-                    inner_start += step;
+                    inner_start = inner_start.saturating_add(step);
                 }
-                let inner_end = en - off;
+                let inner_end = en.saturating_sub(off);
                 let saved = (self.start, self.end, self.step);
                 self.start = inner_start;
                 self.end = inner_end.max(inner_start - step);
@@ -601,7 +672,7 @@ impl<'a> Evaluator<'a> {
                 let r = if inner_end < inner_start {
                     Ok(Val::Vector(Vec::new()))
                 } else {
-                    self.eval(&sq.expr)
+                    self.check_steps().and_then(|()| self.eval(&sq.expr))
                 };
                 (self.start, self.end, self.step) = saved;
                 let series = match r? {
@@ -611,7 +682,7 @@ impl<'a> Evaluator<'a> {
                             .iter()
                             .enumerate()
                             .map(|(i, &x)| Point {
-                                t: inner_start + i as i64 * step,
+                                t: inner_start.saturating_add((i as i64).saturating_mul(step)),
                                 v: x,
                             })
                             .collect();
@@ -629,6 +700,7 @@ impl<'a> Evaluator<'a> {
                 };
                 Ok(RangeInput {
                     series,
+                    lazy: None,
                     range,
                     offset: off,
                     at,
@@ -642,24 +714,61 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Applies `f` to each step's window `(et - range, et]` of every series, producing points at
-    /// the step timestamps. `f` gets the window, the window end `et` and the step index.
-    pub fn map_windows<F>(&mut self, input: &RangeInput, mut f: F) -> Result<Vec<VSeries>>
+    /// the step timestamps. `f` gets the window, the window end `et` and the step timestamp.
+    pub fn map_windows<F>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
     where
         F: FnMut(&[Point], i64, i64) -> Option<f64>,
     {
+        self.map_windows_idx(input, |_, pts, lo, hi, et, t| f(&pts[lo..hi], et, t))
+    }
+
+    /// Like [`Self::map_windows`], but `f` gets the series index, all of its points and the
+    /// window bounds `lo..hi`, so it can use per-series precomputed data.
+    pub fn map_windows_idx<F>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
+    where
+        F: FnMut(usize, &[Point], usize, usize, i64, i64) -> Option<f64>,
+    {
         let n = self.nsteps();
-        let mut out = Vec::with_capacity(input.series.len());
-        for s in &input.series {
+        let count = input
+            .lazy
+            .as_ref()
+            .map_or(input.series.len(), |l| l.series.len());
+        let mut out = Vec::with_capacity(count);
+        let mut decoded: Vec<Point> = Vec::new();
+        for si in 0..count {
             self.check()?;
-            let pts = &s.pts;
-            let mut res = Vec::new();
+            let (labels, drop_name, pts): (&Labels, bool, &[Point]) = match &input.lazy {
+                Some(l) => {
+                    let s = &l.series[si];
+                    let buf = self.decode(s, l.mint, l.maxt)?;
+                    decoded.clear();
+                    decoded.extend(
+                        buf.iter()
+                            .filter(|x| !is_stale_nan(x.1))
+                            .map(|&(t, v)| Point { t, v }),
+                    );
+                    self.buf = buf;
+                    (&s.labels, false, decoded.as_slice())
+                }
+                None => {
+                    let s = &input.series[si];
+                    (&s.labels, s.drop_name, s.pts.as_slice())
+                }
+            };
+            if pts.is_empty() {
+                continue;
+            }
+            // Raw samples held while this series is windowed.
+            let held = if input.lazy.is_some() { pts.len() } else { 0 };
+            self.add_samples(held)?;
+            let mut res = Vec::with_capacity(n);
             if let Some(a) = input.at {
-                let et = a - input.offset;
-                let lo = pts.partition_point(|p| p.t <= et - input.range);
+                let et = a.saturating_sub(input.offset);
+                let lo = pts.partition_point(|p| p.t <= et.saturating_sub(input.range));
                 let hi = pts.partition_point(|p| p.t <= et).max(lo);
                 for i in 0..n {
                     let t = self.ts(i);
-                    if let Some(v) = f(&pts[lo..hi], et, t) {
+                    if let Some(v) = f(si, pts, lo, hi, et, t) {
                         res.push(Point { t, v });
                     }
                 }
@@ -667,8 +776,9 @@ impl<'a> Evaluator<'a> {
                 let (mut lo, mut hi) = (0usize, 0usize);
                 for i in 0..n {
                     let t = self.ts(i);
-                    let et = t - input.offset;
-                    while lo < pts.len() && pts[lo].t <= et - input.range {
+                    let et = t.saturating_sub(input.offset);
+                    let from = et.saturating_sub(input.range);
+                    while lo < pts.len() && pts[lo].t <= from {
                         lo += 1;
                     }
                     if hi < lo {
@@ -677,17 +787,46 @@ impl<'a> Evaluator<'a> {
                     while hi < pts.len() && pts[hi].t <= et {
                         hi += 1;
                     }
-                    if let Some(v) = f(&pts[lo..hi], et, t) {
+                    if let Some(v) = f(si, pts, lo, hi, et, t) {
                         res.push(Point { t, v });
                     }
                 }
             }
+            self.release_samples(held);
             if !res.is_empty() {
+                res.shrink_to_fit();
                 self.add_samples(res.len())?;
                 out.push(VSeries {
-                    labels: s.labels.clone(),
+                    labels: labels.clone(),
                     pts: res,
-                    drop_name: s.drop_name,
+                    drop_name,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns a range input into series (for range vectors returned as values).
+    pub fn materialize(&mut self, ri: RangeInput<'_>) -> Result<Vec<VSeries>> {
+        let Some(l) = ri.lazy else {
+            return Ok(ri.series);
+        };
+        let mut out = Vec::with_capacity(l.series.len());
+        for s in l.series {
+            self.check()?;
+            let buf = self.decode(s, l.mint, l.maxt)?;
+            let pts: Vec<Point> = buf
+                .iter()
+                .filter(|x| !is_stale_nan(x.1))
+                .map(|&(t, v)| Point { t, v })
+                .collect();
+            self.buf = buf;
+            if !pts.is_empty() {
+                self.add_samples(pts.len())?;
+                out.push(VSeries {
+                    labels: s.labels.clone(),
+                    pts,
+                    drop_name: false,
                 });
             }
         }
@@ -701,7 +840,7 @@ fn pick(buf: &[(i64, f64)], et: i64, lookback: i64, timestamps: bool) -> Option<
         return None;
     }
     let (st, sv) = buf[j - 1];
-    if st <= et - lookback || is_stale_nan(sv) {
+    if st <= et.saturating_sub(lookback) || is_stale_nan(sv) {
         return None;
     }
     Some(if timestamps { st as f64 / 1000.0 } else { sv })

@@ -15,7 +15,7 @@ use regex::Regex;
 
 use super::aggregations::{kahan_inc, quantile};
 use super::error::QueryError;
-use super::eval::{Evaluator, RangeInput, Result, VSeries, Val};
+use super::eval::{Evaluator, Result, VSeries, Val};
 use super::value::Point;
 
 /// Formats a float the way Go's `strconv.FormatFloat(f, 'f', -1, 64)`/`%g` mostly do for
@@ -33,6 +33,24 @@ pub(crate) fn fmt_float(f: f64) -> String {
         let s = format!("{f}");
         if s == "-0" { "-0".into() } else { s }
     }
+}
+
+/// Formats a float like Go's `%g`/`%v` (shortest digits, exponent form below 1e-4 and from
+/// 1e6 on), as Prometheus's messages do.
+pub(crate) fn fmt_go_g(f: f64) -> String {
+    if !f.is_finite() || f == 0.0 {
+        return fmt_float(f);
+    }
+    let sci = format!("{f:e}");
+    let Some((mant, exp)) = sci.split_once('e') else {
+        return fmt_float(f);
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return format!("{f}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mant}e{sign}{:02}", exp.abs())
 }
 
 fn go_max(a: f64, b: f64) -> f64 {
@@ -278,18 +296,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let ri = ev.eval_range_arg(arg(c, 0)?)?;
             let n = ev.nsteps();
             let mut present = vec![false; n];
-            for s in ri.series.iter() {
-                let one = RangeInput {
-                    series: vec![s.clone()],
-                    range: ri.range,
-                    offset: ri.offset,
-                    at: ri.at,
-                };
-                for r in ev.map_windows(&one, |w, _, _| (!w.is_empty()).then_some(1.0))? {
-                    for p in r.pts {
-                        if let Some(x) = present.get_mut(ev.step_index(p.t)) {
-                            *x = true;
-                        }
+            for r in ev.map_windows(&ri, |w, _, _| (!w.is_empty()).then_some(1.0))? {
+                for p in r.pts {
+                    if let Some(x) = present.get_mut(ev.step_index(p.t)) {
+                        *x = true;
                     }
                 }
             }
@@ -423,8 +433,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     }
 }
 
+/// Label names must be non-empty valid UTF-8 (raw-byte characters mark bytes that were not).
 fn valid_label_name(s: &str) -> bool {
-    !s.is_empty()
+    !s.is_empty() && !s.chars().any(super::durations::is_raw_byte)
 }
 
 /// Labels for `absent`: equality matchers of a plain selector (names matched more than once are
@@ -635,6 +646,7 @@ fn extrapolated_rate(
     w: &[Point],
     et: i64,
     range: i64,
+    has_reset: bool,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
@@ -644,7 +656,7 @@ fn extrapolated_rate(
     let first = w[0];
     let last = w[w.len() - 1];
     let mut result = last.v - first.v;
-    if is_counter {
+    if has_reset {
         let mut prev = 0.0;
         for p in w {
             if p.v < prev {
@@ -653,9 +665,9 @@ fn extrapolated_rate(
             prev = p.v;
         }
     }
-    let range_start = et - range;
-    let mut to_start = (first.t - range_start) as f64 / 1000.0;
-    let mut to_end = (et - last.t) as f64 / 1000.0;
+    let range_start = et.saturating_sub(range);
+    let mut to_start = first.t.saturating_sub(range_start) as f64 / 1000.0;
+    let mut to_end = et.saturating_sub(last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
     let avg = sampled / (w.len() - 1) as f64;
     let threshold = avg * 1.1;
@@ -771,17 +783,35 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     {
         ev.warn(format!(
             "PromQL warning: quantile value should be between 0 and 1, got {}",
-            fmt_float(q)
+            fmt_go_g(q)
         ));
     }
     let start = ev.start;
     let step = ev.step;
-    let sidx = |t: i64| usize::try_from((t - start) / step).unwrap_or(usize::MAX);
+    let sidx = |t: i64| usize::try_from(t.saturating_sub(start) / step).unwrap_or(usize::MAX);
     let mut out = match name {
         "rate" | "increase" | "delta" => {
             let (is_counter, is_rate) = (name != "delta", name == "rate");
-            ev.map_windows(&input, |w, et, _| {
-                extrapolated_rate(w, et, range, is_counter, is_rate)
+            // Per series, the number of counter resets up to each sample: windows without a
+            // reset skip the correction loop.
+            let mut cur = usize::MAX;
+            let mut resets: Vec<u32> = Vec::new();
+            ev.map_windows_idx(&input, |si, pts, lo, hi, et, _| {
+                if is_counter && si != cur {
+                    cur = si;
+                    resets.clear();
+                    let mut acc = 0u32;
+                    let mut prev = f64::NEG_INFINITY;
+                    resets.extend(pts.iter().map(|p| {
+                        if p.v < prev {
+                            acc += 1;
+                        }
+                        prev = p.v;
+                        acc
+                    }));
+                }
+                let has_reset = is_counter && hi > lo + 1 && resets[hi - 1] != resets[lo];
+                extrapolated_rate(&pts[lo..hi], et, range, has_reset, is_counter, is_rate)
             })?
         }
         "irate" => ev.map_windows(&input, |w, _, _| instant_delta(w, true))?,
@@ -941,4 +971,57 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     }
     ev.release_samples(in_samples);
     Ok(Val::Vector(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        // 2024-02-29T13:45:00Z
+        let t = 1_709_214_300.0;
+        assert_eq!(date_part("year", t), 2024.0);
+        assert_eq!(date_part("month", t), 2.0);
+        assert_eq!(date_part("day_of_month", t), 29.0);
+        assert_eq!(date_part("days_in_month", t), 29.0);
+        assert_eq!(date_part("day_of_year", t), 60.0);
+        assert_eq!(date_part("day_of_week", t), 4.0);
+        assert_eq!(date_part("hour", t), 13.0);
+        assert_eq!(date_part("minute", t), 45.0);
+        assert_eq!(date_part("year", -1.0), 1969.0);
+        assert!(date_part("year", f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn natural_order() {
+        assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
+        assert_eq!(natural_cmp("a10", "a10"), Ordering::Equal);
+        assert_eq!(natural_cmp("b", "a10"), Ordering::Greater);
+    }
+
+    #[test]
+    fn rate_extrapolation() {
+        let w: Vec<Point> = (0..5)
+            .map(|i| Point {
+                t: 15_000 * i + 15_000,
+                v: (10 * i) as f64,
+            })
+            .collect();
+        // Samples at 15s..75s, window (0, 75s]: delta extrapolates to the window start...
+        let v = extrapolated_rate(&w, 75_000, 75_000, false, false, false).unwrap_or(f64::NAN);
+        assert!((v - 50.0).abs() < 1e-9, "{v}");
+        // ...while a counter is not extrapolated below zero (its first value is 0).
+        let v = extrapolated_rate(&w, 75_000, 75_000, false, true, false).unwrap_or(f64::NAN);
+        assert!((v - 40.0).abs() < 1e-9, "{v}");
+        assert!(extrapolated_rate(&w[..1], 75_000, 75_000, false, true, true).is_none());
+        assert_eq!(fmt_float(f64::INFINITY), "+Inf");
+        assert_eq!(fmt_float(1.5), "1.5");
+        assert_eq!(fmt_go_g(1.5), "1.5");
+        assert_eq!(fmt_go_g(1e20), "1e+20");
+        assert_eq!(fmt_go_g(123_456_789.0), "1.23456789e+08");
+        assert_eq!(fmt_go_g(0.00001), "1e-05");
+        assert_eq!(fmt_go_g(-0.5), "-0.5");
+        assert_eq!(fmt_go_g(f64::NAN), "NaN");
+    }
 }

@@ -10,7 +10,7 @@ use promql_parser::parser::Call;
 
 use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val};
-use super::functions::fmt_float;
+use super::functions::fmt_go_g;
 use super::value::Point;
 
 const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
@@ -148,37 +148,30 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
             ev.warn(format!(
                 "PromQL warning: quantile value should be between 0 and 1, got {}",
-                fmt_float(q)
+                fmt_go_g(q)
             ));
         }
     }
-    let dense: Vec<Vec<Option<f64>>> = input
-        .iter()
-        .map(|s| {
-            let mut d = vec![None; n];
-            for p in &s.pts {
-                if let Some(x) = d.get_mut(ev.step_index(p.t)) {
-                    *x = Some(p.v);
-                }
-            }
-            d
-        })
-        .collect();
     let mut out = Vec::with_capacity(glabels.len());
     let mut buckets = Vec::new();
+    // Per group, the buckets present at each step (built group by group to bound memory).
+    let mut per_step: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
     for (g, mem) in members.iter().enumerate() {
-        let mut pts = Vec::new();
-        #[allow(clippy::needless_range_loop)]
-        for i in 0..n {
-            buckets.clear();
-            for &(si, ub) in mem {
-                if let Some(v) = dense[si][i] {
-                    buckets.push((ub, v));
+        per_step.iter_mut().for_each(Vec::clear);
+        for &(si, ub) in mem {
+            for p in &input[si].pts {
+                if let Some(b) = per_step.get_mut(ev.step_index(p.t)) {
+                    b.push((ub, p.v));
                 }
             }
-            if buckets.is_empty() {
+        }
+        let mut pts = Vec::new();
+        for (i, step_buckets) in per_step.iter().enumerate() {
+            if step_buckets.is_empty() {
                 continue;
             }
+            buckets.clear();
+            buckets.extend_from_slice(step_buckets);
             let q = qs.get(i).copied().unwrap_or(f64::NAN);
             let (v, forced) = bucket_quantile(q, &mut buckets);
             if forced {
@@ -215,4 +208,44 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
         return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
     }
     t.replace('_', "").parse::<f64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_within_bucket() {
+        let mut b = vec![(0.1, 10.0), (0.5, 20.0), (f64::INFINITY, 20.0)];
+        let (q, forced) = bucket_quantile(0.75, &mut b);
+        assert!(!forced);
+        assert!((q - 0.3).abs() < 1e-12, "{q}");
+    }
+
+    #[test]
+    fn fixes_monotonicity_and_reports_it() {
+        let mut b = vec![(1.0, 10.0), (2.0, 8.0), (f64::INFINITY, 12.0)];
+        let (_, forced) = bucket_quantile(0.5, &mut b);
+        assert!(forced);
+    }
+
+    #[test]
+    fn edge_cases() {
+        assert!(bucket_quantile(0.5, &mut [(1.0, 1.0)]).0.is_nan());
+        assert!(
+            bucket_quantile(0.5, &mut [(1.0, 0.0), (f64::INFINITY, 0.0)])
+                .0
+                .is_nan()
+        );
+        assert_eq!(bucket_quantile(-1.0, &mut []).0, f64::NEG_INFINITY);
+        assert_eq!(bucket_quantile(2.0, &mut []).0, f64::INFINITY);
+        // Rank in the +Inf bucket returns the highest finite bound.
+        assert_eq!(
+            bucket_quantile(0.99, &mut [(1.0, 1.0), (f64::INFINITY, 10.0)]).0,
+            1.0
+        );
+        assert_eq!(parse_go_float("+Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_go_float("0.5"), Some(0.5));
+        assert_eq!(parse_go_float("x"), None);
+    }
 }

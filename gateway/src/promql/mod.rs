@@ -4,6 +4,26 @@
 //!
 //! This module tree must never reach storage except through [`Queryable`], never panic on any
 //! query text or data, and never hold more samples than [`EngineOptions::max_samples`].
+//!
+//! # Using it
+//!
+//! ```text
+//! let engine = Engine::new(EngineOptions::default());
+//! let res = engine.range_query(&queryable, "sum by (job) (rate(x[5m]))", start_ms, end_ms, step_ms).await?;
+//! match res.value { Value::Matrix(series) => ..., _ => ... }   // plus res.warnings / res.infos
+//! ```
+//!
+//! # Implementing [`Queryable`]
+//!
+//! The engine calls [`Queryable::select`] once per selector per query (concurrently for
+//! different selectors), with the matchers and the inclusive millisecond range `[start_ms,
+//! end_ms]` that evaluation needs (offset, `@`, range, lookback and subqueries already
+//! accounted for) plus [`SelectHints`]. Return every matching series with data in that range;
+//! extra samples outside it are ignored. Series may carry XOR chunks ([`SeriesData::Chunks`],
+//! decoded lazily, overlaps allowed) or decoded samples ([`SeriesData::Samples`], e.g. after
+//! replica deduplication). Each label set must appear once. Non-fatal problems go into
+//! [`SeriesSet::warnings`] and surface as query warnings; an `Err` fails the query with an
+//! `execution` error. Results sorted by labels save the engine a sort.
 
 mod aggregations;
 mod binary;

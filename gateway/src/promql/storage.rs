@@ -226,8 +226,9 @@ pub trait Queryable: Send + Sync {
 /// An in-memory [`Queryable`]: series are kept as XOR chunks of up to 120 samples.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryQueryable {
-    /// Sorted by labels, so selections come back in Prometheus's series order.
-    series: std::collections::BTreeMap<Labels, StoredSeries>,
+    /// Series by metric name ("" for none), each set sorted by labels so selections come back
+    /// in Prometheus's series order.
+    by_name: std::collections::HashMap<String, std::collections::BTreeMap<Labels, StoredSeries>>,
 }
 
 const SAMPLES_PER_CHUNK: usize = 120;
@@ -241,7 +242,8 @@ impl MemoryQueryable {
     /// Adds samples to a series (merged with any samples already stored for the same labels).
     pub fn add_series(&mut self, labels: Labels, samples: &[Sample]) -> Result<(), StorageError> {
         let mut all: Vec<(i64, f64)> = Vec::new();
-        if let Some(s) = self.series.get(&labels) {
+        let name = labels.metric_name().unwrap_or("").to_string();
+        if let Some(s) = self.by_name.get(&name).and_then(|m| m.get(&labels)) {
             s.decode_into(i64::MIN, i64::MAX, &mut all)?;
         }
         all.extend(samples.iter().map(|s| (s.t, s.v)));
@@ -273,29 +275,41 @@ impl MemoryQueryable {
             labels: labels.clone(),
             data: SeriesData::Chunks(chunks),
         };
-        self.series.insert(labels, s);
+        self.by_name.entry(name).or_default().insert(labels, s);
         Ok(())
     }
 
     /// Removes all series.
     pub fn clear(&mut self) {
-        self.series.clear();
+        self.by_name.clear();
     }
 
     /// Number of series stored.
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.by_name
+            .values()
+            .map(std::collections::BTreeMap::len)
+            .sum()
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.by_name
+            .values()
+            .all(std::collections::BTreeMap::is_empty)
     }
 
     fn select_sync(&self, sel: &Selection) -> SeriesSet {
-        let series = self
-            .series
-            .values()
+        let name = sel
+            .matchers
+            .iter()
+            .find(|m| m.kind == MatchKind::Equal && m.name == gauntlet_tsdb::labels::METRIC_NAME)
+            .map(|m| m.value.as_str());
+        let candidates: Box<dyn Iterator<Item = &StoredSeries> + '_> = match name {
+            Some(n) => Box::new(self.by_name.get(n).into_iter().flat_map(|m| m.values())),
+            None => Box::new(self.by_name.values().flat_map(|m| m.values())),
+        };
+        let mut series: Vec<StoredSeries> = candidates
             .filter(|s| sel.matchers.iter().all(|m| m.matches_labels(&s.labels)))
             .filter_map(|s| match &s.data {
                 SeriesData::Chunks(cs) => {
@@ -312,6 +326,9 @@ impl MemoryQueryable {
                 SeriesData::Samples(_) => Some(s.clone()),
             })
             .collect();
+        if name.is_none() {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
         SeriesSet {
             series,
             warnings: Vec::new(),
@@ -323,5 +340,59 @@ impl MemoryQueryable {
 impl Queryable for MemoryQueryable {
     async fn select(&self, selection: &Selection) -> Result<SeriesSet, StorageError> {
         Ok(self.select_sync(selection))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn chunk(samples: &[(i64, f64)]) -> Chunk {
+        let mut c = XorChunk::new();
+        for &(t, v) in samples {
+            c.append(t, v).unwrap();
+        }
+        Chunk {
+            min_time: samples[0].0,
+            max_time: samples[samples.len() - 1].0,
+            data: Bytes::from(c.into_bytes()),
+        }
+    }
+
+    #[test]
+    fn overlapping_chunks_merge_in_time_order_first_wins() {
+        let s = StoredSeries {
+            labels: Labels::from_pairs(&[("__name__", "m")]),
+            data: SeriesData::Chunks(vec![
+                chunk(&[(10, 1.0), (30, 3.0), (50, 5.0)]),
+                chunk(&[(20, 2.0), (30, 99.0), (40, 4.0)]),
+            ]),
+        };
+        let mut out = Vec::new();
+        s.decode_into(0, 45, &mut out).unwrap();
+        assert_eq!(out, vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
+    }
+
+    #[test]
+    fn corrupt_chunk_is_an_error() {
+        let s = StoredSeries {
+            labels: Labels::empty(),
+            data: SeriesData::Chunks(vec![Chunk {
+                min_time: 0,
+                max_time: 10,
+                data: Bytes::from_static(&[0, 5, 1]),
+            }]),
+        };
+        assert!(s.decode_into(0, 10, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn regex_matchers_are_anchored() {
+        let m = Matcher::new(MatchKind::RegexMatch, "job", "api|web").unwrap();
+        assert!(m.matches("api") && !m.matches("apix"));
+        let m = Matcher::new(MatchKind::RegexNoMatch, "job", "").unwrap();
+        assert!(m.matches("x") && !m.matches(""));
+        assert!(Matcher::new(MatchKind::RegexMatch, "a", "(").is_err());
     }
 }

@@ -54,6 +54,18 @@ pub enum Value {
     Matrix(Vec<Series>),
 }
 
+impl Value {
+    /// The Prometheus API `resultType` of this value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::String { .. } => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
 /// A successful query's value with its annotations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
