@@ -46,9 +46,10 @@ impl MemoryStore {
     pub fn from_samples(
         external_labels: Labels,
         component_type: &str,
-        series: Vec<(Labels, Vec<(i64, f64)>)>,
+        series: impl IntoIterator<Item = (Labels, Vec<(i64, f64)>)>,
     ) -> Result<Self, ChunkError> {
-        let mut stored = Vec::with_capacity(series.len());
+        let series = series.into_iter();
+        let mut stored = Vec::with_capacity(series.size_hint().0);
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
         for (labels, samples) in series {
             let mut builder = labels.builder();
