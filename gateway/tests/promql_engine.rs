@@ -582,3 +582,16 @@ fn deeply_nested_queries_are_rejected_not_crashing() {
         .unwrap();
     h.join().unwrap();
 }
+
+/// Found by fuzzing: a range whose seconds overflow `Duration` made the parser crate panic.
+#[tokio::test]
+async fn an_overflowing_range_is_bad_data_not_a_panic() {
+    let engine = Engine::new(EngineOptions::default());
+    let store = MemoryQueryable::new();
+    let query = "\r++++aket[444444444444444444444444444444444444444444444]+++++++f";
+    let error = engine
+        .instant_query(&store, query, 0)
+        .await
+        .expect_err("out of range");
+    assert_eq!(error.kind(), "bad_data", "{error}");
+}

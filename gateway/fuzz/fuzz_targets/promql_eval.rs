@@ -39,7 +39,16 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// libFuzzer's panic hook aborts at once, even inside `catch_unwind`. The engine contains panics
+/// of the third-party parser on purpose, so restore the default hook: any panic that escapes
+/// the engine still fails the run, because the fuzz harness aborts on it.
+fn restore_default_panic_hook() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| drop(std::panic::take_hook()));
+}
+
 fuzz_target!(|input: &[u8]| {
+    restore_default_panic_hook();
     let Ok(query) = std::str::from_utf8(input) else { return };
     if query.len() > 4096 {
         return;

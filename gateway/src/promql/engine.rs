@@ -82,9 +82,17 @@ pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
     // Parsing and dropping an AST recurse once per nesting level: do both on a roomy stack,
     // and hand out only trees the evaluator accepts.
     stacker::grow(PARSE_STACK, || {
-        let expr = parse_unchecked(query)?;
+        let expr = parse_unguarded(query)?;
         super::eval::validate(&expr)?;
         Ok(expr)
+    })
+}
+
+/// The parser is third-party code: a panic inside it (e.g. a range so large that converting it
+/// to a `Duration` overflows) becomes a `bad_data` error instead of taking the caller down.
+fn parse_unguarded(query: &str) -> Result<Expr, QueryError> {
+    std::panic::catch_unwind(|| parse_unchecked(query)).unwrap_or_else(|_| {
+        Err(QueryError::bad("1:1: parse error: the query could not be parsed (a number or duration is out of range)"))
     })
 }
 
