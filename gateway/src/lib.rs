@@ -9,6 +9,7 @@ pub mod demo;
 pub mod duration;
 pub mod http;
 pub mod metrics;
+pub mod plugin;
 pub mod query;
 pub mod shutdown;
 pub mod telemetry;

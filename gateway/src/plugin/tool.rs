@@ -1,0 +1,1 @@
+//! Library side of `gauntlet plugin new | inspect | validate`.
