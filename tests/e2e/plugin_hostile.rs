@@ -484,8 +484,7 @@ async fn sha256_mismatch_refuses_to_load() {
     std::fs::write(&manifest, tampered).expect("write");
     let err = PluginSlot::load_async(&fx.host, &manifest)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(matches!(err, PluginError::Sha256Mismatch { .. }), "{err}");
     assert!(err.to_string().contains("refusing to load"), "{err}");
     assert_eq!(
@@ -503,8 +502,7 @@ async fn a_configuration_refused_by_init_fails_the_load() {
     let manifest = fx.manifest("h-init", "hostile", "[config]\nbehaviour = \"fail-init\"\n");
     let err = PluginSlot::load_async(&fx.host, &manifest)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(matches!(err, PluginError::Init { .. }), "{err}");
     assert!(
         err.to_string().contains("config.behaviour = fail-init"),
@@ -583,6 +581,6 @@ async fn other_plugins_keep_answering_while_one_loops() {
         started.elapsed()
     );
     assert!(!looping.is_finished(), "the loop ended too early");
-    let err = looping.await.expect("join").err().expect("timeout");
+    let err = looping.await.expect("join").expect_err("timeout");
     assert!(matches!(err, StoreError::Timeout(_)), "{err}");
 }

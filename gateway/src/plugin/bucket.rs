@@ -296,19 +296,23 @@ mod tests {
     async fn prefixed_bucket_stays_inside_its_prefix() {
         let dir = std::env::temp_dir().join(format!("gauntlet-bucket-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let root: Arc<dyn Bucket> = Arc::new(ObjectStoreBucket::local(&dir).unwrap());
-        root.put("secret/key", b"no".to_vec()).await.unwrap();
-        root.put("tenant/a/x.csv", b"yes".to_vec()).await.unwrap();
+        let root: Arc<dyn Bucket> = Arc::new(ObjectStoreBucket::local(&dir).expect("test setup"));
+        root.put("secret/key", b"no".to_vec())
+            .await
+            .expect("test setup");
+        root.put("tenant/a/x.csv", b"yes".to_vec())
+            .await
+            .expect("test setup");
         root.put("tenant/ab/y.csv", b"other".to_vec())
             .await
-            .unwrap();
+            .expect("test setup");
 
-        let scoped = PrefixedBucket::new(root.clone(), "tenant/a").unwrap();
-        assert_eq!(scoped.get("x.csv").await.unwrap(), b"yes");
+        let scoped = PrefixedBucket::new(root.clone(), "tenant/a").expect("test setup");
+        assert_eq!(scoped.get("x.csv").await.expect("test setup"), b"yes");
         let listed: Vec<String> = scoped
             .list("")
             .await
-            .unwrap()
+            .expect("test setup")
             .into_iter()
             .map(|o| o.key)
             .collect();
@@ -325,11 +329,14 @@ mod tests {
             scoped.get("missing").await,
             Err(BucketError::NotFound(_))
         ));
-        scoped.put("new/z", b"1".to_vec()).await.unwrap();
-        assert_eq!(root.get("tenant/a/new/z").await.unwrap(), b"1");
-        scoped.delete("new/z").await.unwrap();
-        scoped.delete("new/z").await.unwrap();
-        assert_eq!(scoped.head("x.csv").await.unwrap().size, 3);
+        scoped
+            .put("new/z", b"1".to_vec())
+            .await
+            .expect("test setup");
+        assert_eq!(root.get("tenant/a/new/z").await.expect("test setup"), b"1");
+        scoped.delete("new/z").await.expect("test setup");
+        scoped.delete("new/z").await.expect("test setup");
+        assert_eq!(scoped.head("x.csv").await.expect("test setup").size, 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -214,11 +214,12 @@ impl PluginHost {
 
     /// Loads a plugin from an already validated manifest (blocking).
     pub fn load_manifest(&self, manifest: Manifest) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let result = self.load_inner(manifest.clone());
+        let name = manifest.name.clone();
+        let result = self.load_inner(manifest);
         let outcome = if result.is_ok() { "ok" } else { "error" };
         plugin_metrics()
             .reloads
-            .with_label_values(&[manifest.name.as_str(), outcome])
+            .with_label_values(&[name.as_str(), outcome])
             .inc();
         result
     }
@@ -246,7 +247,7 @@ impl PluginHost {
             return Err(PluginError::Sha256Mismatch {
                 plugin,
                 path: manifest.component_path.clone(),
-                expected: manifest.sha256.clone(),
+                expected: manifest.sha256,
                 actual,
             });
         }

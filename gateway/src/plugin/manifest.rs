@@ -582,7 +582,7 @@ nested = { a = "x", b = true }
 
     #[test]
     fn parses_a_full_manifest() {
-        let m = parse(GOOD).unwrap();
+        let m = parse(GOOD).expect("test setup");
         assert_eq!(m.name, "csv-store");
         assert_eq!(m.world, World::StoreBackend);
         assert_eq!(
@@ -650,7 +650,7 @@ nested = { a = "x", b = true }
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = parse(&GOOD.replace("[limits]", "[limits]\nmemroy = 1")).unwrap_err();
+        let err = parse(&GOOD.replace("[limits]", "[limits]\nmemroy = 1")).expect_err("must fail");
         assert!(err.to_string().contains("memroy"), "{err}");
     }
 
@@ -663,7 +663,7 @@ world = "ruler"
 path = "/abs/p.wasm"
 sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 "#;
-        let m = parse(text).unwrap();
+        let m = parse(text).expect("test setup");
         assert_eq!(m.capabilities, Capabilities::default());
         assert_eq!(m.failure_policy, FailurePolicy::FailClosed);
         assert_eq!(m.limits, Limits::default());

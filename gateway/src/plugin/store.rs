@@ -80,7 +80,7 @@ fn warning(message: String) -> SeriesResponse {
 }
 
 /// Runs a `Series` answer on the calling (blocking) thread, sending batches to `tx`.
-fn stream_series(plugin: &LoadedPlugin, request: wit::SeriesRequest, tx: &mpsc::Sender<Batch>) {
+fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc::Sender<Batch>) {
     let mut instance = match plugin.checkout() {
         Ok(instance) => instance,
         Err(e) => {
@@ -89,7 +89,7 @@ fn stream_series(plugin: &LoadedPlugin, request: wit::SeriesRequest, tx: &mpsc::
         }
     };
     let resource = match plugin.call(&mut instance, "select", |store, exports| {
-        exports.gauntlet_plugin_store().call_select(store, &request)
+        exports.gauntlet_plugin_store().call_select(store, request)
     }) {
         Ok(Ok(resource)) => resource,
         Ok(Err(guest)) => {
@@ -299,7 +299,7 @@ impl Store for PluginStore {
         };
         let plugin = self.slot.current();
         let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
-        tokio::task::spawn_blocking(move || stream_series(&plugin, wit_request, &tx));
+        tokio::task::spawn_blocking(move || stream_series(&plugin, &wit_request, &tx));
         let fail_open = self.fail_open();
         let first = rx.recv().await;
         let first_frames = match first {

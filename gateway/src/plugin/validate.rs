@@ -228,7 +228,7 @@ mod tests {
     fn xor(samples: &[(i64, f64)]) -> Chunk {
         let mut c = XorChunk::new();
         for &(t, v) in samples {
-            c.append(t, v).unwrap();
+            c.append(t, v).expect("test setup");
         }
         Chunk {
             min_time: samples[0].0,
@@ -259,13 +259,16 @@ mod tests {
             labels: vec![label("__name__", "b")],
             chunks: vec![],
         };
-        assert_eq!(v.check_batch(vec![a]).unwrap().len(), 1);
-        assert_eq!(v.check_batch(vec![b]).unwrap()[0].labels[0].value, "b");
+        assert_eq!(v.check_batch(vec![a]).expect("test setup").len(), 1);
+        assert_eq!(
+            v.check_batch(vec![b]).expect("test setup")[0].labels[0].value,
+            "b"
+        );
     }
 
     #[test]
     fn refuses_malformed_data() {
-        let bad = |s: Series| validator().check_batch(vec![s]).unwrap_err();
+        let bad = |s: Series| validator().check_batch(vec![s]).expect_err("must fail");
         assert!(matches!(
             bad(Series {
                 labels: vec![label("b", "1"), label("a", "1")],

@@ -51,14 +51,11 @@ impl Host for HostState {
                 url.host_str().unwrap_or("")
             ))));
         }
-        let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
-            Ok(method) => method,
-            Err(_) => {
-                return Ok(Err(HttpError::InvalidRequest(format!(
-                    "bad method {:?}",
-                    request.method
-                ))));
-            }
+        let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
+            return Ok(Err(HttpError::InvalidRequest(format!(
+                "bad method {:?}",
+                request.method
+            ))));
         };
         let timeout = self.ctx.limits.time_per_call.min(MAX_TIMEOUT);
         let mut builder = self.ctx.http.request(method, url).timeout(timeout);
@@ -69,7 +66,7 @@ impl Host for HostState {
             builder = builder.body(request.body);
         }
         let outcome = block_on(async move {
-            let mut response = builder.send().await.map_err(classify)?;
+            let mut response = builder.send().await.map_err(|e| classify(&e))?;
             if let Some(length) = response.content_length()
                 && length > MAX_BODY
             {
@@ -87,7 +84,7 @@ impl Host for HostState {
                 })
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
                 body.extend_from_slice(&chunk);
                 if body.len() as u64 > MAX_BODY {
                     return Err(HttpError::TooLarge(body.len() as u64));
@@ -106,7 +103,7 @@ impl Host for HostState {
     }
 }
 
-fn classify(error: reqwest::Error) -> HttpError {
+fn classify(error: &reqwest::Error) -> HttpError {
     if error.is_timeout() {
         HttpError::Timeout
     } else {
@@ -121,7 +118,7 @@ mod tests {
     #[test]
     fn allowlist_matches_host_and_port() {
         let list = vec!["127.0.0.1:8080".to_owned(), "api.example.com".to_owned()];
-        let ok = |u: &str| allowed(&reqwest::Url::parse(u).unwrap(), &list);
+        let ok = |u: &str| allowed(&reqwest::Url::parse(u).expect("test setup"), &list);
         assert!(ok("http://127.0.0.1:8080/x"));
         assert!(!ok("http://127.0.0.1:8081/x"));
         assert!(ok("https://api.example.com/v1"));
