@@ -191,7 +191,7 @@ impl LoadedPlugin {
         }
     }
 
-    fn instantiate_store(&self) -> Result<StoreInstance, PluginError> {
+    pub(crate) fn instantiate_store(&self) -> Result<StoreInstance, PluginError> {
         let WorldPre::Store(pre) = &self.pre else {
             return Err(PluginError::Host(format!(
                 "plugin {} (world {}) does not serve the store interface",

@@ -17,6 +17,25 @@ use gauntlet_plugin_sdk::{
 
 thread_local! {
     static CONFIG: RefCell<Config> = RefCell::new(Config::default());
+    /// Precomputed series for `behaviour = "synthetic"` (benchmarks).
+    static SYNTHETIC: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `config.series` series of `config.samples` samples each, 15 s apart, as XOR chunks.
+fn synthetic(config: &Config) -> Result<Vec<Series>, PluginError> {
+    let series: usize = config.parse_or("series", 1000)?;
+    let samples: i64 = config.parse_or("samples", 1200)?;
+    let mut out = Vec::with_capacity(series);
+    for i in 0..series {
+        let points: Vec<(i64, f64)> = (0..samples)
+            .map(|j| (j * 15_000, ((i as i64 * 7 + j) % 100) as f64 * 1.5))
+            .collect();
+        out.push(Series {
+            labels: labels(&[("__name__", "bench"), ("i", &format!("{i:06}"))]),
+            chunks: encode_xor(&points)?,
+        });
+    }
+    Ok(out)
 }
 
 fn config(key: &str) -> Option<String> {
@@ -36,6 +55,10 @@ impl lifecycle::Guest for Hostile {
             return Err(PluginError::InvalidArgument(
                 "config.behaviour = fail-init refuses to start".to_owned(),
             ));
+        }
+        if config.get("behaviour") == Some("synthetic") {
+            let series = synthetic(&config)?;
+            SYNTHETIC.with(|s| *s.borrow_mut() = series);
         }
         CONFIG.with(|c| *c.borrow_mut() = config);
         Ok(())
@@ -230,10 +253,25 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
 struct Stream {
     pending: RefCell<Option<Vec<Series>>>,
     slow: bool,
+    /// For `synthetic`: the next series index to hand out, 1000 a batch.
+    synthetic: RefCell<Option<usize>>,
 }
 
 impl store::GuestSeriesStream for Stream {
     fn next_batch(&self) -> Result<Option<store::SeriesBatch>, PluginError> {
+        let synthetic = *self.synthetic.borrow();
+        if let Some(next) = synthetic {
+            let batch: Vec<Series> =
+                SYNTHETIC.with(|s| s.borrow().iter().skip(next).take(1000).cloned().collect());
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            *self.synthetic.borrow_mut() = Some(next + batch.len());
+            return Ok(Some(store::SeriesBatch {
+                series: batch,
+                warnings: Vec::new(),
+            }));
+        }
         if self.slow {
             let mut i: u64 = 0;
             loop {
@@ -272,16 +310,18 @@ impl store::Guest for Hostile {
             .map(|m| m.value.clone())
             .or_else(|| config("behaviour"))
             .unwrap_or_else(|| "none".to_owned());
-        if behaviour == "slow-batch" {
+        if behaviour == "slow-batch" || behaviour == "synthetic" {
             return Ok(store::SeriesStream::new(Stream {
                 pending: RefCell::new(None),
-                slow: true,
+                slow: behaviour == "slow-batch",
+                synthetic: RefCell::new((behaviour == "synthetic").then_some(0)),
             }));
         }
         let series = misbehave(&behaviour)?;
         Ok(store::SeriesStream::new(Stream {
             pending: RefCell::new(Some(series)),
             slow: false,
+            synthetic: RefCell::new(None),
         }))
     }
 
