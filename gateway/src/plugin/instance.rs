@@ -41,6 +41,13 @@ impl StoreInstance {
     }
 }
 
+/// Metric handles of one (plugin, world, call), resolved once.
+struct CallMetrics {
+    calls: prometheus::IntCounter,
+    errors: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+}
+
 /// A plugin ready to be called.
 pub struct LoadedPlugin {
     host: PluginHost,
@@ -50,6 +57,7 @@ pub struct LoadedPlugin {
     idle: Mutex<Vec<StoreInstance>>,
     high_water: AtomicUsize,
     loaded_at: std::time::SystemTime,
+    call_metrics: Mutex<std::collections::HashMap<&'static str, Arc<CallMetrics>>>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -109,6 +117,7 @@ impl LoadedPlugin {
             idle: Mutex::new(Vec::new()),
             high_water: AtomicUsize::new(0),
             loaded_at: std::time::SystemTime::now(),
+            call_metrics: Mutex::new(std::collections::HashMap::new()),
         };
         plugin.check_init()?;
         Ok(plugin)
@@ -264,20 +273,19 @@ impl LoadedPlugin {
             call,
         ];
         let metrics = plugin_metrics();
-        metrics.calls.with_label_values(&labels).inc();
+        let handles = self.call_metrics(call);
+        handles.calls.inc();
         let tick = self.host.inner.config.epoch_tick.as_nanos().max(1);
         let ticks = self.manifest.limits.time_per_call.as_nanos().div_ceil(tick);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
         store.data_mut().start_call();
         let started = Instant::now();
         let result = f(store);
-        metrics
-            .duration
-            .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        handles.duration.observe(started.elapsed().as_secs_f64());
         let high_water = store.data().limiter.high_water();
         let previous = self.high_water.fetch_max(high_water, Ordering::Relaxed);
         if high_water > previous {
+            // Rare (only when the mark rises): resolve the labelled gauge here.
             metrics
                 .memory_high_water
                 .with_label_values(&labels)
@@ -287,7 +295,7 @@ impl LoadedPlugin {
             Ok(value) => Ok(value),
             Err(error) => {
                 let classified = self.classify(store, call, &error);
-                metrics.errors.with_label_values(&labels).inc();
+                handles.errors.inc();
                 if classified.is_trap() {
                     let reason = match &classified {
                         PluginError::Timeout { .. } => "timeout",
@@ -304,6 +312,26 @@ impl LoadedPlugin {
                 tracing::warn!(plugin = %self.manifest.name, call, error = %classified, "plugin call failed");
                 Err(classified)
             }
+        }
+    }
+
+    fn call_metrics(&self, call: &'static str) -> Arc<CallMetrics> {
+        let create = || {
+            let metrics = plugin_metrics();
+            let labels = [
+                self.manifest.name.as_str(),
+                self.manifest.world.as_str(),
+                call,
+            ];
+            Arc::new(CallMetrics {
+                calls: metrics.calls.with_label_values(&labels),
+                errors: metrics.errors.with_label_values(&labels),
+                duration: metrics.duration.with_label_values(&labels),
+            })
+        };
+        match self.call_metrics.lock() {
+            Ok(mut cache) => cache.entry(call).or_insert_with(create).clone(),
+            Err(_) => create(),
         }
     }
 
