@@ -210,6 +210,7 @@ fn manifest(
     dir: &std::path::Path,
     name: &str,
     component: &std::path::Path,
+    limits: &str,
     config: &str,
 ) -> Result<PathBuf, PluginError> {
     let bytes = std::fs::read(component).map_err(|e| PluginError::Component {
@@ -218,7 +219,7 @@ fn manifest(
         message: e.to_string(),
     })?;
     let text = format!(
-        "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"store-backend\"\npath = \"{}\"\nsha256 = \"{}\"\n[limits]\nmemory = \"512MiB\"\ntime_per_call = \"30s\"\nbatch_bytes = \"256MiB\"\n[config]\n{config}\n",
+        "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"store-backend\"\npath = \"{}\"\nsha256 = \"{}\"\n[limits]\nmemory = \"512MiB\"\ntime_per_call = \"30s\"\nbatch_bytes = \"256MiB\"\n{limits}\n[config]\n{config}\n",
         component.display(),
         sha256_hex(&bytes)
     );
@@ -246,6 +247,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
         &dir,
         "bench-calls",
         &config.component,
+        "",
         "behaviour = \"none\"",
     )?;
     let slot = PluginSlot::load_async(&host, &plain).await?;
@@ -313,46 +315,53 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
         baseline: Some(native_info_us),
     });
 
-    // Throughput of series batches as XOR chunks.
-    let synthetic = manifest(
-        &dir,
-        "bench-series",
-        &config.component,
-        &format!(
-            "behaviour = \"synthetic\"\nseries = \"{}\"\nsamples = \"{}\"",
-            config.series, config.samples_per_series
-        ),
-    )?;
-    let slot = PluginSlot::load_async(&host, &synthetic).await?;
-    let plugin_store = slot.store();
-    let to_host = |e: StoreError| PluginError::Host(e.to_string());
-    // Warm up (and capture the data for the native store).
-    let (series, samples) = drain(&plugin_store).await.map_err(to_host)?;
-    let expected = config.series * config.samples_per_series;
-    if samples != expected {
-        return Err(PluginError::Host(format!(
-            "synthetic data has {samples} samples, expected {expected}"
-        )));
+    // Throughput of series batches as XOR chunks, with full and header-only chunk checks.
+    for (name, limits) in [
+        ("bench-series", ""),
+        ("bench-series-header", "validate_chunks = \"header\""),
+    ] {
+        let synthetic = manifest(
+            &dir,
+            name,
+            &config.component,
+            limits,
+            &format!(
+                "behaviour = \"synthetic\"\nseries = \"{}\"\nsamples = \"{}\"",
+                config.series, config.samples_per_series
+            ),
+        )?;
+        let slot = PluginSlot::load_async(&host, &synthetic).await?;
+        let plugin_store = slot.store();
+        let to_host = |e: StoreError| PluginError::Host(e.to_string());
+        // Warm up (and capture the data for the native store).
+        let (series, samples) = drain(&plugin_store).await.map_err(to_host)?;
+        let expected = config.series * config.samples_per_series;
+        if samples != expected {
+            return Err(PluginError::Host(format!(
+                "synthetic data has {samples} samples, expected {expected}"
+            )));
+        }
+        let native = InMemoryStore {
+            series: Arc::new(series),
+        };
+        drain(&native).await.map_err(to_host)?;
+        let plugin_rate = throughput(&plugin_store, config.selects.max(1))
+            .await
+            .map_err(to_host)?;
+        let native_rate = throughput(&native, config.selects.max(1))
+            .await
+            .map_err(to_host)?;
+        let checks = if limits.is_empty() { "full" } else { "header" };
+        report.rows.push(BenchRow {
+            name: format!(
+                "Series, {}×{} samples, {checks} chunk checks, samples/s",
+                config.series, config.samples_per_series
+            ),
+            value: plugin_rate,
+            unit: "/s",
+            baseline: Some(native_rate),
+        });
     }
-    let native = InMemoryStore {
-        series: Arc::new(series),
-    };
-    drain(&native).await.map_err(to_host)?;
-    let plugin_rate = throughput(&plugin_store, config.selects.max(1))
-        .await
-        .map_err(to_host)?;
-    let native_rate = throughput(&native, config.selects.max(1))
-        .await
-        .map_err(to_host)?;
-    report.rows.push(BenchRow {
-        name: format!(
-            "Series through PluginStore ({}×{} samples), samples/s",
-            config.series, config.samples_per_series
-        ),
-        value: plugin_rate,
-        unit: "/s",
-        baseline: Some(native_rate),
-    });
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
 }

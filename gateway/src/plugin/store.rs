@@ -108,7 +108,7 @@ fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc:
             max_series: limits.batch_series,
             max_bytes: limits.batch_bytes,
         },
-        true,
+        limits.full_chunk_validation,
     );
     loop {
         let batch = plugin.call(&mut instance, "next-batch", |store, exports| {
