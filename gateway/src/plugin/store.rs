@@ -38,7 +38,16 @@ pub struct PluginStore {
     slot: Arc<PluginSlot>,
 }
 
-type Batch = Result<Vec<SeriesResponse>, PluginError>;
+/// One message from the plugin thread: frames, the end of a complete answer (`Ok(None)`), or
+/// the failure that ends it. A channel that closes without either means the thread died, and
+/// is reported as an error rather than passed off as a complete answer.
+type Batch = Result<Option<Vec<SeriesResponse>>, PluginError>;
+
+fn unfinished(name: &str) -> PluginError {
+    PluginError::Host(format!(
+        "plugin {name}: the series answer ended without completing"
+    ))
+}
 
 fn matchers(list: &[thanos::LabelMatcher]) -> Result<Vec<Matcher>, PluginError> {
     list.iter()
@@ -125,7 +134,7 @@ fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc:
                     frames.extend(series.into_iter().map(|s| SeriesResponse {
                         result: Some(series_response::Result::Series(s)),
                     }));
-                    Ok(frames)
+                    Ok(Some(frames))
                 }
                 Err(e) => {
                     plugin.count_malformed("next-batch");
@@ -143,7 +152,10 @@ fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc:
                     })
                 }
             },
-            Ok(Ok(None)) => break,
+            Ok(Ok(None)) => {
+                let _ = tx.blocking_send(Ok(None));
+                break;
+            }
             Ok(Err(guest)) => Err(plugin.guest_failure("next-batch", guest)),
             Err(e) => Err(e),
         };
@@ -301,23 +313,24 @@ impl Store for PluginStore {
         let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
         tokio::task::spawn_blocking(move || stream_series(&plugin, &wit_request, &tx));
         let fail_open = self.fail_open();
-        let first = rx.recv().await;
-        let first_frames = match first {
-            None => Vec::new(),
-            Some(Ok(frames)) => frames,
-            Some(Err(e)) if fail_open => vec![warning(self.skipped(&e))],
-            Some(Err(e)) => return Err(e.into()),
-        };
         let name = self.name();
+        let first = rx.recv().await.unwrap_or_else(|| Err(unfinished(&name)));
+        let (first_frames, finished) = match first {
+            Ok(Some(frames)) => (frames, false),
+            Ok(None) => (Vec::new(), true),
+            Err(e) if fail_open => (vec![warning(self.skipped(&e))], true),
+            Err(e) => return Err(e.into()),
+        };
         // After a failure under fail-open, the stream ends with one warning.
-        let rest = futures::stream::unfold((rx, false), move |(mut rx, done)| {
+        let rest = futures::stream::unfold((rx, finished), move |(mut rx, done)| {
             let name = name.clone();
             async move {
                 if done {
                     return None;
                 }
-                match rx.recv().await? {
-                    Ok(frames) => Some((Ok(frames), (rx, false))),
+                match rx.recv().await.unwrap_or_else(|| Err(unfinished(&name))) {
+                    Ok(Some(frames)) => Some((Ok(frames), (rx, false))),
+                    Ok(None) => None,
                     Err(e) if fail_open => Some((
                         Ok(vec![warning(format!(
                             "store plugin {name} skipped (fail-open): {e}"
