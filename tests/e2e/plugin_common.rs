@@ -52,7 +52,12 @@ impl Fixture {
         Self::with_config(HostConfig::default())
     }
 
-    pub fn with_config(mut config: HostConfig) -> Self {
+    pub fn with_config(config: HostConfig) -> Self {
+        Self::with_services(config, HostServices::default())
+    }
+
+    /// A fixture whose host offers `services` (its bucket is replaced by the fixture's).
+    pub fn with_services(mut config: HostConfig, services: HostServices) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bucket: Arc<dyn Bucket> =
             Arc::new(ObjectStoreBucket::local(&dir.path().join("bucket")).expect("bucket"));
@@ -64,7 +69,7 @@ impl Fixture {
             config,
             HostServices {
                 bucket: Some(bucket.clone()),
-                ..HostServices::default()
+                ..services
             },
         )
         .expect("plugin host");

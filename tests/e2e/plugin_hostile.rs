@@ -584,3 +584,92 @@ async fn other_plugins_keep_answering_while_one_loops() {
     let err = looping.await.expect("join").expect_err("timeout");
     assert!(matches!(err, StoreError::Timeout(_)), "{err}");
 }
+
+hostile_test!(
+    query_without_the_capability_is_denied,
+    "h-query",
+    "query",
+    "[config]\ntarget = \"up\"\n",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("denied: query: QueryError::Denied"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-query"), ("capability", "query")]
+            ),
+            1.0
+        );
+    }
+);
+
+hostile_test!(
+    alerts_without_the_capability_are_denied,
+    "h-alerts",
+    "alerts",
+    "",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("denied: alerts: AlertError::Denied"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-alerts"), ("capability", "alerts")]
+            ),
+            1.0
+        );
+    }
+);
+
+struct OneSample;
+
+#[async_trait::async_trait]
+impl gauntlet::plugin::services::QueryBackend for OneSample {
+    async fn instant(
+        &self,
+        expr: &str,
+        time_ms: i64,
+    ) -> Result<
+        Vec<gauntlet::plugin::services::VectorSample>,
+        gauntlet::plugin::services::QueryFailure,
+    > {
+        Ok(vec![gauntlet::plugin::services::VectorSample {
+            labels: vec![("__name__".into(), expr.into())],
+            timestamp_ms: time_ms,
+            value: 42.0,
+        }])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_with_the_capability_reaches_the_host() {
+    let fx = Fixture::with_services(
+        gauntlet::plugin::HostConfig::default(),
+        gauntlet::plugin::HostServices {
+            query: Some(std::sync::Arc::new(OneSample)),
+            ..gauntlet::plugin::HostServices::default()
+        },
+    );
+    let store = hostile(
+        &fx,
+        "h-query-ok",
+        "[capabilities]\nquery = true\n[config]\ntarget = \"up\"\n",
+    )
+    .await;
+    let (series, _) = run(&store, "query").await.expect("query granted");
+    assert_eq!(series.len(), 1);
+    assert!(
+        series[0]
+            .labels
+            .iter()
+            .any(|l| l.name == "value" && l.value == "42"),
+        "{:?}",
+        series[0].labels
+    );
+}

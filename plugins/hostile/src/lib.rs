@@ -11,8 +11,8 @@ use gauntlet_plugin_sdk::chunks::encode_xor;
 use gauntlet_plugin_sdk::config::Config;
 use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::{lifecycle, store};
 use gauntlet_plugin_sdk::{
-    Chunk, ChunkEncoding, Label, MatchOp, PluginError, Series, TimeRange, bucket, clock, http,
-    labels, log, metrics,
+    Chunk, ChunkEncoding, Label, MatchOp, PluginError, Series, TimeRange, alerts, bucket, clock,
+    http, labels, log, metrics, query,
 };
 
 thread_local! {
@@ -243,6 +243,31 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
             }
             Ok(vec![good_series("flooded")?])
         }
+        "query" => match query::instant(&target(), 1000) {
+            Ok(samples) => Ok(samples
+                .into_iter()
+                .map(|s| {
+                    let mut set = s.labels;
+                    set.push(label("value", &s.value.to_string()));
+                    gauntlet_plugin_sdk::sort_labels(&mut set);
+                    Series {
+                        labels: set,
+                        chunks: Vec::new(),
+                    }
+                })
+                .collect()),
+            Err(e) => Err(PluginError::Denied(format!("query: {e:?}"))),
+        },
+        "alerts" => match alerts::send(&[alerts::Alert {
+            labels: labels(&[("alertname", "Hostile")]),
+            annotations: Vec::new(),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+        }]) {
+            Ok(()) => Ok(vec![good_series("alerted")?]),
+            Err(e) => Err(PluginError::Denied(format!("alerts: {e:?}"))),
+        },
         "plugin-error" => Err(PluginError::Unavailable("backend down on purpose".to_owned())),
         other => Err(PluginError::InvalidArgument(format!(
             "unknown behaviour {other:?}"
