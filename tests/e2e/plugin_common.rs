@@ -101,9 +101,19 @@ impl Fixture {
 }
 
 pub fn write_manifest(dir: &Path, name: &str, wasm: &Path, extra: &str) -> PathBuf {
+    write_manifest_world(dir, name, "store-backend", wasm, extra)
+}
+
+pub fn write_manifest_world(
+    dir: &Path,
+    name: &str,
+    world: &str,
+    wasm: &Path,
+    extra: &str,
+) -> PathBuf {
     let bytes = std::fs::read(wasm).expect("read component");
     let text = format!(
-        "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"store-backend\"\npath = \"{}\"\nsha256 = \"{}\"\n{extra}\n",
+        "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"{world}\"\npath = \"{}\"\nsha256 = \"{}\"\n{extra}\n",
         wasm.display(),
         sha256_hex(&bytes)
     );

@@ -20,6 +20,9 @@ use super::metrics::plugin_metrics;
 use super::state::{HostCallBudgetExceeded, HostState, PluginContext};
 use super::{GuestErrorKind, PluginError};
 
+pub use super::bindings::compactor::exports::gauntlet::plugin::compaction::{Job, Outcome};
+pub use super::bindings::ruler::exports::gauntlet::plugin::rules::{Evaluation, Recorded};
+
 /// The typed pre-instantiated component for the plugin's world.
 enum WorldPre {
     Store(store_backend::StoreBackendPre<HostState>),
@@ -377,6 +380,76 @@ impl LoadedPlugin {
                 message: format!("{error:#}"),
             },
         }
+    }
+
+    /// Evaluates rule group `group` at `timestamp_ms` (world `ruler`) on a fresh instance.
+    /// Blocking.
+    pub fn evaluate_rules(
+        &self,
+        group: &str,
+        timestamp_ms: i64,
+    ) -> Result<Evaluation, PluginError> {
+        let WorldPre::Ruler(pre) = &self.pre else {
+            return Err(self.wrong_world("ruler"));
+        };
+        let mut store = self.new_store()?;
+        let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
+        let config = self.config_pairs();
+        self.guard(&mut store, "init", |s| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
+        })?
+        .map_err(|e| self.init_error(e))?;
+        self.guard(&mut store, "evaluate", |s| {
+            exports
+                .gauntlet_plugin_rules()
+                .call_evaluate(s, group, timestamp_ms)
+        })?
+        .map_err(|e| self.guest_failure("evaluate", e))
+    }
+
+    /// The compaction jobs the plugin proposes (world `compactor`), on a fresh instance.
+    /// Blocking.
+    pub fn compaction_plan(&self) -> Result<Vec<Job>, PluginError> {
+        let WorldPre::Compactor(pre) = &self.pre else {
+            return Err(self.wrong_world("compactor"));
+        };
+        let mut store = self.new_store()?;
+        let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
+        let config = self.config_pairs();
+        self.guard(&mut store, "init", |s| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
+        })?
+        .map_err(|e| self.init_error(e))?;
+        self.guard(&mut store, "plan", |s| {
+            exports.gauntlet_plugin_compaction().call_plan(s)
+        })?
+        .map_err(|e| self.guest_failure("plan", e))
+    }
+
+    /// Runs one job from [`Self::compaction_plan`] (world `compactor`), on a fresh instance.
+    /// Blocking.
+    pub fn compaction_run(&self, job: &Job) -> Result<Outcome, PluginError> {
+        let WorldPre::Compactor(pre) = &self.pre else {
+            return Err(self.wrong_world("compactor"));
+        };
+        let mut store = self.new_store()?;
+        let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
+        let config = self.config_pairs();
+        self.guard(&mut store, "init", |s| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
+        })?
+        .map_err(|e| self.init_error(e))?;
+        self.guard(&mut store, "run", |s| {
+            exports.gauntlet_plugin_compaction().call_run(s, job)
+        })?
+        .map_err(|e| self.guest_failure("run", e))
+    }
+
+    fn wrong_world(&self, wanted: &str) -> PluginError {
+        PluginError::Host(format!(
+            "plugin {} is a {} plugin, not a {wanted}",
+            self.manifest.name, self.manifest.world
+        ))
     }
 
     /// Errors and metrics for a plugin's own `plugin-error` answer.
