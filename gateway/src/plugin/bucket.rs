@@ -1,0 +1,342 @@
+//! The `Bucket` abstraction plugins reach through the `bucket` import: object storage behind
+//! the `object_store` crate (local filesystem for now), and [`PrefixedBucket`], which scopes a
+//! bucket to the prefix a manifest grants.
+//!
+//! Invariant: a key that is empty, absolute, has `.`/`..`/empty segments, backslashes or
+//! control characters is refused before any storage call, so a plugin can never name an
+//! object outside its prefix. Objects larger than the caller's cap are refused after a `head`,
+//! never read into memory.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+/// Why a bucket operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketError {
+    /// No object under the key.
+    #[error("object not found: {0}")]
+    NotFound(String),
+    /// The key is malformed or escapes the granted prefix.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// The object exceeds the size the caller accepts.
+    #[error("object of {0} bytes is too large")]
+    TooLarge(u64),
+    /// The storage backend failed.
+    #[error("bucket: {0}")]
+    Io(String),
+}
+
+/// Metadata of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key (relative to the bucket the call was made on).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+}
+
+/// Object storage as the host and plugins use it.
+#[async_trait]
+pub trait Bucket: Send + Sync + fmt::Debug {
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Vec<u8>, BucketError>;
+    /// Reads a byte range of an object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, BucketError>;
+    /// Metadata of an object.
+    async fn head(&self, key: &str) -> Result<ObjectInfo, BucketError>;
+    /// Objects whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BucketError>;
+    /// Writes a whole object.
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BucketError>;
+    /// Deletes an object; a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BucketError>;
+}
+
+/// A [`Bucket`] over any `object_store` backend.
+#[derive(Debug, Clone)]
+pub struct ObjectStoreBucket {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl ObjectStoreBucket {
+    /// A bucket over an `object_store` backend.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// A bucket in a local directory (created if missing).
+    pub fn local(root: &Path) -> Result<Self, BucketError> {
+        std::fs::create_dir_all(root).map_err(|e| BucketError::Io(e.to_string()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| BucketError::Io(e.to_string()))?;
+        Ok(Self::new(Arc::new(store)))
+    }
+}
+
+fn object_path(key: &str) -> Result<ObjectPath, BucketError> {
+    ObjectPath::parse(key).map_err(|e| BucketError::InvalidKey(format!("{key:?}: {e}")))
+}
+
+fn map_error(key: &str, error: object_store::Error) -> BucketError {
+    match error {
+        object_store::Error::NotFound { .. } => BucketError::NotFound(key.to_owned()),
+        other => BucketError::Io(other.to_string()),
+    }
+}
+
+fn info(meta: &object_store::ObjectMeta) -> ObjectInfo {
+    ObjectInfo {
+        key: meta.location.to_string(),
+        size: meta.size,
+        last_modified_ms: meta.last_modified.timestamp_millis(),
+    }
+}
+
+#[async_trait]
+impl Bucket for ObjectStoreBucket {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, BucketError> {
+        let path = object_path(key)?;
+        let result = self.store.get(&path).await.map_err(|e| map_error(key, e))?;
+        let bytes = result.bytes().await.map_err(|e| map_error(key, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, BucketError> {
+        let path = object_path(key)?;
+        let bytes = self
+            .store
+            .get_range(&path, range)
+            .await
+            .map_err(|e| map_error(key, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, BucketError> {
+        let path = object_path(key)?;
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|e| map_error(key, e))?;
+        Ok(info(&meta))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BucketError> {
+        // object_store lists by path segments: list the folder part, filter on the rest.
+        let folder = prefix.rsplit_once('/').map_or("", |(folder, _)| folder);
+        let folder_path = if folder.is_empty() {
+            None
+        } else {
+            Some(object_path(folder)?)
+        };
+        let mut out: Vec<ObjectInfo> = self
+            .store
+            .list(folder_path.as_ref())
+            .map_ok(|meta| info(&meta))
+            .try_collect()
+            .await
+            .map_err(|e| map_error(prefix, e))?;
+        out.retain(|o| o.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BucketError> {
+        let path = object_path(key)?;
+        self.store
+            .put(&path, data.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BucketError> {
+        let path = object_path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_error(key, e)),
+        }
+    }
+}
+
+/// Checks a relative object key: non-empty, at most 1024 bytes, no leading `/`, no empty, `.`
+/// or `..` segments, no backslashes or control characters. `allow_empty` admits the empty
+/// string (a list prefix meaning "everything").
+pub fn validate_key(key: &str, allow_empty: bool) -> Result<(), BucketError> {
+    let bad = |why: &str| Err(BucketError::InvalidKey(format!("{key:?}: {why}")));
+    if key.is_empty() {
+        return if allow_empty { Ok(()) } else { bad("empty") };
+    }
+    if key.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return bad("absolute keys are not allowed");
+    }
+    if key.contains('\\') || key.chars().any(char::is_control) {
+        return bad("backslashes and control characters are not allowed");
+    }
+    let segments: Vec<&str> = key.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        if *segment == ".." || *segment == "." {
+            return bad("`.` and `..` segments are not allowed");
+        }
+        // A trailing `/` is fine for a list prefix; an empty segment elsewhere is not.
+        if segment.is_empty() && !(last && allow_empty) {
+            return bad("empty path segments are not allowed");
+        }
+    }
+    Ok(())
+}
+
+/// A bucket scoped to a prefix: keys are relative to it and cannot leave it.
+#[derive(Debug, Clone)]
+pub struct PrefixedBucket {
+    inner: Arc<dyn Bucket>,
+    prefix: String,
+}
+
+impl PrefixedBucket {
+    /// Scopes `inner` to `prefix` (normalised to end with `/`).
+    pub fn new(inner: Arc<dyn Bucket>, prefix: &str) -> Result<Self, BucketError> {
+        let trimmed = prefix.trim_matches('/');
+        validate_key(trimmed, false)?;
+        Ok(Self {
+            inner,
+            prefix: format!("{trimmed}/"),
+        })
+    }
+
+    /// The granted prefix, ending with `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full(&self, key: &str) -> Result<String, BucketError> {
+        validate_key(key, false)?;
+        Ok(format!("{}{key}", self.prefix))
+    }
+
+    fn relative(&self, mut info: ObjectInfo) -> Option<ObjectInfo> {
+        info.key = info.key.strip_prefix(&self.prefix)?.to_owned();
+        Some(info)
+    }
+}
+
+#[async_trait]
+impl Bucket for PrefixedBucket {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, BucketError> {
+        self.inner.get(&self.full(key)?).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, BucketError> {
+        self.inner.get_range(&self.full(key)?, range).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, BucketError> {
+        let info = self.inner.head(&self.full(key)?).await?;
+        self.relative(info)
+            .ok_or_else(|| BucketError::InvalidKey(key.to_owned()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BucketError> {
+        validate_key(prefix, true)?;
+        let all = self.inner.list(&format!("{}{prefix}", self.prefix)).await?;
+        Ok(all.into_iter().filter_map(|o| self.relative(o)).collect())
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BucketError> {
+        self.inner.put(&self.full(key)?, data).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BucketError> {
+        self.inner.delete(&self.full(key)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_escape_are_refused() {
+        for key in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a\\b",
+            "a\nb",
+            "..",
+        ] {
+            assert!(validate_key(key, false).is_err(), "{key:?} accepted");
+        }
+        for key in ["a", "a/b.csv", "a/b/c.jsonl", "x..y", ".hidden"] {
+            assert!(validate_key(key, false).is_ok(), "{key:?} refused");
+        }
+        assert!(validate_key("", true).is_ok());
+        assert!(validate_key("data/", true).is_ok());
+        assert!(validate_key("data/", false).is_err());
+    }
+
+    #[tokio::test]
+    async fn prefixed_bucket_stays_inside_its_prefix() {
+        let dir = std::env::temp_dir().join(format!("gauntlet-bucket-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root: Arc<dyn Bucket> = Arc::new(ObjectStoreBucket::local(&dir).expect("test setup"));
+        root.put("secret/key", b"no".to_vec())
+            .await
+            .expect("test setup");
+        root.put("tenant/a/x.csv", b"yes".to_vec())
+            .await
+            .expect("test setup");
+        root.put("tenant/ab/y.csv", b"other".to_vec())
+            .await
+            .expect("test setup");
+
+        let scoped = PrefixedBucket::new(root.clone(), "tenant/a").expect("test setup");
+        assert_eq!(scoped.get("x.csv").await.expect("test setup"), b"yes");
+        let listed: Vec<String> = scoped
+            .list("")
+            .await
+            .expect("test setup")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(listed, vec!["x.csv".to_owned()]);
+        assert!(matches!(
+            scoped.get("../../secret/key").await,
+            Err(BucketError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            scoped.get("/secret/key").await,
+            Err(BucketError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            scoped.get("missing").await,
+            Err(BucketError::NotFound(_))
+        ));
+        scoped
+            .put("new/z", b"1".to_vec())
+            .await
+            .expect("test setup");
+        assert_eq!(root.get("tenant/a/new/z").await.expect("test setup"), b"1");
+        scoped.delete("new/z").await.expect("test setup");
+        scoped.delete("new/z").await.expect("test setup");
+        assert_eq!(scoped.head("x.csv").await.expect("test setup").size, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,675 @@
+//! The hostile-plugin suite: one guest (`plugins/hostile`) misbehaving in every way we could
+//! think of, chosen by its config or a `behaviour="..."` matcher. For each case: the caller
+//! gets a clear error (or a warning under fail-open), the process stays up, the same plugin's
+//! next call and other plugins are unaffected, and the metrics count it.
+
+#[path = "plugin_common.rs"]
+mod plugin_common;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gauntlet::plugin::{PluginError, PluginSlot, PluginStore};
+use gauntlet::query::store::{Store, StoreError};
+use gauntlet_proto::thanos::{LabelMatcher, Series, SeriesRequest, label_matcher, series_response};
+use plugin_common::{Fixture, metric, metric_sum};
+
+/// Loads the hostile plugin as `name` with `extra` manifest TOML.
+async fn hostile(fx: &Fixture, name: &str, extra: &str) -> PluginStore {
+    // Limits first so that `extra` may add limit keys (and then other tables).
+    let time = if extra.contains("time_per_call") {
+        ""
+    } else {
+        "time_per_call = \"500ms\"\n"
+    };
+    let extra = format!("[limits]\n{time}memory = \"32MiB\"\n{extra}");
+    let manifest = fx.manifest(name, "hostile", &extra);
+    PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+        .store()
+}
+
+/// Runs a Series call with `behaviour` as a matcher; collects series and warnings.
+async fn run(
+    store: &PluginStore,
+    behaviour: &str,
+) -> Result<(Vec<Series>, Vec<String>), StoreError> {
+    let request = SeriesRequest {
+        min_time: 0,
+        max_time: i64::MAX,
+        matchers: vec![LabelMatcher {
+            r#type: label_matcher::Type::Eq as i32,
+            name: "behaviour".into(),
+            value: behaviour.into(),
+        }],
+        ..SeriesRequest::default()
+    };
+    let mut stream = store.series(request).await?;
+    let mut series = Vec::new();
+    let mut warnings = Vec::new();
+    while let Some(frame) = stream.next().await {
+        match frame?.result {
+            Some(series_response::Result::Series(s)) => series.push(s),
+            Some(series_response::Result::Warning(w)) => warnings.push(w),
+            _ => {}
+        }
+    }
+    Ok((series, warnings))
+}
+
+/// The plugin still answers normally afterwards (its trapped instance was replaced).
+async fn still_healthy(store: &PluginStore) {
+    let (series, warnings) = run(store, "none")
+        .await
+        .expect("healthy call after misbehaviour");
+    assert_eq!(series.len(), 1, "{warnings:?}");
+}
+
+async fn expect_error(store: &PluginStore, behaviour: &str) -> StoreError {
+    let started = Instant::now();
+    let err = run(store, behaviour)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{behaviour} succeeded"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{behaviour} took {:?}",
+        started.elapsed()
+    );
+    err
+}
+
+fn traps(plugin: &str, reason: &str) -> f64 {
+    metric_sum(
+        "gauntlet_plugin_traps_total",
+        &[("plugin", plugin), ("reason", reason)],
+    )
+}
+
+fn errors(plugin: &str) -> f64 {
+    metric_sum("gauntlet_plugin_errors_total", &[("plugin", plugin)])
+}
+
+fn malformed(plugin: &str) -> f64 {
+    metric_sum("gauntlet_plugin_malformed_total", &[("plugin", plugin)])
+}
+
+macro_rules! hostile_test {
+    ($name:ident, $plugin:literal, $behaviour:literal, $extra:expr, |$err:ident| $check:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let fx = Fixture::new();
+            let store = hostile(&fx, $plugin, $extra).await;
+            let $err = expect_error(&store, $behaviour).await;
+            $check
+            assert!(errors($plugin) >= 1.0, "errors not counted");
+            still_healthy(&store).await;
+        }
+    };
+}
+
+hostile_test!(
+    infinite_loop_hits_the_deadline,
+    "h-loop",
+    "infinite-loop",
+    "",
+    |err| {
+        assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+        assert!(err.to_string().contains("time limit of 500ms"), "{err}");
+        assert_eq!(traps("h-loop", "timeout"), 1.0);
+    }
+);
+
+hostile_test!(
+    slow_loop_with_host_calls_hits_the_deadline,
+    "h-slow",
+    "slow-loop",
+    "[config]\nduration_ms = \"5000\"\n",
+    |err| {
+        assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+        assert_eq!(traps("h-slow", "timeout"), 1.0);
+    }
+);
+
+hostile_test!(
+    looping_in_next_batch_hits_the_deadline,
+    "h-slowbatch",
+    "slow-batch",
+    "",
+    |err| {
+        assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+        assert!(err.to_string().contains("next-batch"), "{err}");
+    }
+);
+
+hostile_test!(
+    memory_bomb_hits_the_memory_limit,
+    "h-mem",
+    "memory-bomb",
+    "",
+    |err| {
+        assert!(matches!(err, StoreError::ResourceExhausted(_)), "{err}");
+        assert!(
+            err.to_string().contains("memory limit of 33554432 bytes"),
+            "{err}"
+        );
+        assert_eq!(traps("h-mem", "memory"), 1.0);
+        assert!(
+            metric(
+                "gauntlet_plugin_memory_high_water_bytes",
+                &[("plugin", "h-mem")]
+            ) <= 33554432.0
+        );
+    }
+);
+
+hostile_test!(
+    deep_recursion_overflows_the_stack,
+    "h-stack",
+    "deep-recursion",
+    "",
+    |err| {
+        assert!(err.to_string().contains("overflowed its stack"), "{err}");
+        assert_eq!(traps("h-stack", "stack-overflow"), 1.0);
+    }
+);
+
+hostile_test!(panic_is_a_trap, "h-panic", "panic", "", |err| {
+    assert!(matches!(err, StoreError::Internal(_)), "{err}");
+    assert!(err.to_string().contains("select trapped"), "{err}");
+    assert_eq!(traps("h-panic", "trap"), 1.0);
+});
+
+hostile_test!(
+    gigantic_batch_is_refused,
+    "h-giant",
+    "gigantic-batch",
+    "batch_series = 1000\n[config]\nseries = \"20000\"\n",
+    |err| {
+        assert!(matches!(err, StoreError::ResourceExhausted(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("exceeds limits.batch_series = 1000"),
+            "{err}"
+        );
+        assert_eq!(malformed("h-giant"), 1.0);
+    }
+);
+
+hostile_test!(
+    unsorted_labels_are_refused,
+    "h-unsorted",
+    "unsorted-labels",
+    "",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("malformed data: labels not sorted"),
+            "{err}"
+        );
+        assert_eq!(malformed("h-unsorted"), 1.0);
+    }
+);
+
+hostile_test!(
+    duplicate_labels_are_refused,
+    "h-dup",
+    "duplicate-labels",
+    "",
+    |err| {
+        assert!(err.to_string().contains("label job appears twice"), "{err}");
+    }
+);
+
+hostile_test!(
+    empty_label_values_are_refused,
+    "h-empty",
+    "empty-label-value",
+    "",
+    |err| {
+        assert!(
+            err.to_string().contains("label job has an empty value"),
+            "{err}"
+        );
+    }
+);
+
+hostile_test!(
+    unsorted_series_are_refused,
+    "h-order",
+    "unsorted-series",
+    "",
+    |err| {
+        assert!(
+            err.to_string().contains("strictly increasing label order"),
+            "{err}"
+        );
+    }
+);
+
+hostile_test!(
+    corrupt_chunks_are_refused,
+    "h-corrupt",
+    "corrupt-chunk",
+    "",
+    |err| {
+        assert!(err.to_string().contains("corrupt XOR chunk"), "{err}");
+    }
+);
+
+hostile_test!(
+    inverted_chunk_times_are_refused,
+    "h-inverted",
+    "inverted-chunk-time",
+    "",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("chunk min time 5000 after max time 1000"),
+            "{err}"
+        );
+    }
+);
+
+hostile_test!(
+    chunk_times_that_lie_are_refused,
+    "h-lies",
+    "chunk-time-lies",
+    "",
+    |err| {
+        assert!(
+            err.to_string().contains("outside the chunk's range"),
+            "{err}"
+        );
+    }
+);
+
+hostile_test!(
+    http_to_a_host_not_allowed_is_denied,
+    "h-http",
+    "http-not-allowed",
+    "[capabilities]\nhttp_hosts = [\"127.0.0.1:1\"]\n[config]\ntarget = \"http://192.0.2.10/steal\"\n",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("denied: http: 192.0.2.10 is not in capabilities.http_hosts"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-http"), ("capability", "http")]
+            ),
+            1.0
+        );
+    }
+);
+
+hostile_test!(
+    bucket_key_escaping_the_prefix_is_refused,
+    "h-escape",
+    "bucket-read",
+    "[capabilities]\nbucket_prefix = \"tenant/a\"\n[config]\ntarget = \"../b/secret.csv\"\n",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("`.` and `..` segments are not allowed"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-escape"), ("capability", "bucket-key")]
+            ),
+            1.0
+        );
+    }
+);
+
+hostile_test!(
+    absolute_bucket_keys_are_refused,
+    "h-absolute",
+    "bucket-read",
+    "[capabilities]\nbucket_prefix = \"tenant/a\"\n[config]\ntarget = \"/etc/passwd\"\n",
+    |err| {
+        assert!(
+            err.to_string().contains("absolute keys are not allowed"),
+            "{err}"
+        );
+    }
+);
+
+hostile_test!(
+    bucket_without_the_capability_is_denied,
+    "h-nobucket",
+    "bucket-write",
+    "[config]\ntarget = \"x\"\n",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("denied: bucket: the manifest grants no bucket"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-nobucket"), ("capability", "bucket")]
+            ),
+            1.0
+        );
+    }
+);
+
+hostile_test!(
+    wasi_filesystem_is_not_reachable,
+    "h-fs",
+    "wasi-filesystem",
+    "[config]\ntarget = \"/etc/passwd\"\n",
+    |err| {
+        assert!(err.to_string().contains("denied: filesystem:"), "{err}");
+    }
+);
+
+hostile_test!(wasi_environment_is_empty, "h-env", "wasi-env", "", |err| {
+    assert!(err.to_string().contains("no variables visible"), "{err}");
+});
+
+hostile_test!(
+    hammering_host_calls_hits_the_budget,
+    "h-hammer",
+    "hammer-host",
+    "host_calls_per_call = 20000\n",
+    |err| {
+        assert!(matches!(err, StoreError::ResourceExhausted(_)), "{err}");
+        assert!(
+            err.to_string().contains("budget of 20000 host calls"),
+            "{err}"
+        );
+        assert_eq!(traps("h-hammer", "host-call-budget"), 1.0);
+    }
+);
+
+hostile_test!(
+    plugin_created_metrics_are_capped,
+    "h-flood",
+    "metric-flood",
+    "",
+    |err| {
+        assert!(
+            err.to_string().contains("metrics refused after 100 names"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-flood"), ("capability", "metrics")]
+            ),
+            1.0
+        );
+    }
+);
+
+hostile_test!(
+    plugin_errors_keep_their_kind,
+    "h-perr",
+    "plugin-error",
+    "",
+    |err| {
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("backend down on purpose"), "{err}");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_sockets_cannot_connect() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let fx = Fixture::new();
+    let store = hostile(&fx, "h-socket", &format!("[config]\ntarget = \"{addr}\"\n")).await;
+    let err = expect_error(&store, "wasi-socket").await;
+    assert!(err.to_string().contains("denied: socket:"), "{err}");
+    assert!(listener.accept().is_err(), "the plugin connected");
+    still_healthy(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_an_allowed_loopback_host_works() {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if let Ok((mut socket, _)) = server.accept().await {
+            let mut buffer = [0u8; 1024];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    let fx = Fixture::new();
+    let store = hostile(
+        &fx,
+        "h-http-ok",
+        &format!(
+            "[capabilities]\nhttp_hosts = [\"{addr}\"]\n[config]\ntarget = \"http://{addr}/\"\n"
+        ),
+    )
+    .await;
+    let (series, _) = run(&store, "http-not-allowed")
+        .await
+        .expect("allowed request");
+    assert!(
+        series[0]
+            .labels
+            .iter()
+            .any(|l| l.name == "status" && l.value == "200")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_mismatch_refuses_to_load() {
+    let fx = Fixture::new();
+    let manifest = fx.manifest("h-sha", "hostile", "");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sha256"))
+        .expect("sha line")
+        .to_owned();
+    let tampered = text.replace(&line, &format!("sha256 = \"{}\"", "0".repeat(64)));
+    std::fs::write(&manifest, tampered).expect("write");
+    let err = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, PluginError::Sha256Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains("refusing to load"), "{err}");
+    assert_eq!(
+        metric(
+            "gauntlet_plugin_reloads_total",
+            &[("plugin", "h-sha"), ("result", "error")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_refused_by_init_fails_the_load() {
+    let fx = Fixture::new();
+    let manifest = fx.manifest("h-init", "hostile", "[config]\nbehaviour = \"fail-init\"\n");
+    let err = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, PluginError::Init { .. }), "{err}");
+    assert!(
+        err.to_string().contains("config.behaviour = fail-init"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_turns_failures_into_warnings() {
+    let fx = Fixture::new();
+    let store = hostile(&fx, "h-open", "").await;
+    let manifest = fx.manifest(
+        "h-open",
+        "hostile",
+        "failure_policy = \"fail-open\"\n[limits]\ntime_per_call = \"300ms\"\n",
+    );
+    let store = {
+        drop(store);
+        PluginSlot::load_async(&fx.host, &manifest)
+            .await
+            .expect("load")
+            .store()
+    };
+    assert_eq!(
+        store.failure_policy(),
+        gauntlet::plugin::FailurePolicy::FailOpen
+    );
+    for behaviour in ["infinite-loop", "panic", "corrupt-chunk", "plugin-error"] {
+        let (series, warnings) = run(&store, behaviour).await.expect("fail-open answers");
+        assert!(series.is_empty(), "{behaviour}");
+        assert_eq!(warnings.len(), 1, "{behaviour}: {warnings:?}");
+        assert!(
+            warnings[0].contains("store plugin h-open skipped (fail-open)"),
+            "{warnings:?}"
+        );
+    }
+    assert_eq!(traps("h-open", "timeout"), 1.0);
+    still_healthy(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapped_instance_is_replaced() {
+    let fx = Fixture::new();
+    let store = hostile(&fx, "h-replace", "").await;
+    let created = |()| {
+        metric(
+            "gauntlet_plugin_instances_created_total",
+            &[("plugin", "h-replace")],
+        )
+    };
+    still_healthy(&store).await;
+    let before = created(());
+    for _ in 0..3 {
+        assert!(run(&store, "panic").await.is_err());
+        still_healthy(&store).await;
+    }
+    // Each trap discarded its instance; the healthy calls reused one instance.
+    assert_eq!(created(()) - before, 3.0);
+    assert_eq!(traps("h-replace", "trap"), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_plugins_keep_answering_while_one_loops() {
+    let fx = Fixture::new();
+    let bad = hostile(&fx, "h-busy", "time_per_call = \"3s\"\n").await;
+    let good = hostile(&fx, "h-good", "").await;
+    let looping = tokio::spawn(async move { run(&bad, "infinite-loop").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    for _ in 0..20 {
+        still_healthy(&good).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!looping.is_finished(), "the loop ended too early");
+    let err = looping.await.expect("join").expect_err("timeout");
+    assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+}
+
+hostile_test!(
+    query_without_the_capability_is_denied,
+    "h-query",
+    "query",
+    "[config]\ntarget = \"up\"\n",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("denied: query: QueryError::Denied"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-query"), ("capability", "query")]
+            ),
+            1.0
+        );
+    }
+);
+
+hostile_test!(
+    alerts_without_the_capability_are_denied,
+    "h-alerts",
+    "alerts",
+    "",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("denied: alerts: AlertError::Denied"),
+            "{err}"
+        );
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_capability_denied_total",
+                &[("plugin", "h-alerts"), ("capability", "alerts")]
+            ),
+            1.0
+        );
+    }
+);
+
+struct OneSample;
+
+#[async_trait::async_trait]
+impl gauntlet::plugin::services::QueryBackend for OneSample {
+    async fn instant(
+        &self,
+        expr: &str,
+        time_ms: i64,
+    ) -> Result<
+        Vec<gauntlet::plugin::services::VectorSample>,
+        gauntlet::plugin::services::QueryFailure,
+    > {
+        Ok(vec![gauntlet::plugin::services::VectorSample {
+            labels: vec![("__name__".into(), expr.into())],
+            timestamp_ms: time_ms,
+            value: 42.0,
+        }])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_with_the_capability_reaches_the_host() {
+    let fx = Fixture::with_services(
+        gauntlet::plugin::HostConfig::default(),
+        gauntlet::plugin::HostServices {
+            query: Some(std::sync::Arc::new(OneSample)),
+            ..gauntlet::plugin::HostServices::default()
+        },
+    );
+    let store = hostile(
+        &fx,
+        "h-query-ok",
+        "[capabilities]\nquery = true\n[config]\ntarget = \"up\"\n",
+    )
+    .await;
+    let (series, _) = run(&store, "query").await.expect("query granted");
+    assert_eq!(series.len(), 1);
+    assert!(
+        series[0]
+            .labels
+            .iter()
+            .any(|l| l.name == "value" && l.value == "42"),
+        "{:?}",
+        series[0].labels
+    );
+}

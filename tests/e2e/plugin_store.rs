@@ -1,0 +1,352 @@
+//! The example store plugin (`plugins/file-store`) behind the querier's `Store` trait: CSV and
+//! JSON Lines files in a bucket prefix served as series with XOR chunks, matcher and time
+//! pushdown, label names and values, external labels, and instance reuse.
+
+#[path = "plugin_common.rs"]
+mod plugin_common;
+
+use futures::StreamExt;
+use gauntlet::plugin::PluginSlot;
+use gauntlet::query::store::Store;
+use gauntlet_proto::thanos::{
+    LabelMatcher, LabelNamesRequest, LabelValuesRequest, Series, SeriesRequest, label_matcher,
+    series_response,
+};
+use gauntlet_tsdb::chunkenc::XorIterator;
+use plugin_common::Fixture;
+
+const CSV: &str = "timestamp,value,instance,job\n\
+1000,1,a:9100,node\n\
+2000,2,a:9100,node\n\
+3000,3,a:9100,node\n\
+1000,10,b:9100,node\n\
+2000,20,b:9100,node\n";
+
+const JSONL: &str = r#"{"labels": {"__name__": "http_requests_total", "code": "200"}, "samples": [[1000, 5], [2000, 6], [3000, "NaN"]]}
+{"labels": {"__name__": "http_requests_total", "code": "500"}, "timestamp": 1500, "value": 1}
+{"labels": {"__name__": "http_requests_total", "code": "500"}, "timestamp": 2500, "value": 2}
+"#;
+
+async fn fixture(name: &str, extra: &str) -> (Fixture, gauntlet::plugin::PluginStore) {
+    let fx = Fixture::new();
+    fx.put("metrics/node_load1.csv", CSV).await;
+    fx.put("metrics/http.jsonl", JSONL).await;
+    fx.put("metrics/readme.txt", "ignored").await;
+    fx.put("other/secret.csv", "timestamp,value\n1,1\n").await;
+    let manifest = fx.manifest(
+        name,
+        "file-store",
+        &format!("[capabilities]\nbucket_prefix = \"metrics\"\n{extra}"),
+    );
+    let slot = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load file-store");
+    let store = slot.store();
+    (fx, store)
+}
+
+fn matcher(kind: label_matcher::Type, name: &str, value: &str) -> LabelMatcher {
+    LabelMatcher {
+        r#type: kind as i32,
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+async fn select(
+    store: &gauntlet::plugin::PluginStore,
+    min: i64,
+    max: i64,
+    matchers: Vec<LabelMatcher>,
+) -> (Vec<Series>, Vec<String>) {
+    let request = SeriesRequest {
+        min_time: min,
+        max_time: max,
+        matchers,
+        ..SeriesRequest::default()
+    };
+    let mut stream = store.series(request).await.expect("series");
+    let mut series = Vec::new();
+    let mut warnings = Vec::new();
+    while let Some(frame) = stream.next().await {
+        match frame.expect("frame").result {
+            Some(series_response::Result::Series(s)) => series.push(s),
+            Some(series_response::Result::Warning(w)) => warnings.push(w),
+            _ => {}
+        }
+    }
+    (series, warnings)
+}
+
+fn samples(series: &Series) -> Vec<(i64, f64)> {
+    series
+        .chunks
+        .iter()
+        .flat_map(|c| {
+            let raw = c.raw.as_ref().expect("raw chunk");
+            XorIterator::new(&raw.data)
+                .expect("xor")
+                .map(|s| s.expect("sample"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn label<'a>(series: &'a Series, name: &str) -> &'a str {
+    series
+        .labels
+        .iter()
+        .find(|l| l.name == name)
+        .map_or("", |l| l.value.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_csv_and_jsonl_series_as_xor_chunks() {
+    let (_fx, store) = fixture("fs-basic", "").await;
+    let (series, warnings) = select(&store, 0, 10_000, vec![]).await;
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let names: Vec<String> = series
+        .iter()
+        .map(|s| {
+            format!(
+                "{}{{{}}}",
+                label(s, "__name__"),
+                label(s, "instance").to_owned() + label(s, "code")
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "http_requests_total{200}",
+            "http_requests_total{500}",
+            "node_load1{a:9100}",
+            "node_load1{b:9100}",
+        ]
+    );
+    let first = samples(&series[0]);
+    assert_eq!(first.len(), 3);
+    assert_eq!(first[0], (1000, 5.0));
+    assert!(first[2].1.is_nan());
+    assert_eq!(
+        samples(&series[2]),
+        vec![(1000, 1.0), (2000, 2.0), (3000, 3.0)]
+    );
+    // Chunks carry exact min/max times.
+    let chunk = &series[2].chunks[0];
+    assert_eq!((chunk.min_time, chunk.max_time), (1000, 3000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_matchers_and_time_range_down() {
+    let (_fx, store) = fixture("fs-pushdown", "").await;
+    let (series, _) = select(
+        &store,
+        1500,
+        2500,
+        vec![
+            matcher(label_matcher::Type::Eq, "__name__", "node_load1"),
+            matcher(label_matcher::Type::Re, "instance", "a:.*"),
+        ],
+    )
+    .await;
+    assert_eq!(series.len(), 1);
+    assert_eq!(samples(&series[0]), vec![(2000, 2.0)]);
+
+    let (series, _) = select(
+        &store,
+        0,
+        10_000,
+        vec![matcher(label_matcher::Type::Nre, "code", "5..")],
+    )
+    .await;
+    // node_load1 series have no `code` label (empty value) and match too.
+    assert_eq!(series.len(), 3);
+
+    // A range without data yields nothing; an inverted range is an invalid argument.
+    let (series, _) = select(&store, 50_000, 60_000, vec![]).await;
+    assert!(series.is_empty());
+    let err = store
+        .series(SeriesRequest {
+            min_time: 10,
+            max_time: 5,
+            ..SeriesRequest::default()
+        })
+        .await
+        .err()
+        .expect("inverted range refused");
+    assert!(
+        matches!(err, gauntlet::query::store::StoreError::InvalidArgument(_)),
+        "{err}"
+    );
+    // A bad regular expression is the plugin's invalid-argument.
+    let err = store
+        .series(SeriesRequest {
+            min_time: 0,
+            max_time: 1,
+            matchers: vec![matcher(label_matcher::Type::Re, "job", "(")],
+            ..SeriesRequest::default()
+        })
+        .await
+        .err()
+        .expect("bad regex refused");
+    assert!(
+        matches!(err, gauntlet::query::store::StoreError::InvalidArgument(_)),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_names_values_and_info() {
+    let (_fx, store) = fixture(
+        "fs-labels",
+        "[config]\nexternal_labels = \"region=eu,replica=a\"\n",
+    )
+    .await;
+    let names = store
+        .label_names(LabelNamesRequest {
+            start: 0,
+            end: 10_000,
+            ..LabelNamesRequest::default()
+        })
+        .await
+        .expect("label names");
+    assert_eq!(
+        names.names,
+        vec!["__name__", "code", "instance", "job", "region", "replica"]
+    );
+    let values = store
+        .label_values(LabelValuesRequest {
+            label: "__name__".into(),
+            start: 0,
+            end: 10_000,
+            ..LabelValuesRequest::default()
+        })
+        .await
+        .expect("label values");
+    assert_eq!(values.values, vec!["http_requests_total", "node_load1"]);
+    let values = store
+        .label_values(LabelValuesRequest {
+            label: "instance".into(),
+            start: 0,
+            end: 10_000,
+            matchers: vec![matcher(label_matcher::Type::Eq, "job", "node")],
+            ..LabelValuesRequest::default()
+        })
+        .await
+        .expect("label values");
+    assert_eq!(values.values, vec!["a:9100", "b:9100"]);
+
+    let info = store.info().await.expect("info");
+    let store_info = info.store.expect("store info");
+    assert_eq!((store_info.min_time, store_info.max_time), (1000, 3000));
+    assert_eq!(info.label_sets.len(), 1);
+    let external: Vec<(String, String)> = info.label_sets[0]
+        .labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
+    assert_eq!(
+        external,
+        vec![
+            ("region".into(), "eu".into()),
+            ("replica".into(), "a".into())
+        ]
+    );
+    // Every series carries the external labels.
+    let (series, _) = select(
+        &store,
+        0,
+        10_000,
+        vec![matcher(label_matcher::Type::Eq, "region", "eu")],
+    )
+    .await;
+    assert_eq!(series.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_files_are_seen_and_broken_files_become_warnings() {
+    let (fx, store) = fixture("fs-refresh", "").await;
+    fx.put("metrics/up.csv", "timestamp,value,job\n5000,1,api\n")
+        .await;
+    fx.put("metrics/broken.csv", "timestamp,value\nnot-a-number,1\n")
+        .await;
+    let (series, warnings) = select(
+        &store,
+        0,
+        10_000,
+        vec![matcher(label_matcher::Type::Eq, "__name__", "up")],
+    )
+    .await;
+    assert_eq!(series.len(), 1);
+    assert_eq!(samples(&series[0]), vec![(5000, 1.0)]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("broken.csv"), "{warnings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_series_stream_in_batches_and_instances_are_reused() {
+    let fx = Fixture::new();
+    let mut csv = String::from("timestamp,value,i\n");
+    for i in 0..3000 {
+        for t in 0..3 {
+            csv.push_str(&format!("{},{},{i:05}\n", t * 1000, i + t));
+        }
+    }
+    fx.put("data/many.csv", &csv).await;
+    let manifest = fx.manifest(
+        "fs-many",
+        "file-store",
+        "[capabilities]\nbucket_prefix = \"data\"\n[config]\nbatch_series = 500\n",
+    );
+    let slot = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load");
+    let store = slot.store();
+    for _ in 0..3 {
+        let (series, _) = select(&store, 0, 10_000, vec![]).await;
+        assert_eq!(series.len(), 3000);
+        assert_eq!(label(&series[2999], "i"), "02999");
+    }
+    assert!(slot.current().idle_instances() >= 1);
+    let calls = plugin_common::metric(
+        "gauntlet_plugin_calls_total",
+        &[("plugin", "fs-many"), ("call", "next-batch")],
+    );
+    // 6 full batches + the end, three times.
+    assert_eq!(calls, 21.0);
+    assert!(
+        plugin_common::metric(
+            "gauntlet_plugin_memory_high_water_bytes",
+            &[("plugin", "fs-many")]
+        ) > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_prefix_is_required_to_read_files() {
+    let fx = Fixture::new();
+    fx.put("metrics/up.csv", "timestamp,value\n1,1\n").await;
+    let manifest = fx.manifest("fs-nobucket", "file-store", "");
+    let slot = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load");
+    let err = slot
+        .store()
+        .series(SeriesRequest {
+            min_time: 0,
+            max_time: 10,
+            ..SeriesRequest::default()
+        })
+        .await
+        .err()
+        .expect("denied");
+    assert!(err.to_string().contains("denied"), "{err}");
+    assert_eq!(
+        plugin_common::metric(
+            "gauntlet_plugin_capability_denied_total",
+            &[("plugin", "fs-nobucket"), ("capability", "bucket")]
+        ),
+        1.0
+    );
+}
