@@ -207,3 +207,32 @@ fn version_is_printed() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn plugin_new_creates_a_crate_and_validate_reports_a_missing_manifest() -> anyhow::Result<()> {
+    let dir = gauntlet_e2e::scratch_dir("plugin-new")?;
+    let dir_text = dir.to_string_lossy().into_owned();
+    let created = gauntlet(&[
+        "plugin",
+        "new",
+        "csv-store",
+        "--world",
+        "store-backend",
+        "--dir",
+        &dir_text,
+    ])?;
+    assert!(created.status.success(), "{}", stderr(&created));
+    for file in ["Cargo.toml", "src/lib.rs", "plugin.toml", "README.md"] {
+        assert!(dir.join("csv-store").join(file).is_file(), "{file} missing");
+    }
+    let manifest = std::fs::read_to_string(dir.join("csv-store/plugin.toml"))?;
+    assert!(manifest.contains("store-backend"), "{manifest}");
+
+    let missing = gauntlet(&["plugin", "validate", "/nonexistent/plugin.toml"])?;
+    assert_eq!(missing.status.code(), Some(1));
+    let message = stderr(&missing);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("/nonexistent/plugin.toml"), "{message}");
+    assert_one_line_error(&["plugin", "new", "x", "--world", "galaxy"], "--world")?;
+    Ok(())
+}

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use crate::plugin::World;
 use crate::telemetry::{LogFormat, LogLevel};
 
 /// Gauntlet: one global, deduplicated PromQL view over many Prometheus servers, with long-term
@@ -375,32 +376,35 @@ pub enum PluginCommand {
     New {
         /// Name of the plugin (also the crate and directory name).
         name: String,
-        /// The WIT world the plugin implements.
-        #[arg(long = "world", value_enum, default_value = "store-backend")]
-        world: PluginWorld,
+        /// The WIT world the plugin implements: store-backend, sidecar, compactor or ruler.
+        #[arg(long = "world", value_name = "WORLD", default_value = "store-backend", value_parser = plugin_world)]
+        world: World,
         /// Directory to create the plugin in.
         #[arg(long = "dir", value_name = "DIR", default_value = ".")]
         dir: PathBuf,
+        /// The plugin SDK (`sdk/` of a Gauntlet checkout) the new crate depends on.
+        #[arg(long = "sdk", value_name = "DIR", env = "GAUNTLET_PLUGIN_SDK", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))]
+        sdk: PathBuf,
     },
     /// Print a plugin's manifest, world, imports and exports.
     Inspect {
-        /// A manifest.toml or a component (.wasm).
+        /// A manifest (plugin.toml) or a component (.wasm).
         path: PathBuf,
+        /// Cache for compiled components.
+        #[arg(long = "cache-dir", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
-    /// Check a plugin's manifest, checksum and world without running it.
+    /// Check a plugin the way the host loads it: manifest, sha256, world, imports, init.
     Validate {
-        /// A manifest.toml.
+        /// A manifest (plugin.toml).
         path: PathBuf,
+        /// Write the component's sha256 into the manifest first.
+        #[arg(long = "update-sha256")]
+        update_sha256: bool,
+        /// Cache for compiled components.
+        #[arg(long = "cache-dir", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
-}
-
-/// The WIT worlds a plugin can implement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PluginWorld {
-    StoreBackend,
-    Sidecar,
-    Compactor,
-    Ruler,
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,6 +437,12 @@ pub enum BucketCommand {
 pub struct BucketArgs {
     #[command(flatten)]
     pub objstore: ObjstoreArgs,
+}
+
+/// A WIT world name.
+fn plugin_world(text: &str) -> Result<World, String> {
+    World::parse(text)
+        .ok_or_else(|| format!("unknown world {text:?} (store-backend, sidecar, compactor, ruler)"))
 }
 
 /// A Prometheus duration flag value (`30s`, `5m`, `1h30m`).

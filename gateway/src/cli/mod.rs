@@ -97,7 +97,33 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
         Command::Compact(_) => Err(RunError::NotImplemented("compact")),
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),
         Command::Demo(args) => Ok(crate::demo::run(&args, shutdown).await?),
-        Command::Plugin(_) => Err(RunError::NotImplemented("plugin")),
+        Command::Plugin(command) => plugin_command(command).await,
         Command::Tools(_) => Err(RunError::NotImplemented("tools")),
     }
+}
+
+/// `gauntlet plugin new|inspect|validate`: blocking tools, run off the async threads.
+async fn plugin_command(command: PluginCommand) -> Result<(), RunError> {
+    use crate::plugin::tool;
+    let report = tokio::task::spawn_blocking(move || match command {
+        PluginCommand::New {
+            name,
+            world,
+            dir,
+            sdk,
+        } => tool::new_plugin(&dir, &name, world, &sdk).map(|created| created.to_string()),
+        PluginCommand::Inspect { path, cache_dir } => {
+            tool::inspect(&path, cache_dir.as_deref()).map(|inspection| inspection.to_string())
+        }
+        PluginCommand::Validate {
+            path,
+            update_sha256,
+            cache_dir,
+        } => tool::validate(&path, update_sha256, cache_dir.as_deref()).map(|v| v.to_string()),
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("plugin tool failed: {error}"))?
+    .map_err(anyhow::Error::from)?;
+    println!("{report}");
+    Ok(())
 }
