@@ -323,16 +323,31 @@ impl FloatHistogram {
     }
 
     /// Every bucket in increasing order of bounds: negative buckets, the zero bucket (when it
-    /// has a width or a count), positive buckets.
+    /// has a count), positive buckets; bucket bounds reaching into the zero bucket are clamped
+    /// to its threshold.
     pub fn all_buckets(&self) -> Vec<Bucket> {
-        let mut out = self.negative_bucket_list();
-        out.reverse();
-        if let Some(z) = self.zero_bucket()
-            && (z.count != 0.0 || z.upper != 0.0)
+        let z = self.zero_threshold;
+        let clamp = |mut b: Bucket| {
+            if b.upper < 0.0 && b.upper > -z {
+                b.upper = -z;
+            }
+            if b.lower > 0.0 && b.lower < z {
+                b.lower = z;
+            }
+            b
+        };
+        let mut out: Vec<Bucket> = self
+            .negative_bucket_list()
+            .into_iter()
+            .rev()
+            .map(clamp)
+            .collect();
+        if let Some(zb) = self.zero_bucket()
+            && zb.count > 0.0
         {
-            out.push(z);
+            out.push(zb);
         }
-        out.extend(self.positive_bucket_list());
+        out.extend(self.positive_bucket_list().into_iter().map(clamp));
         out
     }
 

@@ -1,11 +1,15 @@
-//! `histogram_quantile` over classic (`le`-labelled) bucket series, with Prometheus's bucket
-//! coalescing, monotonicity fix (reported as an info annotation) and interpolation.
+//! Histogram functions: `histogram_quantile` over classic (`le`-labelled) bucket series, with
+//! Prometheus's bucket coalescing, monotonicity fix (reported as an info annotation) and
+//! interpolation, and over native histograms; `histogram_fraction`, `histogram_count`,
+//! `histogram_sum`, `histogram_avg`, `histogram_stddev` and `histogram_stdvar` on native
+//! histograms.
 //!
-//! Native histograms are not supported here; this module must never guess at them.
+//! Float samples never reach the native computations and histogram samples never reach the
+//! classic ones.
 
 use std::collections::HashMap;
 
-use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::{FloatHistogram, Labels};
 use promql_parser::parser::Call;
 
 use super::error::QueryError;
@@ -114,8 +118,28 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
         .get(1)
         .ok_or_else(|| QueryError::bad("histogram_quantile needs 2 arguments"))?;
     let qs = ev.eval_scalar(qarg)?;
-    let input = ev.eval_vector(varg)?;
+    let mut input = ev.eval_vector(varg)?;
     let n = ev.nsteps();
+    let mut native = Vec::new();
+    for s in &input {
+        let pts: Vec<Point> = s
+            .pts
+            .iter()
+            .filter_map(|p| {
+                let h = p.h.as_deref()?;
+                let q = qs.get(ev.step_index(p.t)).copied().unwrap_or(f64::NAN);
+                Some(Point::float(p.t, native_quantile(q, h)))
+            })
+            .collect();
+        if !pts.is_empty() {
+            native.push(VSeries {
+                labels: s.labels.clone(),
+                pts,
+                drop_name: true,
+            });
+        }
+    }
+    super::eval::retain_floats(&mut input);
     // Group bucket series by their labels without `le`, once.
     let mut groups: HashMap<Labels, usize> = HashMap::new();
     let mut members: Vec<Vec<(usize, f64)>> = Vec::new();
@@ -152,7 +176,7 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
             ));
         }
     }
-    let mut out = Vec::with_capacity(glabels.len());
+    let mut out = native;
     let mut buckets = Vec::new();
     // Per group, the buckets present at each step (built group by group to bound memory).
     let mut per_step: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
@@ -182,7 +206,7 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
                 }
                 ev.info(msg);
             }
-            pts.push(Point { t: ev.ts(i), v });
+            pts.push(Point::float(ev.ts(i), v));
         }
         if !pts.is_empty() {
             out.push(VSeries {
@@ -193,6 +217,208 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val
         }
     }
     Ok(Val::Vector(out))
+}
+
+/// The `q` quantile of a native histogram, interpolating exponentially within exponential
+/// buckets and linearly within the zero bucket and custom buckets.
+pub(crate) fn native_quantile(q: f64, h: &FloatHistogram) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if h.count == 0.0 || q.is_nan() {
+        return f64::NAN;
+    }
+    let mut buckets = h.all_buckets();
+    let forward = h.sum.is_nan() || q < 0.5;
+    let mut rank = if forward {
+        q * h.count
+    } else {
+        (1.0 - q) * h.count
+    };
+    if !forward {
+        buckets.reverse();
+    }
+    let mut count = 0.0;
+    let mut bucket = None;
+    for b in buckets.iter().filter(|b| b.count != 0.0) {
+        count += b.count;
+        bucket = Some(*b);
+        if count >= rank {
+            break;
+        }
+    }
+    let Some(mut b) = bucket else {
+        return f64::NAN;
+    };
+    if !h.uses_custom_buckets() && b.lower < 0.0 && b.upper > 0.0 {
+        if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
+            b.lower = 0.0;
+        } else if h.positive_buckets.is_empty() && !h.negative_buckets.is_empty() {
+            b.upper = 0.0;
+        }
+    } else if h.uses_custom_buckets() {
+        if b.lower == f64::NEG_INFINITY {
+            if b.upper <= 0.0 {
+                return b.upper;
+            }
+            b.lower = 0.0;
+        } else if b.upper == f64::INFINITY {
+            return b.lower;
+        }
+    }
+    let count = count.min(h.count);
+    if count < rank {
+        if h.sum.is_nan() {
+            return f64::NAN;
+        }
+        return b.upper;
+    }
+    if forward {
+        rank -= count - b.count;
+    } else {
+        rank = count - rank;
+    }
+    let fraction = rank / b.count;
+    if h.uses_custom_buckets() || (b.lower <= 0.0 && b.upper >= 0.0) {
+        return b.lower + (b.upper - b.lower) * fraction;
+    }
+    let log_lower = b.lower.abs().log2();
+    let log_upper = b.upper.abs().log2();
+    if b.lower > 0.0 {
+        (log_lower + (log_upper - log_lower) * fraction).exp2()
+    } else {
+        -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
+    }
+}
+
+/// The fraction of a native histogram's observations between `lower` and `upper`.
+pub(crate) fn native_fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
+    if h.count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, None, None);
+    let mut count = 0.0;
+    let buckets = h.all_buckets();
+    let mut it = buckets.iter();
+    for b in it.by_ref() {
+        let mut b = *b;
+        count += b.count;
+        let zero = b.lower <= 0.0 && b.upper >= 0.0;
+        if zero {
+            if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
+                b.lower = 0.0;
+            } else if h.positive_buckets.is_empty() && !h.negative_buckets.is_empty() {
+                b.upper = 0.0;
+            }
+        }
+        let interpolate = |v: f64| {
+            if h.uses_custom_buckets() || zero {
+                rank + b.count * (v - b.lower) / (b.upper - b.lower)
+            } else {
+                let (ll, lu, lv) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
+                let f = if v > 0.0 {
+                    (lv - ll) / (lu - ll)
+                } else {
+                    1.0 - (lv - lu) / (ll - lu)
+                };
+                rank + b.count * f
+            }
+        };
+        if lower_rank.is_none() && b.lower >= lower {
+            lower_rank = Some(rank);
+        }
+        if upper_rank.is_none() && b.lower >= upper {
+            upper_rank = Some(rank);
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        if lower_rank.is_none() && b.lower < lower && b.upper > lower {
+            lower_rank = Some(interpolate(lower));
+        }
+        if upper_rank.is_none() && b.lower < upper && b.upper > upper {
+            upper_rank = Some(interpolate(upper));
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        rank += b.count;
+    }
+    if h.sum.is_nan() {
+        count += it.map(|b| b.count).sum::<f64>();
+    } else {
+        count = h.count;
+    }
+    let lower_rank = lower_rank.map_or(count, |r: f64| r.min(count));
+    let upper_rank = upper_rank.map_or(count, |r: f64| r.min(count));
+    (upper_rank - lower_rank) / h.count
+}
+
+/// The variance of a native histogram's observations, each bucket's observations taken at
+/// its (geometric, for exponential buckets) midpoint.
+fn native_variance(h: &FloatHistogram) -> f64 {
+    let mean = h.sum / h.count;
+    let (mut v, mut c) = (0.0, 0.0);
+    for b in h.all_buckets().iter().filter(|b| b.count != 0.0) {
+        let val = if h.uses_custom_buckets() {
+            (b.upper + b.lower) / 2.0
+        } else if b.lower <= 0.0 && b.upper >= 0.0 {
+            0.0
+        } else {
+            let m = (b.upper * b.lower).sqrt();
+            if b.upper < 0.0 { -m } else { m }
+        };
+        let d = val - mean;
+        (v, c) = super::aggregations::kahan_inc(b.count * d * d, v, c);
+    }
+    (v + c) / h.count
+}
+
+/// `histogram_count`, `histogram_sum`, `histogram_avg`, `histogram_stddev`,
+/// `histogram_stdvar` and `histogram_fraction`: one float per native histogram sample; float
+/// samples are dropped.
+pub(crate) fn native_function(ev: &mut Evaluator<'_>, c: &Call, name: &str) -> Result<Val> {
+    let arg = |i: usize| {
+        c.args
+            .args
+            .get(i)
+            .ok_or_else(|| QueryError::bad(format!("{name} needs more arguments")))
+    };
+    let bounds = if name == "histogram_fraction" {
+        Some((ev.eval_scalar(arg(0)?)?, ev.eval_scalar(arg(1)?)?))
+    } else {
+        None
+    };
+    let mut v = ev.eval_vector(arg(if bounds.is_some() { 2 } else { 0 })?)?;
+    for s in &mut v {
+        s.pts.retain(|p| p.h.is_some());
+        for p in &mut s.pts {
+            let Some(h) = p.h.take() else { continue };
+            p.v = match (name, &bounds) {
+                ("histogram_count", _) => h.count,
+                ("histogram_sum", _) => h.sum,
+                ("histogram_avg", _) => h.sum / h.count,
+                ("histogram_stddev", _) => native_variance(&h).sqrt(),
+                ("histogram_stdvar", _) => native_variance(&h),
+                (_, Some((lo, hi))) => {
+                    let i = ev.step_index(p.t);
+                    let lo = lo.get(i).copied().unwrap_or(f64::NAN);
+                    let hi = hi.get(i).copied().unwrap_or(f64::NAN);
+                    native_fraction(lo, hi, &h)
+                }
+                _ => f64::NAN,
+            };
+        }
+        s.drop_name = true;
+    }
+    v.retain(|s| !s.pts.is_empty());
+    Ok(Val::Vector(v))
 }
 
 /// Parses a float the way Go's `strconv.ParseFloat` accepts it (incl. `+Inf`, `Inf`, `NaN`).

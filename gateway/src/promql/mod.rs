@@ -42,4 +42,4 @@ pub use storage::{
     Chunk, MatchKind, Matcher, MemoryQueryable, Queryable, SelectHints, Selection, SeriesData,
     SeriesSet, StoredSeries,
 };
-pub use value::{InstantSample, Point, QueryResult, Series, Value};
+pub use value::{InstantSample, Point, PointValue, QueryResult, Series, Value};
