@@ -476,6 +476,12 @@ fn parse_expect_anno(rest: &str) -> Result<ExpectAnno, String> {
     Err(format!("bad expect: {rest}"))
 }
 
+/// Blank lines and comments separate commands.
+fn is_blank(line: &str) -> bool {
+    let l = line.trim();
+    l.is_empty() || l.starts_with('#')
+}
+
 fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut cmds = Vec::new();
@@ -501,12 +507,9 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                 parse_duration(rest.trim()).ok_or_else(|| format!("line {}: bad load", i + 1))?;
             let mut series = Vec::new();
             i += 1;
-            while i < lines.len() && !lines[i].trim().is_empty() {
+            // A comment ends a block, as a blank line does.
+            while i < lines.len() && !is_blank(lines[i]) {
                 let d = lines[i].trim();
-                if d.starts_with('#') {
-                    i += 1;
-                    continue;
-                }
                 let (lbls, rest) =
                     parse_metric(d).ok_or_else(|| format!("line {}: bad series", i + 1))?;
                 let v = parse_values(rest).map_err(|e| format!("line {}: {e}", i + 1))?;
@@ -564,12 +567,9 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                 return Err(format!("line {line_no}: bad eval"));
             }
             i += 1;
-            while i < lines.len() && !lines[i].trim().is_empty() {
+            while i < lines.len() && !is_blank(lines[i]) {
                 let d = lines[i].trim();
                 i += 1;
-                if d.starts_with('#') {
-                    continue;
-                }
                 if ev.fail && d.starts_with("expected_fail_message") {
                     let m = d
                         .trim_start_matches("expected_fail_message")

@@ -340,7 +340,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
             for (si, s) in input.iter().enumerate() {
                 let g = group_of[si];
                 for p in &s.pts {
-                    let key = (g, fmt_float(p.v));
+                    let key = match &p.h {
+                        Some(h) => (g, super::histogram::histogram_string(h)),
+                        None => (g, fmt_float(p.v)),
+                    };
                     let o = match idx.get(&key) {
                         Some(&o) => o,
                         None => {

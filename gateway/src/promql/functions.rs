@@ -427,11 +427,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             });
             Ok(Val::Vector(v))
         }
-        "histogram_quantile" => super::histogram::histogram_quantile(ev, c),
+        "histogram_quantile" => super::histogram::histogram_quantile(ev, c, false),
+        "histogram_fraction" => super::histogram::histogram_quantile(ev, c, true),
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-        | "histogram_stdvar" | "histogram_fraction" => {
-            super::histogram::native_function(ev, c, name)
-        }
+        | "histogram_stdvar" => super::histogram::native_function(ev, c, name),
         _ => eval_range_function(ev, c),
     }
 }
