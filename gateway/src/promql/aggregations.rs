@@ -334,29 +334,40 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                     super::durations::go_quote(&name)
                 )));
             }
-            let mut idx: HashMap<(usize, String), usize> = HashMap::new();
+            // Keyed by output labels: the new label may overwrite a grouping label, merging
+            // groups.
+            let mut idx: HashMap<Labels, usize> = HashMap::new();
             let mut out: Vec<VSeries> = Vec::new();
             let mut counts: Vec<Vec<f64>> = Vec::new();
+            let mut by_value: HashMap<(usize, String), usize> = HashMap::new();
             for (si, s) in input.iter().enumerate() {
                 let g = group_of[si];
                 for p in &s.pts {
-                    let key = match &p.h {
-                        Some(h) => (g, super::histogram::histogram_string(h)),
-                        None => (g, fmt_float(p.v)),
+                    let value = match &p.h {
+                        Some(h) => super::histogram::histogram_string(h),
+                        None => fmt_float(p.v),
                     };
-                    let o = match idx.get(&key) {
+                    let o = match by_value.get(&(g, value.clone())) {
                         Some(&o) => o,
                         None => {
                             let mut b: LabelsBuilder = group_lbls[g].builder();
-                            b.set(&name, &key.1);
-                            out.push(VSeries {
-                                labels: b.build(),
-                                pts: Vec::new(),
-                                drop_name: false,
-                            });
-                            counts.push(vec![0.0; n]);
-                            idx.insert(key, out.len() - 1);
-                            out.len() - 1
+                            b.set(&name, &value);
+                            let labels = b.build();
+                            let o = match idx.get(&labels) {
+                                Some(&o) => o,
+                                None => {
+                                    idx.insert(labels.clone(), out.len());
+                                    out.push(VSeries {
+                                        labels,
+                                        pts: Vec::new(),
+                                        drop_name: false,
+                                    });
+                                    counts.push(vec![0.0; n]);
+                                    out.len() - 1
+                                }
+                            };
+                            by_value.insert((g, value), o);
+                            o
                         }
                     };
                     if let Some(c) = counts[o].get_mut(ev.step_index(p.t)) {

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::labels::METRIC_NAME;
+use gauntlet_tsdb::{CounterResetHint, Labels};
 use promql_parser::label::{MatchOp, Matchers};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
@@ -677,7 +677,24 @@ impl<'a> Evaluator<'a> {
                 };
                 (self.start, self.end, self.step) = saved;
                 let series = match r? {
-                    Val::Vector(v) => v,
+                    Val::Vector(mut v) => {
+                        // Explicit counter reset hints may be wrong for the subquery's samples
+                        // (a reset sample returned several times, or not at all): readers
+                        // detect resets themselves, as for floats.
+                        for p in v.iter_mut().flat_map(|s| s.pts.iter_mut()) {
+                            if let Some(h) = &mut p.h
+                                && matches!(
+                                    h.counter_reset_hint,
+                                    CounterResetHint::CounterReset
+                                        | CounterResetHint::NotCounterReset
+                                )
+                            {
+                                std::sync::Arc::make_mut(h).counter_reset_hint =
+                                    CounterResetHint::Unknown;
+                            }
+                        }
+                        v
+                    }
                     Val::Scalar(v) => {
                         let pts = v
                             .iter()

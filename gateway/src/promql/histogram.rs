@@ -349,9 +349,15 @@ pub(crate) fn native_quantile(q: f64, h: &FloatHistogram) -> (f64, Option<NanNot
             break;
         }
     }
-    let Some(mut b) = bucket else {
-        return (f64::NAN, None);
-    };
+    // With no populated bucket, Prometheus looks at an empty bucket at zero.
+    let mut b = bucket.unwrap_or(gauntlet_tsdb::histogram::Bucket {
+        lower: 0.0,
+        upper: 0.0,
+        lower_inclusive: false,
+        upper_inclusive: false,
+        count: 0.0,
+        index: 0,
+    });
     if !h.uses_custom_buckets() && b.lower < 0.0 && b.upper > 0.0 {
         if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
             b.lower = 0.0;
