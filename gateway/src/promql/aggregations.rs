@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use gauntlet_tsdb::labels::METRIC_NAME;
 use std::sync::Arc;
 
+use gauntlet_tsdb::histogram::HistogramError;
 use gauntlet_tsdb::{FloatHistogram, Labels, LabelsBuilder};
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
@@ -20,7 +21,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val};
-use super::functions::{fmt_float, fmt_go_g};
+use super::functions::{fmt_float, fmt_go_g, incompatible_warning};
 use super::value::Point;
 
 /// Neumaier-compensated summation step, as Prometheus does it.
@@ -164,7 +165,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
             let mut hacc: Vec<HistAcc> = vec![HistAcc::default(); ng * bw];
             let mut ignored = false;
             let mut mixed = false;
-            let mut incompatible = false;
+            let mut incompatible: Vec<String> = Vec::new();
             let mut cursors = vec![0usize; input.len()];
             let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
             let mut b0 = 0;
@@ -187,8 +188,11 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                         let cell = g * bw + (i - b0);
                         match &p.h {
                             Some(h) if matches!(op, T_SUM | T_AVG) => {
-                                if let Some(x) = hacc.get_mut(cell) {
-                                    x.add(h);
+                                if let Some(x) = hacc.get_mut(cell)
+                                    && let Err(e) = x.add(h)
+                                {
+                                    let metric = s.labels.metric_name().unwrap_or("");
+                                    incompatible.push(incompatible_warning(e, metric));
                                 }
                             }
                             Some(_) if matches!(op, T_COUNT | T_GROUP) => {
@@ -215,7 +219,6 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                                 continue;
                             }
                             if hx.incompatible {
-                                incompatible = true;
                                 continue;
                             }
                             if let Some(mut h) = hx.sum.take() {
@@ -262,11 +265,8 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                         .to_string(),
                 );
             }
-            if incompatible {
-                ev.warn(format!(
-                    "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
-                    ""
-                ));
+            for w in incompatible {
+                ev.warn(w);
             }
             let mut out = Vec::with_capacity(ng);
             for (g, pts) in group_pts.into_iter().enumerate() {
@@ -411,16 +411,19 @@ struct HistAcc {
 }
 
 impl HistAcc {
-    fn add(&mut self, h: &FloatHistogram) {
+    /// Adds `h`; an incompatible histogram spoils the sum (no result for this cell).
+    fn add(&mut self, h: &FloatHistogram) -> std::result::Result<(), HistogramError> {
         self.n += 1.0;
         match &mut self.sum {
             None => self.sum = Some(h.clone()),
             Some(s) => {
-                if s.add(h).is_err() {
+                if let Err(e) = s.add(h) {
                     self.incompatible = true;
+                    return Err(e);
                 }
             }
         }
+        Ok(())
     }
 }
 
