@@ -18,6 +18,7 @@ use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val, retain_floats};
 use super::value::{Point, PointValue};
 use gauntlet_tsdb::histogram::{CounterResetHint, FloatHistogram, HistogramError};
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 /// Formats a float the way Go's `strconv.FormatFloat(f, 'f', -1, 64)`/`%g` mostly do for
@@ -734,6 +735,19 @@ fn extrapolate_histogram(
     Some(h)
 }
 
+/// The float samples of a window when there are at least `min` (and at least one) of them;
+/// `on_ignored` runs when histograms were dropped from a window that still has floats.
+fn float_window(w: &[Point], min: usize, on_ignored: impl FnOnce()) -> Option<Cow<'_, [Point]>> {
+    if w.iter().all(|p| p.h.is_none()) {
+        return (w.len() >= min.max(1)).then_some(Cow::Borrowed(w));
+    }
+    let f: Vec<Point> = w.iter().filter(|p| p.h.is_none()).cloned().collect();
+    if !f.is_empty() {
+        on_ignored();
+    }
+    (f.len() >= min.max(1)).then_some(Cow::Owned(f))
+}
+
 /// Warnings and infos raised inside windowing closures, reported afterwards.
 #[derive(Default)]
 struct Notes {
@@ -981,18 +995,11 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     let mname = |si: usize| input.metric_name(si).to_string();
     // Float-only functions: histograms in the window are ignored (with an info when floats
     // remain); `min` is the number of floats needed for a result.
-    let floats = |si: usize, w: &[Point], min: usize| -> Option<Vec<Point>> {
-        if w.iter().all(|p| p.h.is_none()) {
-            return (w.len() >= min).then(|| w.to_vec());
-        }
-        let f: Vec<Point> = w.iter().filter(|p| p.h.is_none()).cloned().collect();
-        if !f.is_empty() {
-            notes.borrow_mut().info(format!(
-                "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}",
-                mname(si)
-            ));
-        }
-        (f.len() >= min && !f.is_empty()).then_some(f)
+    let ignored = |si: usize| {
+        notes.borrow_mut().info(format!(
+            "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}",
+            mname(si)
+        ));
     };
     let mut out = match name {
         "rate" | "increase" | "delta" => {
@@ -1047,13 +1054,13 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             })?
         }
         "deriv" => ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
-            let w = floats(si, &pts[lo..hi], 2)?;
+            let w = float_window(&pts[lo..hi], 2, || ignored(si))?;
             Some(linear_regression(&w, w[0].t).0)
         })?,
         "predict_linear" => {
             let d = &scalars[0];
             ev.map_windows_idx(&input, |si, pts, lo, hi, _, t| {
-                let w = floats(si, &pts[lo..hi], 2)?;
+                let w = float_window(&pts[lo..hi], 2, || ignored(si))?;
                 let (slope, intercept) = linear_regression(&w, t);
                 let dur = d.get(sidx(t)).copied().unwrap_or(f64::NAN);
                 Some(slope * dur + intercept)
@@ -1062,7 +1069,7 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         "double_exponential_smoothing" | "holt_winters" => {
             let (sf_s, tf_s) = (&scalars[0], &scalars[1]);
             ev.map_windows_idx(&input, |si, pts, lo, hi, _, t| {
-                let w = floats(si, &pts[lo..hi], 2)?;
+                let w = float_window(&pts[lo..hi], 2, || ignored(si))?;
                 let i = sidx(t);
                 let sf = sf_s.get(i).copied().unwrap_or(f64::NAN);
                 let tf = tf_s.get(i).copied().unwrap_or(f64::NAN);
@@ -1128,10 +1135,10 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let is_max = name.contains("max");
             let ts = name.starts_with("ts_of");
             ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
-                let w = floats(si, &pts[lo..hi], 1)?;
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 let first = w.first()?;
                 let (mut best, mut bt) = (first.v, first.t);
-                for p in &w {
+                for p in w.iter() {
                     let better = if ts {
                         if is_max { p.v >= best } else { p.v <= best }
                     } else if is_max {
@@ -1150,7 +1157,7 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         "stddev_over_time" | "stdvar_over_time" => {
             let dev = name == "stddev_over_time";
             ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
-                let w = floats(si, &pts[lo..hi], 1)?;
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 let v = stdvar_over(&w);
                 Some(if dev { v.sqrt() } else { v })
             })?
@@ -1159,7 +1166,7 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let qs = &scalars[0];
             let mut buf = Vec::new();
             ev.map_windows_idx(&input, |si, pts, lo, hi, _, t| {
-                let w = floats(si, &pts[lo..hi], 1)?;
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 buf.clear();
                 buf.extend(w.iter().map(|p| p.v));
                 Some(quantile(
@@ -1171,7 +1178,7 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         "mad_over_time" => {
             let mut buf = Vec::new();
             ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
-                let w = floats(si, &pts[lo..hi], 1)?;
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 buf.clear();
                 buf.extend(w.iter().map(|p| p.v));
                 let med = quantile(0.5, &mut buf);
