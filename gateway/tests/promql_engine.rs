@@ -703,3 +703,14 @@ async fn histogram_operators_never_panic() {
             .unwrap_or_else(|err| panic!("{q}: {err}"));
     }
 }
+
+#[tokio::test]
+async fn histogram_rate_raises_no_counter_name_info() {
+    let s = histogram_store();
+    let r = Engine::default()
+        .instant_query(&s, "rate(h_seconds[1m])", 600_000)
+        .await
+        .unwrap();
+    assert!(r.infos.is_empty(), "{:?}", r.infos);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}

@@ -1220,7 +1220,8 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         ev.info(i);
     }
     if matches!(name, "rate" | "increase") {
-        for s in &out {
+        // Only float samples raise the "not a counter" info; histograms carry their own hint.
+        for s in out.iter().filter(|s| s.pts.iter().any(|p| p.h.is_none())) {
             if let Some(mn) = s.labels.metric_name()
                 && !(mn.ends_with("_total")
                     || mn.ends_with("_sum")
