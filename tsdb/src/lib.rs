@@ -7,6 +7,7 @@
 
 pub mod chunkenc;
 pub mod histogram;
+pub mod histogram_chunk;
 pub mod labels;
 pub mod sample;
 
