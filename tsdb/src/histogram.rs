@@ -133,7 +133,7 @@ fn collapse(sparse: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
         match (next, spans.last_mut()) {
             (Some(n), Some(last)) if n == i => last.length += 1,
             (Some(n), _) => spans.push(Span {
-                offset: i - n,
+                offset: i.saturating_sub(n),
                 length: 1,
             }),
             (None, _) => spans.push(Span {
@@ -142,7 +142,7 @@ fn collapse(sparse: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
             }),
         }
         counts.push(c);
-        next = Some(i + 1);
+        next = Some(i.saturating_add(1));
     }
     (spans, counts)
 }
@@ -184,7 +184,7 @@ fn reduce(sparse: &[(i32, f64)], from: i32, to: i32) -> Sparse {
     let shift = u32::try_from(from - to).unwrap_or(0).min(31);
     let mut out: Sparse = Vec::with_capacity(sparse.len());
     for &(i, c) in sparse {
-        let t = ((i - 1) >> shift) + 1;
+        let t = (i.saturating_sub(1) >> shift).saturating_add(1);
         match out.last_mut() {
             Some(last) if last.0 == t => last.1 += c,
             _ => out.push((t, c)),
@@ -718,6 +718,17 @@ mod tests {
         assert!(finer.detect_reset(&a));
         let coarser = h(-1, &[(1, 3.0)]);
         assert!(!coarser.detect_reset(&a));
+    }
+
+    #[test]
+    fn extreme_indexes_do_not_overflow() {
+        let mut a = h(2, &[(i32::MIN, 1.0), (i32::MAX, 2.0)]);
+        a.reduce_resolution(-4);
+        a.compact();
+        let b = a.clone();
+        a.add(&b).unwrap();
+        let _ = a.detect_reset(&b);
+        let _ = a.all_buckets();
     }
 
     #[test]
