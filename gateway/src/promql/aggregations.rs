@@ -162,7 +162,9 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
             }
             .max(1);
             let mut acc = vec![Acc::default(); ng * bw];
-            let mut hacc: Vec<HistAcc> = vec![HistAcc::default(); ng * bw];
+            // Histogram sums only for the cells that see histograms (float-only inputs pay
+            // nothing).
+            let mut hacc: HashMap<usize, HistAcc> = HashMap::new();
             let mut ignored = false;
             let mut mixed = false;
             let mut incompatible: Vec<String> = Vec::new();
@@ -172,7 +174,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
             while b0 < n {
                 let b1 = (b0 + bw).min(n);
                 acc.iter_mut().for_each(|a| a.seen = false);
-                hacc.iter_mut().for_each(|a| *a = HistAcc::default());
+                hacc.clear();
                 for (si, s) in input.iter().enumerate() {
                     let g = group_of[si];
                     let c = &mut cursors[si];
@@ -188,9 +190,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                         let cell = g * bw + (i - b0);
                         match &p.h {
                             Some(h) if matches!(op, T_SUM | T_AVG) => {
-                                if let Some(x) = hacc.get_mut(cell)
-                                    && let Err(e) = x.add(h)
-                                {
+                                if let Err(e) = hacc.entry(cell).or_default().add(h) {
                                     let metric = s.labels.metric_name().unwrap_or("");
                                     incompatible.push(incompatible_warning(e, metric));
                                 }
@@ -212,8 +212,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                 for (g, pts) in group_pts.iter_mut().enumerate() {
                     for k in 0..(b1 - b0) {
                         let x = &acc[g * bw + k];
-                        let hx = &mut hacc[g * bw + k];
-                        if hx.n > 0.0 {
+                        if let Some(hx) = hacc.get_mut(&(g * bw + k)) {
                             if x.seen {
                                 mixed = true;
                                 continue;
