@@ -12,11 +12,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use gauntlet::promql::{
-    CancelFlag, Engine, EngineOptions, MemoryQueryable, QueryError, QueryResult, Value,
+    CancelFlag, Engine, EngineOptions, MemoryQueryable, Point, QueryError, QueryResult, Value,
 };
-use gauntlet_tsdb::{Labels, Sample, stale_nan};
+use gauntlet_tsdb::{CounterResetHint, FloatHistogram, Labels, stale_nan};
 use promql_parser::parser::{self as pp, Expr};
 
 const EPSILON: f64 = 0.000_001;
@@ -222,59 +223,128 @@ fn parse_metric(s: &str) -> Option<(Labels, &str)> {
     Some((Labels::from_pairs(&pairs), rest))
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum SeqVal {
     Omitted,
     Value(f64),
+    Hist(Box<FloatHistogram>),
 }
 
-/// Expands the value notation: `_`, `_xN`, `stale`, numbers, `axN`, `a+bxN`, `a-bxN`.
-/// Returns None for native histograms (unsupported).
-fn parse_values(s: &str) -> Result<Vec<SeqVal>, String> {
-    let (vals, hist) = parse_values_lenient(s)?;
-    if hist {
-        Err("native histogram values".into())
-    } else {
-        Ok(vals)
+/// Parses a float list `[1 2 3]`.
+fn parse_float_list(s: &str) -> Result<Vec<f64>, String> {
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .ok_or_else(|| format!("bad list {s}"))?;
+    inner
+        .split_whitespace()
+        .map(|x| parse_number(x).ok_or_else(|| format!("bad number {x}")))
+        .collect()
+}
+
+/// Parses the inside of `{{schema:1 sum:3 count:22 buckets:[5 10 7] ...}}`.
+fn parse_histogram(body: &str) -> Result<FloatHistogram, String> {
+    let mut h = FloatHistogram::default();
+    let (mut offset, mut n_offset) = (0i32, 0i32);
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let (key, r) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("bad histogram {body}"))?;
+        let r = r.trim_start();
+        let (val, r) = if r.starts_with('[') {
+            let e = r.find(']').ok_or("unterminated list")? + 1;
+            (&r[..e], &r[e..])
+        } else {
+            let e = r.find(char::is_whitespace).unwrap_or(r.len());
+            (&r[..e], &r[e..])
+        };
+        rest = r.trim_start();
+        let num = || parse_number(val).ok_or_else(|| format!("bad value {val}"));
+        match key.trim() {
+            "schema" => h.schema = val.parse().map_err(|_| format!("bad schema {val}"))?,
+            "sum" => h.sum = num()?,
+            "count" => h.count = num()?,
+            "z_bucket" => h.zero_count = num()?,
+            "z_bucket_w" => h.zero_threshold = num()?,
+            "offset" => offset = val.parse().map_err(|_| format!("bad offset {val}"))?,
+            "n_offset" => n_offset = val.parse().map_err(|_| format!("bad offset {val}"))?,
+            "buckets" => pos = parse_float_list(val)?,
+            "n_buckets" => neg = parse_float_list(val)?,
+            "custom_values" => h.custom_values = parse_float_list(val)?,
+            "counter_reset_hint" => {
+                h.counter_reset_hint = match val {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    _ => return Err(format!("bad counter reset hint {val}")),
+                }
+            }
+            k => return Err(format!("unknown histogram field {k}")),
+        }
     }
+    let at = |o: i32, v: &[f64]| -> Vec<(i32, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &c)| (o + i as i32, c))
+            .collect()
+    };
+    h.set_positive(&at(offset, &pos));
+    h.set_negative(&at(n_offset, &neg));
+    Ok(h)
 }
 
-/// Like `parse_values`, but a native histogram value becomes an omitted point; the flag tells
-/// whether any was seen.
-fn parse_values_lenient(s: &str) -> Result<(Vec<SeqVal>, bool), String> {
+/// Expands the value notation: `_`, `_xN`, `stale`, numbers, `axN`, `a+bxN`, `a-bxN`, and
+/// native histograms `{{...}}`, `{{...}}xN`, `{{...}}+{{...}}xN`, `{{...}}-{{...}}xN`.
+fn parse_values(s: &str) -> Result<Vec<SeqVal>, String> {
     let mut out = Vec::new();
-    let mut hist = false;
     let mut toks: Vec<String> = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find("{{") {
         toks.extend(rest[..i].split_whitespace().map(str::to_string));
-        let end = rest[i..].find("}}").ok_or("unterminated histogram")? + i + 2;
-        let mut tail = &rest[end..];
-        // `{{...}}xN` repeats the histogram.
-        let mut count = 1usize;
+        let end = rest[i..].find("}}").ok_or("unterminated histogram")? + i;
+        let first = parse_histogram(&rest[i + 2..end])?;
+        let mut tail = &rest[end + 2..];
+        let mut items = vec![first.clone()];
         if let Some(t) = tail.strip_prefix('x') {
             let e = t.find(char::is_whitespace).unwrap_or(t.len());
-            count = t[..e].parse::<usize>().map_or(1, |n| n + 1);
+            let n = t[..e].parse::<usize>().map_err(|_| "bad repetition")?;
+            items.extend(std::iter::repeat_n(first, n));
             tail = &t[e..];
-        } else if tail.starts_with('+') || tail.starts_with('-') {
-            let e = tail.find("}}").map_or(0, |x| x + 2);
-            let t2 = &tail[e..];
-            let t2 = t2.strip_prefix('x').unwrap_or(t2);
+        } else if tail.starts_with("+{{") || tail.starts_with("-{{") {
+            let sign = tail.starts_with('+');
+            let e = tail.find("}}").ok_or("unterminated histogram")?;
+            let inc = parse_histogram(&tail[3..e])?;
+            let t2 = tail[e + 2..]
+                .strip_prefix('x')
+                .ok_or("missing repetition")?;
             let e2 = t2.find(char::is_whitespace).unwrap_or(t2.len());
-            count = t2[..e2].parse::<usize>().map_or(1, |n| n + 1);
+            let n = t2[..e2].parse::<usize>().map_err(|_| "bad repetition")?;
+            let mut cur = first;
+            for _ in 0..n {
+                if sign {
+                    cur.add(&inc).map_err(|e| e.to_string())?;
+                } else {
+                    cur.sub(&inc).map_err(|e| e.to_string())?;
+                }
+                items.push(cur.clone());
+            }
             tail = &t2[e2..];
         }
-        for _ in 0..count {
+        for h in items {
+            out.push(SeqVal::Hist(Box::new(h)));
             toks.push("{{}}".to_string());
         }
         rest = tail;
     }
     toks.extend(rest.split_whitespace().map(str::to_string));
+    let mut hists = std::mem::take(&mut out).into_iter();
     for tok in &toks {
         let tok = tok.as_str();
         if tok == "{{}}" {
-            hist = true;
-            out.push(SeqVal::Omitted);
+            out.push(hists.next().ok_or("histogram count mismatch")?);
             continue;
         }
         if tok == "_" {
@@ -330,7 +400,7 @@ fn parse_values_lenient(s: &str) -> Result<(Vec<SeqVal>, bool), String> {
             }
         }
     }
-    Ok((out, hist))
+    Ok(out)
 }
 
 // ------------------------------------------------------------------ commands
@@ -375,10 +445,12 @@ struct EvalCmd {
     /// Expected series in file order.
     series: Vec<(Labels, Vec<SeqVal>)>,
     unsupported: Option<String>,
+    /// True when a histogram value is expected.
+    has_hist: bool,
 }
 
 enum Cmd {
-    Load(i64, Vec<(Labels, Vec<SeqVal>)>, Option<String>),
+    Load(i64, Vec<(Labels, Vec<SeqVal>)>),
     Clear,
     Eval(Box<EvalCmd>),
 }
@@ -404,6 +476,12 @@ fn parse_expect_anno(rest: &str) -> Result<ExpectAnno, String> {
     Err(format!("bad expect: {rest}"))
 }
 
+/// Blank lines and comments separate commands.
+fn is_blank(line: &str) -> bool {
+    let l = line.trim();
+    l.is_empty() || l.starts_with('#')
+}
+
 fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut cmds = Vec::new();
@@ -421,38 +499,28 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
             continue;
         }
         if let Some(rest) = l.strip_prefix("load") {
-            // `load_with_nhcb` also creates native histograms with custom buckets, which are not
-            // supported: only the float series are loaded and the block is flagged.
+            // `load_with_nhcb` also converts classic histograms into native histograms with
+            // custom buckets.
             let nhcb = rest.starts_with("_with_nhcb");
             let rest = rest.strip_prefix("_with_nhcb").unwrap_or(rest);
             let gap =
                 parse_duration(rest.trim()).ok_or_else(|| format!("line {}: bad load", i + 1))?;
             let mut series = Vec::new();
-            let mut unsupported = None;
             i += 1;
-            while i < lines.len() && !lines[i].trim().is_empty() {
+            // A comment ends a block, as a blank line does.
+            while i < lines.len() && !is_blank(lines[i]) {
                 let d = lines[i].trim();
-                if d.starts_with('#') {
-                    i += 1;
-                    continue;
-                }
                 let (lbls, rest) =
                     parse_metric(d).ok_or_else(|| format!("line {}: bad series", i + 1))?;
-                match parse_values_lenient(rest) {
-                    Ok((v, hist)) => {
-                        series.push((lbls, v));
-                        if hist {
-                            unsupported = Some("native histogram values".to_string());
-                        }
-                    }
-                    Err(e) => unsupported = Some(e),
-                }
+                let v = parse_values(rest).map_err(|e| format!("line {}: {e}", i + 1))?;
+                series.push((lbls, v));
                 i += 1;
             }
             if nhcb {
-                unsupported = Some("native histograms with custom buckets".to_string());
+                let converted = classic_to_nhcb(&series);
+                series.extend(converted);
             }
-            cmds.push(Cmd::Load(gap, series, unsupported));
+            cmds.push(Cmd::Load(gap, series));
             continue;
         }
         if l.starts_with("eval") {
@@ -499,12 +567,9 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                 return Err(format!("line {line_no}: bad eval"));
             }
             i += 1;
-            while i < lines.len() && !lines[i].trim().is_empty() {
+            while i < lines.len() && !is_blank(lines[i]) {
                 let d = lines[i].trim();
                 i += 1;
-                if d.starts_with('#') {
-                    continue;
-                }
                 if ev.fail && d.starts_with("expected_fail_message") {
                     let m = d
                         .trim_start_matches("expected_fail_message")
@@ -569,7 +634,10 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                 let (lbls, rest) =
                     parse_metric(d).ok_or_else(|| format!("line {i}: bad expected series"))?;
                 match parse_values(rest) {
-                    Ok(v) => ev.series.push((lbls, v)),
+                    Ok(v) => {
+                        ev.has_hist |= v.iter().any(|x| matches!(x, SeqVal::Hist(_)));
+                        ev.series.push((lbls, v));
+                    }
                     Err(e) => ev.unsupported = Some(e),
                 }
             }
@@ -583,20 +651,116 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
 
 // ------------------------------------------------------------------ running
 
-fn load(store: &mut MemoryQueryable, gap: i64, series: &[(Labels, Vec<SeqVal>)]) {
+/// Converts classic histogram series (`_bucket` with `le`, `_count`, `_sum`) into native
+/// histograms with custom buckets, one per base series and timestamp.
+fn classic_to_nhcb(series: &[(Labels, Vec<SeqVal>)]) -> Vec<(Labels, Vec<SeqVal>)> {
+    #[derive(Default)]
+    struct Temp {
+        buckets: Vec<(f64, f64)>,
+        count: Option<f64>,
+        sum: f64,
+    }
+    let mut by_base: BTreeMap<Labels, BTreeMap<usize, Temp>> = BTreeMap::new();
     for (l, vals) in series {
-        let samples: Vec<Sample> = vals
+        let Some(name) = l.metric_name() else {
+            continue;
+        };
+        let (base, kind) = if let Some(b) = name.strip_suffix("_bucket") {
+            (b, 0)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (b, 1)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (b, 2)
+        } else {
+            continue;
+        };
+        let le = if kind == 0 {
+            match l.get("le").and_then(parse_number) {
+                Some(le) => Some(le),
+                None => continue,
+            }
+        } else {
+            None
+        };
+        let pairs: Vec<(String, String)> = l
             .iter()
-            .enumerate()
-            .filter_map(|(i, v)| match v {
-                SeqVal::Omitted => None,
-                SeqVal::Value(f) => Some(Sample {
-                    t: i as i64 * gap,
-                    v: *f,
-                }),
+            .filter(|x| x.name != "le")
+            .map(|x| {
+                let v = if x.name == "__name__" { base } else { &x.value };
+                (x.name.clone(), v.to_string())
             })
             .collect();
-        store.add_series(l.clone(), &samples).unwrap();
+        let entry = by_base.entry(Labels::from_pairs(&pairs)).or_default();
+        for (i, v) in vals.iter().enumerate() {
+            let SeqVal::Value(f) = v else { continue };
+            let t = entry.entry(i).or_default();
+            match (kind, le) {
+                (0, Some(le)) => {
+                    if !t.buckets.iter().any(|b| b.0 == le) {
+                        t.buckets.push((le, *f));
+                    }
+                }
+                (1, _) => t.count = Some(*f),
+                _ => t.sum = *f,
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, by_t) in by_base {
+        let len = by_t.keys().max().map_or(0, |m| m + 1);
+        let mut vals = vec![SeqVal::Omitted; len];
+        for (i, mut t) in by_t {
+            t.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let count = t
+                .count
+                .unwrap_or_else(|| t.buckets.last().map_or(0.0, |b| b.1));
+            if t.buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                t.buckets.push((f64::INFINITY, count));
+            }
+            let mut h = FloatHistogram {
+                schema: gauntlet_tsdb::histogram::CUSTOM_BUCKETS_SCHEMA,
+                count,
+                sum: t.sum,
+                custom_values: t.buckets[..t.buckets.len() - 1]
+                    .iter()
+                    .map(|b| b.0)
+                    .collect(),
+                ..FloatHistogram::default()
+            };
+            let mut prev = 0.0;
+            let pos: Vec<(i32, f64)> = t
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(k, b)| {
+                    let d = b.1 - prev;
+                    prev = b.1;
+                    (k as i32, d)
+                })
+                .collect();
+            h.set_positive(&pos);
+            vals[i] = SeqVal::Hist(Box::new(h));
+        }
+        out.push((labels, vals));
+    }
+    out
+}
+
+fn load(store: &mut MemoryQueryable, gap: i64, series: &[(Labels, Vec<SeqVal>)]) {
+    for (l, vals) in series {
+        let points: Vec<Point> = vals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let t = i as i64 * gap;
+                match v {
+                    SeqVal::Omitted => None,
+                    SeqVal::Value(f) => Some(Point::float(t, *f)),
+                    SeqVal::Hist(h) => Some(Point::histogram(t, Arc::new((**h).clone()))),
+                }
+            })
+            .collect();
+        store.add_points(l.clone(), &points).unwrap();
     }
 }
 
@@ -652,6 +816,40 @@ fn check_fail(ev: &EvalCmd, err: &QueryError) -> Result<(), String> {
     Ok(())
 }
 
+/// Compares one expected value with a result value, as Prometheus's test runner does
+/// (histograms compacted, floats almost equal).
+fn check_value(e: &SeqVal, v: f64, h: Option<&FloatHistogram>) -> Result<(), String> {
+    match (e, h) {
+        (SeqVal::Value(f), None) if almost_equal(*f, v) => Ok(()),
+        (SeqVal::Value(f), None) => Err(format!("expected {f} but got {v}")),
+        (SeqVal::Value(f), Some(h)) => Err(format!("expected float {f} but got histogram {h:?}")),
+        (SeqVal::Hist(eh), Some(h)) if histograms_match(eh, h) => Ok(()),
+        (SeqVal::Hist(eh), Some(h)) => Err(format!("expected histogram {eh:?} but got {h:?}")),
+        (SeqVal::Hist(eh), None) => Err(format!("expected histogram {eh:?} but got float {v}")),
+        (SeqVal::Omitted, _) => Err("expected value missing".into()),
+    }
+}
+
+fn histograms_match(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    let mut a = a.clone();
+    let mut b = b.clone();
+    a.compact();
+    b.compact();
+    let floats = |x: &[f64], y: &[f64]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| almost_equal(*p, *q))
+    };
+    a.schema == b.schema
+        && almost_equal(a.count, b.count)
+        && almost_equal(a.sum, b.sum)
+        && (!a.uses_custom_buckets() || a.custom_values == b.custom_values)
+        && a.zero_threshold == b.zero_threshold
+        && almost_equal(a.zero_count, b.zero_count)
+        && a.positive_spans == b.positive_spans
+        && a.negative_spans == b.negative_spans
+        && floats(&a.positive_buckets, &b.positive_buckets)
+        && floats(&a.negative_buckets, &b.negative_buckets)
+}
+
 fn compare(ev: &EvalCmd, value: &Value, start: i64, end: i64, step: i64) -> Result<(), String> {
     let expected: HashMap<&Labels, (usize, &Vec<SeqVal>)> = ev
         .series
@@ -688,8 +886,8 @@ fn compare(ev: &EvalCmd, value: &Value, start: i64, end: i64, step: i64) -> Resu
                             s.labels
                         ));
                     }
-                    if let SeqVal::Value(f) = v {
-                        exp.push((t, *f));
+                    if !matches!(v, SeqVal::Omitted) {
+                        exp.push((t, v));
                     }
                 }
                 if exp.len() != s.points.len() {
@@ -697,7 +895,10 @@ fn compare(ev: &EvalCmd, value: &Value, start: i64, end: i64, step: i64) -> Resu
                         "expected {} points for {}, got {:?}",
                         exp.len(),
                         s.labels,
-                        s.points.iter().map(|p| (p.t, p.v)).collect::<Vec<_>>()
+                        s.points
+                            .iter()
+                            .map(|p| (p.t, p.v, p.h.is_some()))
+                            .collect::<Vec<_>>()
                     ));
                 }
                 for (e, p) in exp.iter().zip(&s.points) {
@@ -707,12 +908,8 @@ fn compare(ev: &EvalCmd, value: &Value, start: i64, end: i64, step: i64) -> Resu
                             e.0, s.labels, p.t
                         ));
                     }
-                    if !almost_equal(p.v, e.1) {
-                        return Err(format!(
-                            "expected {} at t={} for {}, got {}",
-                            e.1, p.t, s.labels, p.v
-                        ));
-                    }
+                    check_value(e.1, p.v, p.h.as_deref())
+                        .map_err(|m| format!("{m} at t={} for {}", p.t, s.labels))?;
                 }
             }
             if seen != expected.len() {
@@ -742,13 +939,10 @@ fn compare(ev: &EvalCmd, value: &Value, start: i64, end: i64, step: i64) -> Resu
                         pos + 1
                     ));
                 }
-                let e = match vals.first() {
-                    Some(SeqVal::Value(f)) => *f,
-                    _ => return Err("expected value missing".into()),
+                let Some(e) = vals.first() else {
+                    return Err("expected value missing".into());
                 };
-                if !almost_equal(e, s.v) {
-                    return Err(format!("expected {e} for {} but got {}", s.labels, s.v));
-                }
+                check_value(e, s.v, s.h.as_deref()).map_err(|m| format!("{m} for {}", s.labels))?;
                 seen.insert(&s.labels);
             }
             if seen.len() != expected.len() {
@@ -910,14 +1104,12 @@ async fn run_instant(
                 labels: s.labels.clone(),
                 t,
                 v: p.v,
+                h: p.h.clone(),
             });
         }
     }
     let v = if matches!(res.value, Value::Scalar(_)) {
-        Value::Scalar(gauntlet::promql::Point {
-            t,
-            v: vec.first().map_or(f64::NAN, |s| s.v),
-        })
+        Value::Scalar(Point::float(t, vec.first().map_or(f64::NAN, |s| s.v)))
     } else {
         Value::Vector(vec)
     };
@@ -1048,15 +1240,16 @@ async fn promql_conformance() {
                     store.clear();
                     hist_data = false;
                 }
-                Cmd::Load(gap, series, unsupported) => {
+                Cmd::Load(gap, series) => {
                     load(&mut store, *gap, series);
-                    hist_data |= unsupported.is_some();
+                    hist_data |= series
+                        .iter()
+                        .any(|(_, v)| v.iter().any(|x| matches!(x, SeqVal::Hist(_))));
                 }
                 Cmd::Eval(ev) => {
                     let id = format!("{fname}:{}", ev.line);
                     let res = run_eval(&engine, &store, ev).await;
-                    let native =
-                        fname == "native_histograms.test" || hist_data || ev.unsupported.is_some();
+                    let native = fname == "native_histograms.test" || hist_data || ev.has_hist;
                     match res {
                         Ok(()) => {
                             p += 1;
@@ -1065,11 +1258,12 @@ async fn promql_conformance() {
                         Err(e) => {
                             fl += 1;
                             ff += usize::from(!native);
-                            let prefix = if hist_data || e.contains("native histogram") {
-                                "[native histograms] "
-                            } else {
-                                ""
-                            };
+                            let prefix =
+                                if hist_data || ev.has_hist || e.contains("native histogram") {
+                                    "[native histograms] "
+                                } else {
+                                    ""
+                                };
                             let reason: String = format!("{prefix}{}", e.replace('\n', " "))
                                 .chars()
                                 .take(160)

@@ -595,3 +595,135 @@ async fn an_overflowing_range_is_bad_data_not_a_panic() {
         .expect_err("out of range");
     assert_eq!(error.kind(), "bad_data", "{error}");
 }
+
+fn histogram(count: f64, buckets: &[(i32, f64)]) -> gauntlet_tsdb::FloatHistogram {
+    let mut h = gauntlet_tsdb::FloatHistogram {
+        schema: 0,
+        count,
+        sum: count * 2.0,
+        ..Default::default()
+    };
+    h.set_positive(buckets);
+    h
+}
+
+/// A counter histogram scraped every 15 s, growing by one observation in bucket 1 each time.
+fn histogram_store() -> MemoryQueryable {
+    let mut s = MemoryQueryable::new();
+    let points: Vec<gauntlet::promql::Point> = (0..41)
+        .map(|k| {
+            let c = k as f64;
+            gauntlet::promql::Point::histogram(k * 15_000, Arc::new(histogram(c, &[(1, c)])))
+        })
+        .collect();
+    s.add_points(Labels::from_pairs(&[("__name__", "h_seconds")]), &points)
+        .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn histogram_samples_come_back_as_histograms() {
+    let s = histogram_store();
+    let r = Engine::default()
+        .instant_query(&s, "h_seconds", 150_000)
+        .await
+        .unwrap();
+    let Value::Vector(v) = r.value else {
+        panic!("not a vector")
+    };
+    let h = v[0].h.as_ref().expect("a histogram sample");
+    assert_eq!(h.count, 10.0);
+    let r = Engine::default()
+        .range_query(&s, "histogram_count(h_seconds)", 0, 60_000, 15_000)
+        .await
+        .unwrap();
+    let Value::Matrix(m) = r.value else {
+        panic!("not a matrix")
+    };
+    let counts: Vec<f64> = m[0].points.iter().map(|p| p.v).collect();
+    assert_eq!(counts, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+    assert!(m[0].points.iter().all(|p| p.h.is_none()));
+}
+
+#[tokio::test]
+async fn histogram_rate_sum_and_quantile() {
+    let s = histogram_store();
+    let e = Engine::default();
+    let r = e
+        .instant_query(&s, "sum(rate(h_seconds[1m]))", 600_000)
+        .await
+        .unwrap();
+    let Value::Vector(v) = r.value else {
+        panic!("not a vector")
+    };
+    let h = v[0].h.as_ref().expect("a histogram rate");
+    assert!((h.count - 1.0 / 15.0).abs() < 1e-9, "{}", h.count);
+    let r = e
+        .instant_query(&s, "histogram_quantile(1, rate(h_seconds[1m]))", 600_000)
+        .await
+        .unwrap();
+    let Value::Vector(v) = r.value else {
+        panic!("not a vector")
+    };
+    // All observations are in bucket 1 of schema 0: (1, 2].
+    assert!((v[0].v - 2.0).abs() < 1e-9, "{}", v[0].v);
+    // Floats mixed with histograms in one aggregation group: a warning and no result.
+    let mut s = histogram_store();
+    s.add_series(
+        Labels::from_pairs(&[("__name__", "h_seconds"), ("kind", "float")]),
+        &[Sample { t: 600_000, v: 1.0 }],
+    )
+    .unwrap();
+    let r = e
+        .instant_query(&s, "sum(h_seconds)", 600_000)
+        .await
+        .unwrap();
+    assert_eq!(r.value, Value::Vector(Vec::new()));
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+}
+
+#[tokio::test]
+async fn histogram_operators_never_panic() {
+    let s = histogram_store();
+    let e = Engine::default();
+    for q in [
+        "h_seconds * 2",
+        "2 * h_seconds",
+        "h_seconds / 0",
+        "h_seconds + h_seconds",
+        "h_seconds - h_seconds",
+        "h_seconds == h_seconds",
+        "h_seconds > 1",
+        "-h_seconds",
+        "abs(h_seconds)",
+        "irate(h_seconds[1m])",
+        "idelta(h_seconds[1m])",
+        "delta(h_seconds[1m])",
+        "resets(h_seconds[5m])",
+        "changes(h_seconds[5m])",
+        "avg_over_time(h_seconds[1m])",
+        "max_over_time(h_seconds[1m])",
+        "histogram_fraction(0, 1.5, h_seconds)",
+        "histogram_stddev(h_seconds)",
+        "count_values(\"v\", h_seconds)",
+        "topk(1, h_seconds)",
+        "limitk(1, h_seconds)",
+        "quantile(0.5, h_seconds)",
+        "increase(h_seconds[5m:10s])",
+    ] {
+        e.range_query(&s, q, 0, 600_000, 15_000)
+            .await
+            .unwrap_or_else(|err| panic!("{q}: {err}"));
+    }
+}
+
+#[tokio::test]
+async fn histogram_rate_raises_no_counter_name_info() {
+    let s = histogram_store();
+    let r = Engine::default()
+        .instant_query(&s, "rate(h_seconds[1m])", 600_000)
+        .await
+        .unwrap();
+    assert!(r.infos.is_empty(), "{:?}", r.infos);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}

@@ -29,6 +29,9 @@ pub enum ChunkError {
     /// A varint did not terminate within 10 bytes.
     #[error("invalid varint in chunk")]
     BadVarint,
+    /// A field holds a value the format does not allow.
+    #[error("invalid chunk: {0}")]
+    Invalid(&'static str),
 }
 
 // ---------------------------------------------------------------- bit stream
@@ -82,7 +85,7 @@ impl BitWriter {
 }
 
 #[derive(Debug, Clone)]
-struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     bytes: &'a [u8],
     /// Next byte of `bytes` to load into `buf`.
     next: usize,
@@ -93,7 +96,7 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Self {
             bytes,
             next: 0,
@@ -126,7 +129,7 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline]
-    fn read_bit(&mut self) -> Option<bool> {
+    pub(crate) fn read_bit(&mut self) -> Option<bool> {
         if self.valid == 0 && !self.refill() {
             return None;
         }
@@ -164,7 +167,7 @@ impl<'a> BitReader<'a> {
     /// Reads a value's control bits: `0` (unchanged) → 0, `10` (same window) → 1,
     /// `11` (new window) → 2.
     #[inline]
-    fn read_value_control(&mut self) -> Option<u8> {
+    pub(crate) fn read_value_control(&mut self) -> Option<u8> {
         if self.valid < 2 {
             self.refill();
         }
@@ -187,7 +190,7 @@ impl<'a> BitReader<'a> {
 
     /// Reads `nbits` (0..=64) bits, most significant first.
     #[inline]
-    fn read_bits(&mut self, nbits: u8) -> Option<u64> {
+    pub(crate) fn read_bits(&mut self, nbits: u8) -> Option<u64> {
         let n = u32::from(nbits);
         if n == 0 {
             return Some(0);
@@ -223,7 +226,7 @@ impl<'a> BitReader<'a> {
         Some(hi.checked_shl(rest).unwrap_or(0) | lo)
     }
 
-    fn read_byte(&mut self) -> Option<u8> {
+    pub(crate) fn read_byte(&mut self) -> Option<u8> {
         self.read_bits(8).map(|b| b as u8)
     }
 
@@ -514,43 +517,12 @@ impl<'a> XorIterator<'a> {
 
     #[inline]
     fn read_value(&mut self) -> Result<(), ChunkError> {
-        let ctrl = self
-            .r
-            .read_value_control()
-            .ok_or(ChunkError::Truncated("value"))?;
-        if ctrl == 0 {
-            return Ok(());
-        }
-        if ctrl == 2 {
-            let lead = self
-                .r
-                .read_bits(5)
-                .ok_or(ChunkError::Truncated("leading"))? as u8;
-            let mut sig = self
-                .r
-                .read_bits(6)
-                .ok_or(ChunkError::Truncated("sigbits"))? as u8;
-            if sig == 0 {
-                sig = 64;
-            }
-            if u16::from(lead) + u16::from(sig) > 64 {
-                return Err(ChunkError::Truncated("bad value window"));
-            }
-            self.leading = lead;
-            self.trailing = 64 - lead - sig;
-        }
-        let sig = 64 - self.leading - self.trailing;
-        let bits = self
-            .r
-            .read_bits(sig)
-            .ok_or(ChunkError::Truncated("value bits"))?;
-        let shifted = if self.trailing >= 64 {
-            0
-        } else {
-            bits << self.trailing
-        };
-        self.v = f64::from_bits(self.v.to_bits() ^ shifted);
-        Ok(())
+        read_xor_value(
+            &mut self.r,
+            &mut self.v,
+            &mut self.leading,
+            &mut self.trailing,
+        )
     }
 
     /// Advances to the first sample with timestamp `>= t`; `Ok(None)` when there is none.
@@ -565,6 +537,47 @@ impl<'a> XorIterator<'a> {
         }
         Ok(None)
     }
+}
+
+/// Reads one XOR-encoded value update into `v`: control `0` keeps it, `10` XORs bits in the
+/// current `leading`/`trailing` window, `11` reads a new window first. Shared by the float and
+/// the histogram chunk encodings.
+#[inline]
+pub(crate) fn read_xor_value(
+    r: &mut BitReader<'_>,
+    v: &mut f64,
+    leading: &mut u8,
+    trailing: &mut u8,
+) -> Result<(), ChunkError> {
+    let ctrl = r
+        .read_value_control()
+        .ok_or(ChunkError::Truncated("value"))?;
+    if ctrl == 0 {
+        return Ok(());
+    }
+    if ctrl == 2 {
+        let lead = r.read_bits(5).ok_or(ChunkError::Truncated("leading"))? as u8;
+        let mut sig = r.read_bits(6).ok_or(ChunkError::Truncated("sigbits"))? as u8;
+        if sig == 0 {
+            sig = 64;
+        }
+        if u16::from(lead) + u16::from(sig) > 64 {
+            return Err(ChunkError::Truncated("bad value window"));
+        }
+        *leading = lead;
+        *trailing = 64 - lead - sig;
+    }
+    let sig = 64u8.saturating_sub(*leading).saturating_sub(*trailing);
+    let bits = r
+        .read_bits(sig)
+        .ok_or(ChunkError::Truncated("value bits"))?;
+    let shifted = if *trailing >= 64 {
+        0
+    } else {
+        bits << *trailing
+    };
+    *v = f64::from_bits(v.to_bits() ^ shifted);
+    Ok(())
 }
 
 impl Iterator for XorIterator<'_> {

@@ -6,8 +6,11 @@
 //! the input before it allocates.
 
 pub mod chunkenc;
+pub mod histogram;
+pub mod histogram_chunk;
 pub mod labels;
 pub mod sample;
 
+pub use histogram::{CounterResetHint, FloatHistogram};
 pub use labels::{Label, Labels, LabelsBuilder};
 pub use sample::{Sample, is_stale_nan, stale_nan};

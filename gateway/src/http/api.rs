@@ -24,7 +24,8 @@ use promql_parser::parser::Expr;
 use tokio::sync::Semaphore;
 
 use super::json::{
-    write_float_timestamp, write_labels, write_str, write_str_array, write_timestamp, write_value,
+    write_float_timestamp, write_histogram, write_labels, write_str, write_str_array,
+    write_timestamp, write_value,
 };
 use super::params::{MAX_TIME, MIN_TIME, ParamError, parse_duration, parse_range, parse_time_or};
 use crate::build_info;
@@ -411,10 +412,20 @@ fn render_query_result(
                 }
                 data.push_str(r#"{"metric":"#);
                 write_labels(&mut data, &sample.labels);
-                data.push_str(r#","value":["#);
-                write_timestamp(&mut data, sample.t);
-                data.push(',');
-                write_value(&mut data, sample.v);
+                match &sample.h {
+                    Some(histogram) => {
+                        data.push_str(r#","histogram":["#);
+                        write_timestamp(&mut data, sample.t);
+                        data.push(',');
+                        write_histogram(&mut data, histogram);
+                    }
+                    None => {
+                        data.push_str(r#","value":["#);
+                        write_timestamp(&mut data, sample.t);
+                        data.push(',');
+                        write_value(&mut data, sample.v);
+                    }
+                }
                 data.push_str("]}");
             }
             data.push(']');
@@ -427,18 +438,42 @@ fn render_query_result(
                 }
                 data.push_str(r#"{"metric":"#);
                 write_labels(&mut data, &one.labels);
-                data.push_str(r#","values":["#);
-                for (j, point) in one.points.iter().enumerate() {
-                    if j > 0 {
+                // Floats under "values", native histograms under "histograms", each only when
+                // the series has any, as Prometheus writes them.
+                let floats = one.points.iter().filter(|p| p.h.is_none());
+                if one.points.iter().any(|p| p.h.is_none()) {
+                    data.push_str(r#","values":["#);
+                    for (j, point) in floats.enumerate() {
+                        if j > 0 {
+                            data.push(',');
+                        }
+                        data.push('[');
+                        write_timestamp(&mut data, point.t);
                         data.push(',');
+                        write_value(&mut data, point.v);
+                        data.push(']');
                     }
-                    data.push('[');
-                    write_timestamp(&mut data, point.t);
-                    data.push(',');
-                    write_value(&mut data, point.v);
                     data.push(']');
                 }
-                data.push_str("]}");
+                let histograms = one
+                    .points
+                    .iter()
+                    .filter_map(|p| p.h.as_ref().map(|h| (p.t, h)));
+                if one.points.iter().any(|p| p.h.is_some()) {
+                    data.push_str(r#","histograms":["#);
+                    for (j, (t, histogram)) in histograms.enumerate() {
+                        if j > 0 {
+                            data.push(',');
+                        }
+                        data.push('[');
+                        write_timestamp(&mut data, t);
+                        data.push(',');
+                        write_histogram(&mut data, histogram);
+                        data.push(']');
+                    }
+                    data.push(']');
+                }
+                data.push('}');
             }
             data.push(']');
         }

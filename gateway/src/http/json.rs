@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::{FloatHistogram, Labels};
 
 /// Appends `text` as a JSON string, escaping like Go (`<`, `>`, `&`, U+2028 and U+2029 too).
 pub fn write_str(out: &mut String, text: &str) {
@@ -67,6 +67,44 @@ pub fn write_value(out: &mut String, v: f64) {
         let _ = write!(out, "{v}");
     }
     out.push('"');
+}
+
+/// Appends a native histogram as Prometheus does: count and sum as strings, then every bucket
+/// with a non-zero count as `[boundary_rule, "lower", "upper", "count"]`, where the rule is
+/// 0 (open left), 1 (open right), 2 (open both) or 3 (closed both).
+pub fn write_histogram(out: &mut String, histogram: &FloatHistogram) {
+    out.push_str(r#"{"count":"#);
+    write_value(out, histogram.count);
+    out.push_str(r#","sum":"#);
+    write_value(out, histogram.sum);
+    let buckets: Vec<_> = histogram
+        .all_buckets()
+        .into_iter()
+        .filter(|b| b.count != 0.0)
+        .collect();
+    if !buckets.is_empty() {
+        out.push_str(r#","buckets":["#);
+        for (i, bucket) in buckets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let rule = match (bucket.lower_inclusive, bucket.upper_inclusive) {
+                (false, true) => 0,
+                (true, false) => 1,
+                (false, false) => 2,
+                (true, true) => 3,
+            };
+            let _ = write!(out, "[{rule},");
+            write_value(out, bucket.lower);
+            out.push(',');
+            write_value(out, bucket.upper);
+            out.push(',');
+            write_value(out, bucket.count);
+            out.push(']');
+        }
+        out.push(']');
+    }
+    out.push('}');
 }
 
 /// Appends a label set as a JSON object in label-name order.
@@ -139,5 +177,22 @@ mod tests {
         let mut out = String::new();
         write_str(&mut out, "a\"b\\c\n<&>\u{1}\u{2028}é");
         assert_eq!(out, r#""a\"b\\c\n\u003c\u0026\u003e\u0001\u2028é""#);
+    }
+
+    #[test]
+    fn native_histograms_are_written_like_prometheus() {
+        let mut histogram = FloatHistogram {
+            schema: 0,
+            count: 3.0,
+            sum: 5.5,
+            ..Default::default()
+        };
+        histogram.set_positive(&[(1, 1.0), (2, 0.0), (3, 2.0)]);
+        let mut out = String::new();
+        write_histogram(&mut out, &histogram);
+        assert_eq!(
+            out,
+            r#"{"count":"3","sum":"5.5","buckets":[[0,"1","2","1"],[0,"4","8","2"]]}"#
+        );
     }
 }

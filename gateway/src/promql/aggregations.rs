@@ -9,7 +9,10 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use gauntlet_tsdb::labels::METRIC_NAME;
-use gauntlet_tsdb::{Labels, LabelsBuilder};
+use std::sync::Arc;
+
+use gauntlet_tsdb::histogram::HistogramError;
+use gauntlet_tsdb::{FloatHistogram, Labels, LabelsBuilder};
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
     T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
@@ -18,7 +21,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use super::error::QueryError;
 use super::eval::{Evaluator, Result, VSeries, Val};
-use super::functions::{fmt_float, fmt_go_g};
+use super::functions::{fmt_float, fmt_go_g, incompatible_warning};
 use super::value::Point;
 
 /// Neumaier-compensated summation step, as Prometheus does it.
@@ -159,12 +162,19 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
             }
             .max(1);
             let mut acc = vec![Acc::default(); ng * bw];
+            // Histogram sums only for the cells that see histograms (float-only inputs pay
+            // nothing).
+            let mut hacc: HashMap<usize, HistAcc> = HashMap::new();
+            let mut ignored = false;
+            let mut mixed = false;
+            let mut incompatible: Vec<String> = Vec::new();
             let mut cursors = vec![0usize; input.len()];
             let mut group_pts: Vec<Vec<Point>> = vec![Vec::new(); ng];
             let mut b0 = 0;
             while b0 < n {
                 let b1 = (b0 + bw).min(n);
                 acc.iter_mut().for_each(|a| a.seen = false);
+                hacc.clear();
                 for (si, s) in input.iter().enumerate() {
                     let g = group_of[si];
                     let c = &mut cursors[si];
@@ -177,14 +187,48 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                         if i < b0 {
                             continue;
                         }
-                        if let Some(x) = acc.get_mut(g * bw + (i - b0)) {
-                            accumulate(op, x, p.v);
+                        let cell = g * bw + (i - b0);
+                        match &p.h {
+                            Some(h) if matches!(op, T_SUM | T_AVG) => {
+                                if let Err(e) = hacc.entry(cell).or_default().add(h) {
+                                    let metric = s.labels.metric_name().unwrap_or("");
+                                    incompatible.push(incompatible_warning(e, metric));
+                                }
+                            }
+                            Some(_) if matches!(op, T_COUNT | T_GROUP) => {
+                                if let Some(x) = acc.get_mut(cell) {
+                                    accumulate(op, x, 0.0);
+                                }
+                            }
+                            Some(_) => ignored = true,
+                            None => {
+                                if let Some(x) = acc.get_mut(cell) {
+                                    accumulate(op, x, p.v);
+                                }
+                            }
                         }
                     }
                 }
                 for (g, pts) in group_pts.iter_mut().enumerate() {
                     for k in 0..(b1 - b0) {
                         let x = &acc[g * bw + k];
+                        if let Some(hx) = hacc.get_mut(&(g * bw + k)) {
+                            if x.seen {
+                                mixed = true;
+                                continue;
+                            }
+                            if hx.incompatible {
+                                continue;
+                            }
+                            if let Some(mut h) = hx.sum.take() {
+                                if op == T_AVG {
+                                    h.div(hx.n);
+                                }
+                                h.compact();
+                                pts.push(Point::histogram(ev.ts(b0 + k), Arc::new(h)));
+                            }
+                            continue;
+                        }
                         if !x.seen {
                             continue;
                         }
@@ -203,13 +247,25 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                             T_STDVAR => x.v / x.n,
                             _ => (x.v / x.n).sqrt(),
                         };
-                        pts.push(Point {
-                            t: ev.ts(b0 + k),
-                            v,
-                        });
+                        pts.push(Point::float(ev.ts(b0 + k), v));
                     }
                 }
                 b0 = b1;
+            }
+            if ignored {
+                ev.info(format!(
+                    "PromQL info: ignored histogram in {} aggregation",
+                    a.op
+                ));
+            }
+            if mixed {
+                ev.warn(
+                    "PromQL warning: encountered a mix of histograms and floats for aggregation"
+                        .to_string(),
+                );
+            }
+            for w in incompatible {
+                ev.warn(w);
             }
             let mut out = Vec::with_capacity(ng);
             for (g, pts) in group_pts.into_iter().enumerate() {
@@ -235,9 +291,12 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
             }
             // Values per step tagged with their group; memory is proportional to the input.
             let mut by_step: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+            if input.iter().any(|s| s.pts.iter().any(|p| p.h.is_some())) {
+                ev.info("PromQL info: ignored histogram in quantile aggregation".to_string());
+            }
             for (si, s) in input.iter().enumerate() {
                 let g = group_of[si];
-                for p in &s.pts {
+                for p in s.pts.iter().filter(|p| p.h.is_none()) {
                     if let Some(v) = by_step.get_mut(ev.step_index(p.t)) {
                         v.push((g, p.v));
                     }
@@ -251,10 +310,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                 for run in vals.chunk_by(|a, b| a.0 == b.0) {
                     buf.clear();
                     buf.extend(run.iter().map(|x| x.1));
-                    group_pts[run[0].0].push(Point {
-                        t: ev.ts(i),
-                        v: quantile(q, &mut buf),
-                    });
+                    group_pts[run[0].0].push(Point::float(ev.ts(i), quantile(q, &mut buf)));
                 }
             }
             let mut out = Vec::with_capacity(ng);
@@ -277,26 +333,40 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                     super::durations::go_quote(&name)
                 )));
             }
-            let mut idx: HashMap<(usize, String), usize> = HashMap::new();
+            // Keyed by output labels: the new label may overwrite a grouping label, merging
+            // groups.
+            let mut idx: HashMap<Labels, usize> = HashMap::new();
             let mut out: Vec<VSeries> = Vec::new();
             let mut counts: Vec<Vec<f64>> = Vec::new();
+            let mut by_value: HashMap<(usize, String), usize> = HashMap::new();
             for (si, s) in input.iter().enumerate() {
                 let g = group_of[si];
                 for p in &s.pts {
-                    let key = (g, fmt_float(p.v));
-                    let o = match idx.get(&key) {
+                    let value = match &p.h {
+                        Some(h) => super::histogram::histogram_string(h),
+                        None => fmt_float(p.v),
+                    };
+                    let o = match by_value.get(&(g, value.clone())) {
                         Some(&o) => o,
                         None => {
                             let mut b: LabelsBuilder = group_lbls[g].builder();
-                            b.set(&name, &key.1);
-                            out.push(VSeries {
-                                labels: b.build(),
-                                pts: Vec::new(),
-                                drop_name: false,
-                            });
-                            counts.push(vec![0.0; n]);
-                            idx.insert(key, out.len() - 1);
-                            out.len() - 1
+                            b.set(&name, &value);
+                            let labels = b.build();
+                            let o = match idx.get(&labels) {
+                                Some(&o) => o,
+                                None => {
+                                    idx.insert(labels.clone(), out.len());
+                                    out.push(VSeries {
+                                        labels,
+                                        pts: Vec::new(),
+                                        drop_name: false,
+                                    });
+                                    counts.push(vec![0.0; n]);
+                                    out.len() - 1
+                                }
+                            };
+                            by_value.insert((g, value), o);
+                            o
                         }
                     };
                     if let Some(c) = counts[o].get_mut(ev.step_index(p.t)) {
@@ -309,7 +379,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
                     .iter()
                     .enumerate()
                     .filter(|(_, c)| **c > 0.0)
-                    .map(|(i, &c)| Point { t: ev.ts(i), v: c })
+                    .map(|(i, &c)| Point::float(ev.ts(i), c))
                     .collect();
             }
             out
@@ -329,6 +399,31 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
     ev.add_samples(out_samples)?;
     ev.release_samples(in_samples);
     Ok(Val::Vector(out))
+}
+
+/// A group's histogram sum at one step.
+#[derive(Clone, Default)]
+struct HistAcc {
+    sum: Option<FloatHistogram>,
+    n: f64,
+    incompatible: bool,
+}
+
+impl HistAcc {
+    /// Adds `h`; an incompatible histogram spoils the sum (no result for this cell).
+    fn add(&mut self, h: &FloatHistogram) -> std::result::Result<(), HistogramError> {
+        self.n += 1.0;
+        match &mut self.sum {
+            None => self.sum = Some(h.clone()),
+            Some(s) => {
+                if let Err(e) = s.add(h) {
+                    self.incompatible = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn accumulate(op: u16, x: &mut Acc, f: f64) {
@@ -447,7 +542,7 @@ fn select_series(
                 };
                 let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
                 if keep {
-                    picked[si].push(*p);
+                    picked[si].push(p.clone());
                 }
             }
         }
@@ -457,12 +552,23 @@ fn select_series(
     } else {
         // Dense view: for each step, which series are present with which value.
         let mut by_step: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+        let mut ignored = false;
         for (si, s) in input.iter().enumerate() {
             for p in &s.pts {
+                if p.h.is_some() && op != T_LIMITK {
+                    ignored = true;
+                    continue;
+                }
                 if let Some(v) = by_step.get_mut(ev.step_index(p.t)) {
                     v.push((si, p.v));
                 }
             }
+        }
+        if ignored {
+            let name = if op == T_TOPK { "topk" } else { "bottomk" };
+            ev.info(format!(
+                "PromQL info: ignored histogram in {name} aggregation"
+            ));
         }
         let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
         const SMALL_K: usize = 64;
@@ -529,7 +635,16 @@ fn select_series(
                     }
                 }
                 for &(si, v) in cands.iter().take(k) {
-                    picked[si].push(Point { t: ev.ts(i), v });
+                    let t = ev.ts(i);
+                    let h = input[si]
+                        .pts
+                        .iter()
+                        .find(|p| p.t == t)
+                        .and_then(|p| p.h.clone());
+                    picked[si].push(match h {
+                        Some(h) => Point::histogram(t, h),
+                        None => Point::float(t, v),
+                    });
                     if n == 1 {
                         order.push(si);
                     }

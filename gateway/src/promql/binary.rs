@@ -5,9 +5,10 @@
 //! presence of samples is checked per step. Must report Prometheus's matching errors.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::labels::METRIC_NAME;
+use gauntlet_tsdb::{FloatHistogram, Labels};
 use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
     T_MUL, T_NEQ, T_POW, T_SUB,
@@ -56,6 +57,95 @@ fn elem(op: u16, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
+/// An annotation raised by one element operation.
+enum Note {
+    Info(String),
+    Warn(String),
+}
+
+fn op_name(op: u16) -> &'static str {
+    match op {
+        T_ADD => "+",
+        T_SUB => "-",
+        T_MUL => "*",
+        T_DIV => "/",
+        T_POW => "^",
+        T_MOD => "%",
+        T_ATAN2 => "atan2",
+        T_EQLC => "==",
+        T_NEQ => "!=",
+        T_GTR => ">",
+        T_LSS => "<",
+        T_GTE => ">=",
+        T_LTE => "<=",
+        _ => "?",
+    }
+}
+
+/// `l op r` where either side may be a histogram: the float value, the histogram value (if
+/// the result is one) and whether a comparison kept it; `Err` for combinations that produce
+/// nothing.
+fn elem_any(
+    op: u16,
+    (lf, lh): (f64, Option<&Arc<FloatHistogram>>),
+    (rf, rh): (f64, Option<&Arc<FloatHistogram>>),
+) -> std::result::Result<(f64, Option<Arc<FloatHistogram>>, bool), Note> {
+    let scaled = |h: &FloatHistogram, f: f64, div: bool| {
+        let mut h = h.clone();
+        if div {
+            h.div(f);
+        } else {
+            h.mul(f);
+        }
+        h.compact();
+        Ok((0.0, Some(Arc::new(h)), true))
+    };
+    let incompatible = |a: &str, b: &str| {
+        Err(Note::Info(format!(
+            "PromQL info: incompatible sample types encountered for binary operator {:?}: {a} {} {b}",
+            op_name(op),
+            op_name(op)
+        )))
+    };
+    match (lh, rh) {
+        (None, None) => {
+            let (v, keep) = elem(op, lf, rf);
+            Ok((v, None, keep))
+        }
+        (None, Some(h)) if op == T_MUL => scaled(h, lf, false),
+        (None, Some(_)) => incompatible("float", "histogram"),
+        (Some(h), None) if op == T_MUL => scaled(h, rf, false),
+        (Some(h), None) if op == T_DIV => scaled(h, rf, true),
+        (Some(_), None) => incompatible("histogram", "float"),
+        (Some(a), Some(b)) => match op {
+            T_ADD | T_SUB => {
+                let mut h = FloatHistogram::clone(a);
+                let r = if op == T_ADD { h.add(b) } else { h.sub(b) };
+                if r.is_err() {
+                    return Err(Note::Warn(format!(
+                        "PromQL warning: incompatible bucket layout encountered for binary operator {}",
+                        op_name(op)
+                    )));
+                }
+                h.compact();
+                Ok((0.0, Some(Arc::new(h)), true))
+            }
+            T_EQLC => Ok((0.0, Some(a.clone()), a.equals(b))),
+            T_NEQ => Ok((0.0, Some(a.clone()), !a.equals(b))),
+            _ => incompatible("histogram", "histogram"),
+        },
+    }
+}
+
+fn report(ev: &mut Evaluator<'_>, notes: Vec<Note>) {
+    for n in notes {
+        match n {
+            Note::Info(s) => ev.info(s),
+            Note::Warn(s) => ev.warn(s),
+        }
+    }
+}
+
 pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val> {
     let op = b.op.id();
     let default_mod = BinModifier::default();
@@ -77,10 +167,14 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val>
                 .collect(),
         )),
         (Val::Vector(v), Val::Scalar(s)) => {
-            Ok(Val::Vector(vector_scalar(ev, op, v, &s, false, ret_bool)))
+            let (out, notes) = vector_scalar(ev, op, v, &s, false, ret_bool);
+            report(ev, notes);
+            Ok(Val::Vector(out))
         }
         (Val::Scalar(s), Val::Vector(v)) => {
-            Ok(Val::Vector(vector_scalar(ev, op, v, &s, true, ret_bool)))
+            let (out, notes) = vector_scalar(ev, op, v, &s, true, ret_bool);
+            report(ev, notes);
+            Ok(Val::Vector(out))
         }
         (Val::Vector(l), Val::Vector(r)) => {
             let held: usize = l.iter().chain(r.iter()).map(|s| s.pts.len()).sum();
@@ -107,21 +201,35 @@ fn vector_scalar(
     s: &[f64],
     swap: bool,
     ret_bool: bool,
-) -> Vec<VSeries> {
+) -> (Vec<VSeries>, Vec<Note>) {
     let mut out = Vec::with_capacity(v.len());
+    let mut notes = Vec::new();
     for mut series in v {
         series.pts.retain_mut(|p| {
             let sv = s.get(ev.step_index(p.t)).copied().unwrap_or(f64::NAN);
-            let (l, r) = if swap { (sv, p.v) } else { (p.v, sv) };
-            let (mut val, keep) = elem(op, l, r);
+            let (l, r) = if swap {
+                ((sv, None), (p.v, p.h.as_ref()))
+            } else {
+                ((p.v, p.h.as_ref()), (sv, None))
+            };
+            let (mut val, mut h, keep) = match elem_any(op, l, r) {
+                Ok(x) => x,
+                Err(n) => {
+                    notes.push(n);
+                    return false;
+                }
+            };
             if is_comparison(op) && swap {
-                val = r;
+                val = r.0;
+                h = r.1.cloned();
             }
             if ret_bool {
                 p.v = f64::from(u8::from(keep));
+                p.h = None;
                 return true;
             }
             p.v = val;
+            p.h = h;
             keep
         });
         if !is_comparison(op) || ret_bool {
@@ -131,7 +239,7 @@ fn vector_scalar(
             out.push(series);
         }
     }
-    out
+    (out, notes)
 }
 
 /// Signature of a series for matching: `on` keeps only the listed labels, otherwise the listed
@@ -292,14 +400,14 @@ fn vector_vector(
     }
     // Groups with several "one" series: a dense view of which one is present per step, and
     // the duplicate check Prometheus does.
-    let mut group_dense: HashMap<usize, Vec<Option<(usize, f64)>>> = HashMap::new();
+    let mut group_dense: HashMap<usize, Vec<Option<(usize, usize)>>> = HashMap::new();
     for (g, idxs) in groups.iter().enumerate() {
         if idxs.len() < 2 {
             continue;
         }
-        let mut d: Vec<Option<(usize, f64)>> = vec![None; n];
+        let mut d: Vec<Option<(usize, usize)>> = vec![None; n];
         for &j in idxs {
-            for p in &one[j].pts {
+            for (pi, p) in one[j].pts.iter().enumerate() {
                 let i = ev.step_index(p.t);
                 let Some(slot) = d.get_mut(i) else { continue };
                 if let Some((prev, _)) = *slot {
@@ -311,7 +419,7 @@ fn vector_vector(
                         match_labels(a, m)
                     )));
                 }
-                *slot = Some((j, p.v));
+                *slot = Some((j, pi));
             }
         }
         group_dense.insert(g, d);
@@ -331,6 +439,7 @@ fn vector_vector(
     let mut out: Vec<VSeries> = Vec::with_capacity(many.len());
     let mut fps: Vec<u64> = Vec::new();
     let mut cache: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut notes = Vec::new();
     for (mi, ms) in many.iter().enumerate() {
         ev.check()?;
         let Some(g) = many_group[mi] else { continue };
@@ -340,29 +449,38 @@ fn vector_vector(
         // The output series of the last match (nearly always the same one).
         let mut last: Option<(usize, usize)> = None;
         for p in &ms.pts {
-            let (oi, ov) = if single {
+            let (oi, q) = if single {
                 let oi = groups[g][0];
                 let op_pts = &one[oi].pts;
                 while j < op_pts.len() && op_pts[j].t < p.t {
                     j += 1;
                 }
                 match op_pts.get(j) {
-                    Some(q) if q.t == p.t => (oi, q.v),
+                    Some(q) if q.t == p.t => (oi, q),
                     _ => continue,
                 }
             } else {
                 match group_dense
                     .get(&g)
                     .and_then(|d| d.get(ev.step_index(p.t)).copied().flatten())
+                    .and_then(|(oi, pi)| Some((oi, one[oi].pts.get(pi)?)))
                 {
                     Some(x) => x,
                     None => continue,
                 }
             };
-            let (fl, fr) = if swapped { (ov, p.v) } else { (p.v, ov) };
-            let (mut val, keep) = elem(op, fl, fr);
+            let (a, b) = ((p.v, p.h.as_ref()), (q.v, q.h.as_ref()));
+            let (fl, fr) = if swapped { (b, a) } else { (a, b) };
+            let (mut val, mut hv, keep) = match elem_any(op, fl, fr) {
+                Ok(x) => x,
+                Err(n) => {
+                    notes.push(n);
+                    continue;
+                }
+            };
             if ret_bool {
                 val = f64::from(u8::from(keep));
+                hv = None;
             }
             let cached = match last {
                 Some((loi, lo)) if loi == oi => Some(lo),
@@ -405,9 +523,13 @@ fn vector_vector(
             if !keep && !ret_bool {
                 continue;
             }
-            out[oidx].pts.push(Point { t: p.t, v: val });
+            out[oidx].pts.push(match hv {
+                Some(h) => Point::histogram(p.t, h),
+                None => Point::float(p.t, val),
+            });
         }
     }
+    report(ev, notes);
     out.retain(|s| !s.pts.is_empty());
     Ok(out)
 }

@@ -362,18 +362,12 @@ fn shape(val: super::eval::Val, start: i64, step: i64) -> Value {
     match val {
         Val::Scalar(vs) => {
             if instant {
-                Value::Scalar(Point {
-                    t: start,
-                    v: vs.first().copied().unwrap_or(f64::NAN),
-                })
+                Value::Scalar(Point::float(start, vs.first().copied().unwrap_or(f64::NAN)))
             } else {
                 let points = vs
                     .iter()
                     .enumerate()
-                    .map(|(i, &v)| Point {
-                        t: start + i as i64 * step,
-                        v,
-                    })
+                    .map(|(i, &v)| Point::float(start + i as i64 * step, v))
                     .collect();
                 Value::Matrix(vec![Series {
                     labels: gauntlet_tsdb::Labels::empty(),
@@ -391,6 +385,7 @@ fn shape(val: super::eval::Val, start: i64, step: i64) -> Value {
                             labels: s.labels,
                             t: p.t,
                             v: p.v,
+                            h: p.h.clone(),
                         });
                     }
                 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gauntlet_tsdb::labels::METRIC_NAME;
-use gauntlet_tsdb::{Labels, is_stale_nan};
+use gauntlet_tsdb::{CounterResetHint, Labels};
 use promql_parser::label::{MatchOp, Matchers};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
@@ -18,7 +18,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 use super::engine::{CancelFlag, EngineOptions};
 use super::error::QueryError;
 use super::storage::{MatchKind, Matcher, SelectHints, Selection, StoredSeries};
-use super::value::Point;
+use super::value::{Point, PointValue};
 
 /// Series fetched for one selector.
 #[derive(Debug, Default)]
@@ -325,7 +325,7 @@ pub(crate) struct Evaluator<'a> {
     warnings: Vec<String>,
     infos: Vec<String>,
     pub cur_samples: usize,
-    buf: Vec<(i64, f64)>,
+    buf: Vec<Point>,
     ticks: u32,
 }
 
@@ -471,7 +471,12 @@ impl<'a> Evaluator<'a> {
                 }
                 Val::Vector(mut ss) => {
                     for s in &mut ss {
-                        s.pts.iter_mut().for_each(|p| p.v = -p.v);
+                        for p in &mut s.pts {
+                            p.v = -p.v;
+                            if let Some(h) = &mut p.h {
+                                std::sync::Arc::make_mut(h).mul(-1.0);
+                            }
+                        }
                         s.drop_name = true;
                     }
                     Ok(Val::Vector(ss))
@@ -540,7 +545,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn decode(&mut self, s: &StoredSeries, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>> {
+    fn decode(&mut self, s: &StoredSeries, mint: i64, maxt: i64) -> Result<Vec<Point>> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         s.decode_into(mint, maxt, &mut buf)?;
@@ -576,31 +581,27 @@ impl<'a> Evaluator<'a> {
             let mut pts = Vec::new();
             if at.is_some() {
                 if let Some(p) = pick(&buf, first_et, self.lookback, timestamps) {
-                    pts = (0..n)
-                        .map(|i| Point {
-                            t: self.ts(i),
-                            v: p,
-                        })
-                        .collect();
+                    pts = (0..n).map(|i| Point::at(self.ts(i), p.clone())).collect();
                 }
             } else {
                 let mut j = 0usize; // number of samples with t <= et
                 for i in 0..n {
                     let t = self.ts(i);
                     let et = t.saturating_sub(off);
-                    while j < buf.len() && buf[j].0 <= et {
+                    while j < buf.len() && buf[j].t <= et {
                         j += 1;
                     }
                     if j == 0 {
                         continue;
                     }
-                    let (st, sv) = buf[j - 1];
-                    if st <= et.saturating_sub(self.lookback) || is_stale_nan(sv) {
+                    let s = &buf[j - 1];
+                    if s.t <= et.saturating_sub(self.lookback) || s.is_stale() {
                         continue;
                     }
-                    pts.push(Point {
-                        t,
-                        v: if timestamps { st as f64 / 1000.0 } else { sv },
+                    pts.push(if timestamps {
+                        Point::float(t, s.t as f64 / 1000.0)
+                    } else {
+                        Point { t, ..s.clone() }
                     });
                 }
             }
@@ -676,14 +677,33 @@ impl<'a> Evaluator<'a> {
                 };
                 (self.start, self.end, self.step) = saved;
                 let series = match r? {
-                    Val::Vector(v) => v,
+                    Val::Vector(mut v) => {
+                        // Explicit counter reset hints may be wrong for the subquery's samples
+                        // (a reset sample returned several times, or not at all): readers
+                        // detect resets themselves, as for floats.
+                        for p in v.iter_mut().flat_map(|s| s.pts.iter_mut()) {
+                            if let Some(h) = &mut p.h
+                                && matches!(
+                                    h.counter_reset_hint,
+                                    CounterResetHint::CounterReset
+                                        | CounterResetHint::NotCounterReset
+                                )
+                            {
+                                std::sync::Arc::make_mut(h).counter_reset_hint =
+                                    CounterResetHint::Unknown;
+                            }
+                        }
+                        v
+                    }
                     Val::Scalar(v) => {
                         let pts = v
                             .iter()
                             .enumerate()
-                            .map(|(i, &x)| Point {
-                                t: inner_start.saturating_add((i as i64).saturating_mul(step)),
-                                v: x,
+                            .map(|(i, &x)| {
+                                Point::float(
+                                    inner_start.saturating_add((i as i64).saturating_mul(step)),
+                                    x,
+                                )
                             })
                             .collect();
                         vec![VSeries {
@@ -712,21 +732,40 @@ impl<'a> Evaluator<'a> {
             ))),
         }
     }
+}
 
+impl RangeInput<'_> {
+    /// Metric name of input series `si` ("" when it has none).
+    pub fn metric_name(&self, si: usize) -> &str {
+        let l = match &self.lazy {
+            Some(l) => l.series.get(si).map(|s| &s.labels),
+            None => self.series.get(si).map(|s| &s.labels),
+        };
+        l.and_then(Labels::metric_name).unwrap_or("")
+    }
+}
+
+impl<'a> Evaluator<'a> {
     /// Applies `f` to each step's window `(et - range, et]` of every series, producing points at
     /// the step timestamps. `f` gets the window, the window end `et` and the step timestamp.
-    pub fn map_windows<F>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
+    pub fn map_windows<F, V>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
     where
-        F: FnMut(&[Point], i64, i64) -> Option<f64>,
+        F: FnMut(&[Point], i64, i64) -> Option<V>,
+        V: Into<PointValue>,
     {
         self.map_windows_idx(input, |_, pts, lo, hi, et, t| f(&pts[lo..hi], et, t))
     }
 
     /// Like [`Self::map_windows`], but `f` gets the series index, all of its points and the
     /// window bounds `lo..hi`, so it can use per-series precomputed data.
-    pub fn map_windows_idx<F>(&mut self, input: &RangeInput<'_>, mut f: F) -> Result<Vec<VSeries>>
+    pub fn map_windows_idx<F, V>(
+        &mut self,
+        input: &RangeInput<'_>,
+        mut f: F,
+    ) -> Result<Vec<VSeries>>
     where
-        F: FnMut(usize, &[Point], usize, usize, i64, i64) -> Option<f64>,
+        F: FnMut(usize, &[Point], usize, usize, i64, i64) -> Option<V>,
+        V: Into<PointValue>,
     {
         let n = self.nsteps();
         let count = input
@@ -742,11 +781,7 @@ impl<'a> Evaluator<'a> {
                     let s = &l.series[si];
                     let buf = self.decode(s, l.mint, l.maxt)?;
                     decoded.clear();
-                    decoded.extend(
-                        buf.iter()
-                            .filter(|x| !is_stale_nan(x.1))
-                            .map(|&(t, v)| Point { t, v }),
-                    );
+                    decoded.extend(buf.iter().filter(|x| !x.is_stale()).cloned());
                     self.buf = buf;
                     (&s.labels, false, decoded.as_slice())
                 }
@@ -769,7 +804,7 @@ impl<'a> Evaluator<'a> {
                 for i in 0..n {
                     let t = self.ts(i);
                     if let Some(v) = f(si, pts, lo, hi, et, t) {
-                        res.push(Point { t, v });
+                        res.push(Point::at(t, v));
                     }
                 }
             } else {
@@ -788,7 +823,7 @@ impl<'a> Evaluator<'a> {
                         hi += 1;
                     }
                     if let Some(v) = f(si, pts, lo, hi, et, t) {
-                        res.push(Point { t, v });
+                        res.push(Point::at(t, v));
                     }
                 }
             }
@@ -815,11 +850,7 @@ impl<'a> Evaluator<'a> {
         for s in l.series {
             self.check()?;
             let buf = self.decode(s, l.mint, l.maxt)?;
-            let pts: Vec<Point> = buf
-                .iter()
-                .filter(|x| !is_stale_nan(x.1))
-                .map(|&(t, v)| Point { t, v })
-                .collect();
+            let pts: Vec<Point> = buf.iter().filter(|x| !x.is_stale()).cloned().collect();
             self.buf = buf;
             if !pts.is_empty() {
                 self.add_samples(pts.len())?;
@@ -834,16 +865,26 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-fn pick(buf: &[(i64, f64)], et: i64, lookback: i64, timestamps: bool) -> Option<f64> {
-    let j = buf.partition_point(|x| x.0 <= et);
-    if j == 0 {
+fn pick(buf: &[Point], et: i64, lookback: i64, timestamps: bool) -> Option<PointValue> {
+    let j = buf.partition_point(|x| x.t <= et);
+    let s = buf.get(j.checked_sub(1)?)?;
+    if s.t <= et.saturating_sub(lookback) || s.is_stale() {
         return None;
     }
-    let (st, sv) = buf[j - 1];
-    if st <= et.saturating_sub(lookback) || is_stale_nan(sv) {
-        return None;
+    Some(match &s.h {
+        _ if timestamps => PointValue::Float(s.t as f64 / 1000.0),
+        Some(h) => PointValue::Histogram(h.clone()),
+        None => PointValue::Float(s.v),
+    })
+}
+
+/// Drops histogram samples (for functions and operators defined on floats only) and the
+/// series left empty.
+pub(crate) fn retain_floats(ss: &mut Vec<VSeries>) {
+    for s in ss.iter_mut() {
+        s.pts.retain(|p| p.h.is_none());
     }
-    Some(if timestamps { st as f64 / 1000.0 } else { sv })
+    ss.retain(|s| !s.pts.is_empty());
 }
 
 /// Applies delayed `__name__` removal.
@@ -886,10 +927,10 @@ pub(crate) fn merge_same_labels(ss: Vec<VSeries>) -> Result<Vec<VSeries>> {
                 let (mut a, mut b) = (0, 0);
                 while a < o.pts.len() || b < s.pts.len() {
                     if b >= s.pts.len() || (a < o.pts.len() && o.pts[a].t < s.pts[b].t) {
-                        merged.push(o.pts[a]);
+                        merged.push(o.pts[a].clone());
                         a += 1;
                     } else if a >= o.pts.len() || s.pts[b].t < o.pts[a].t {
-                        merged.push(s.pts[b]);
+                        merged.push(s.pts[b].clone());
                         b += 1;
                     } else {
                         return Err(QueryError::exec(

@@ -15,8 +15,11 @@ use regex::Regex;
 
 use super::aggregations::{kahan_inc, quantile};
 use super::error::QueryError;
-use super::eval::{Evaluator, Result, VSeries, Val};
-use super::value::Point;
+use super::eval::{Evaluator, Result, VSeries, Val, retain_floats};
+use super::value::{Point, PointValue};
+use gauntlet_tsdb::histogram::{CounterResetHint, FloatHistogram, HistogramError};
+use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// Formats a float the way Go's `strconv.FormatFloat(f, 'f', -1, 64)`/`%g` mostly do for
 /// messages and label values.
@@ -90,6 +93,7 @@ fn string_arg(ev: &mut Evaluator<'_>, c: &Call, i: usize) -> Result<String> {
 /// Applies `f` to every sample; the metric name is dropped.
 fn map_vector(ev: &mut Evaluator<'_>, c: &Call, f: impl Fn(f64) -> f64) -> Result<Val> {
     let mut v = ev.eval_vector(arg(c, 0)?)?;
+    retain_floats(&mut v);
     for s in &mut v {
         s.pts.iter_mut().for_each(|p| p.v = f(p.v));
         s.drop_name = true;
@@ -146,6 +150,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
                 None
             };
             let mut v = ev.eval_vector(arg(c, 0)?)?;
+            retain_floats(&mut v);
             for s in &mut v {
                 for p in &mut s.pts {
                     let n = to.as_ref().map_or(1.0, |t| scalar_at(t, ev, p.t));
@@ -166,6 +171,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
                 _ => (None, Some(ev.eval_scalar(arg(c, 1)?)?)),
             };
             let mut v = ev.eval_vector(arg(c, 0)?)?;
+            retain_floats(&mut v);
             for s in &mut v {
                 s.pts.retain_mut(|p| {
                     let l = lo.as_ref().map(|x| scalar_at(x, ev, p.t));
@@ -193,7 +199,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let pts = s
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| Point { t: ev.ts(i), v })
+                .map(|(i, &v)| Point::float(ev.ts(i), v))
                 .collect();
             Ok(Val::Vector(vec![VSeries {
                 labels: Labels::empty(),
@@ -207,7 +213,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let mut cnt = vec![0u32; n];
             let mut val = vec![f64::NAN; n];
             for s in &v {
-                for p in &s.pts {
+                for p in s.pts.iter().filter(|p| p.h.is_none()) {
                     let i = ev.step_index(p.t);
                     if i < n {
                         cnt[i] += 1;
@@ -244,10 +250,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         | "month" | "year" => {
             let mut v = if c.args.args.is_empty() {
                 let pts = (0..ev.nsteps())
-                    .map(|i| Point {
-                        t: ev.ts(i),
-                        v: ev.ts(i) as f64 / 1000.0,
-                    })
+                    .map(|i| Point::float(ev.ts(i), ev.ts(i) as f64 / 1000.0))
                     .collect();
                 vec![VSeries {
                     labels: Labels::empty(),
@@ -255,7 +258,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
                     drop_name: false,
                 }]
             } else {
-                ev.eval_vector(arg(c, 0)?)?
+                let mut v = ev.eval_vector(arg(c, 0)?)?;
+                retain_floats(&mut v);
+                v
             };
             for s in &mut v {
                 for p in &mut s.pts {
@@ -278,10 +283,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             }
             let pts: Vec<Point> = (0..n)
                 .filter(|&i| !present[i])
-                .map(|i| Point {
-                    t: ev.ts(i),
-                    v: 1.0,
-                })
+                .map(|i| Point::float(ev.ts(i), 1.0))
                 .collect();
             if pts.is_empty() {
                 return Ok(Val::Vector(Vec::new()));
@@ -305,10 +307,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             }
             let pts: Vec<Point> = (0..n)
                 .filter(|&i| !present[i])
-                .map(|i| Point {
-                    t: ev.ts(i),
-                    v: 1.0,
-                })
+                .map(|i| Point::float(ev.ts(i), 1.0))
                 .collect();
             if pts.is_empty() {
                 return Ok(Val::Vector(Vec::new()));
@@ -385,6 +384,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         }
         "sort" | "sort_desc" => {
             let mut v = ev.eval_vector(arg(c, 0)?)?;
+            retain_floats(&mut v);
             if ev.instant_query && ev.nsteps() == 1 {
                 let desc = name == "sort_desc";
                 v.sort_by(|a, b| {
@@ -428,7 +428,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             });
             Ok(Val::Vector(v))
         }
-        "histogram_quantile" => super::histogram::histogram_quantile(ev, c),
+        "histogram_quantile" => super::histogram::histogram_quantile(ev, c, false),
+        "histogram_fraction" => super::histogram::histogram_quantile(ev, c, true),
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => super::histogram::native_function(ev, c, name),
         _ => eval_range_function(ev, c),
     }
 }
@@ -642,6 +645,42 @@ pub(crate) fn linear_regression(w: &[Point], intercept_t: i64) -> (f64, f64) {
     (slope, sy / n - slope * sx / n)
 }
 
+/// Extrapolation of a rate-like result over a window `(et - range, et]` whose first and last
+/// samples are at `first_t` and `last_t` (`n` samples). `to_zero`, for counters, is how far
+/// before the first sample the counter would have been zero.
+fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    n: usize,
+    et: i64,
+    range: i64,
+    to_zero: Option<f64>,
+    is_rate: bool,
+) -> f64 {
+    let range_start = et.saturating_sub(range);
+    let mut to_start = first_t.saturating_sub(range_start) as f64 / 1000.0;
+    let mut to_end = et.saturating_sub(last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (n - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if let Some(z) = to_zero
+        && z < to_start
+    {
+        to_start = z;
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range as f64 / 1000.0;
+    }
+    factor
+}
+
 fn extrapolated_rate(
     w: &[Point],
     et: i64,
@@ -653,8 +692,8 @@ fn extrapolated_rate(
     if w.len() < 2 {
         return None;
     }
-    let first = w[0];
-    let last = w[w.len() - 1];
+    let first = &w[0];
+    let last = &w[w.len() - 1];
     let mut result = last.v - first.v;
     if has_reset {
         let mut prev = 0.0;
@@ -665,40 +704,203 @@ fn extrapolated_rate(
             prev = p.v;
         }
     }
-    let range_start = et.saturating_sub(range);
-    let mut to_start = first.t.saturating_sub(range_start) as f64 / 1000.0;
-    let mut to_end = et.saturating_sub(last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
-    let avg = sampled / (w.len() - 1) as f64;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
+    let to_zero =
+        (is_counter && result > 0.0 && first.v >= 0.0).then(|| sampled * (first.v / result));
+    let factor = extrapolation_factor(first.t, last.t, w.len(), et, range, to_zero, is_rate);
+    Some(result * factor)
+}
+
+/// `rate`/`increase`/`delta` over a window of histograms only.
+fn extrapolate_histogram(
+    w: &[Point],
+    et: i64,
+    range: i64,
+    mut h: FloatHistogram,
+    is_rate: bool,
+) -> Option<FloatHistogram> {
+    let (first, last) = (w.first()?, w.last()?);
+    if w.len() < 2 {
+        return None;
+    }
+    h.mul(extrapolation_factor(
+        first.t,
+        last.t,
+        w.len(),
+        et,
+        range,
+        None,
+        is_rate,
+    ));
+    Some(h)
+}
+
+/// The float samples of a window when there are at least `min` (and at least one) of them;
+/// `on_ignored` runs when histograms were dropped from a window that still has floats.
+fn float_window(w: &[Point], min: usize, on_ignored: impl FnOnce()) -> Option<Cow<'_, [Point]>> {
+    if w.iter().all(|p| p.h.is_none()) {
+        return (w.len() >= min.max(1)).then_some(Cow::Borrowed(w));
+    }
+    let f: Vec<Point> = w.iter().filter(|p| p.h.is_none()).cloned().collect();
+    if !f.is_empty() {
+        on_ignored();
+    }
+    (f.len() >= min.max(1)).then_some(Cow::Owned(f))
+}
+
+/// Warnings and infos raised inside windowing closures, reported afterwards.
+#[derive(Default)]
+struct Notes {
+    warns: Vec<String>,
+    infos: Vec<String>,
+}
+
+impl Notes {
+    fn warn(&mut self, s: String) {
+        self.warns.push(s);
+    }
+
+    fn info(&mut self, s: String) {
+        self.infos.push(s);
+    }
+}
+
+pub(crate) fn mixed_warning(metric: &str) -> String {
+    format!("PromQL warning: encountered a mix of histograms and floats for metric name {metric:?}")
+}
+
+pub(crate) fn incompatible_warning(e: HistogramError, metric: &str) -> String {
+    match e {
+        HistogramError::IncompatibleSchema => format!(
+            "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"
+        ),
+        HistogramError::IncompatibleBounds => format!(
+            "PromQL warning: vector contains histograms with incompatible custom buckets for metric name {metric:?}"
+        ),
+    }
+}
+
+fn not_counter_warning(metric: &str) -> String {
+    format!("PromQL warning: this native histogram metric is not a counter: {metric:?}")
+}
+
+fn not_gauge_warning(metric: &str) -> String {
+    format!("PromQL warning: this native histogram metric is not a gauge: {metric:?}")
+}
+
+/// A point's value.
+fn point_value(p: &Point) -> PointValue {
+    match &p.h {
+        Some(h) => PointValue::Histogram(h.clone()),
+        None => PointValue::Float(p.v),
+    }
+}
+
+/// The increase (counters: corrected for resets) between the first and last histogram of a
+/// window of histograms; `None` (with a warning) when they cannot be combined.
+fn histogram_rate(
+    w: &[Point],
+    is_counter: bool,
+    metric: &str,
+    notes: &mut Notes,
+) -> Option<FloatHistogram> {
+    if w.len() < 2 {
+        return None;
+    }
+    let hs: Vec<&FloatHistogram> = w.iter().filter_map(|p| p.h.as_deref()).collect();
+    let (first, last) = (*hs.first()?, *hs.last()?);
+    let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+    if is_counter && hs.iter().any(|h| gauge(h)) {
+        notes.warn(not_counter_warning(metric));
+    }
+    // A reset right after the first histogram makes the first one irrelevant.
+    let empty;
+    let mut prev = first;
+    if is_counter && hs[1].detect_reset(first) {
+        empty = FloatHistogram {
+            schema: hs[1].schema,
+            custom_values: hs[1].custom_values.clone(),
+            ..FloatHistogram::default()
+        };
+        prev = &empty;
+    }
+    let custom = prev.uses_custom_buckets();
+    if hs[1..].iter().any(|h| h.uses_custom_buckets() != custom) {
+        notes.warn(incompatible_warning(
+            HistogramError::IncompatibleSchema,
+            metric,
+        ));
+        return None;
+    }
+    let min_schema = hs[1..].iter().map(|h| h.schema).fold(prev.schema, i32::min);
+    let mut h = last.clone();
+    h.reduce_resolution(min_schema);
+    if let Err(e) = h.sub(prev) {
+        notes.warn(incompatible_warning(e, metric));
+        return None;
     }
     if is_counter {
-        let mut to_zero = to_start;
-        if result > 0.0 && first.v >= 0.0 {
-            to_zero = sampled * (first.v / result);
+        for cur in &hs[1..] {
+            if cur.detect_reset(prev)
+                && let Err(e) = h.add(prev)
+            {
+                notes.warn(incompatible_warning(e, metric));
+                return None;
+            }
+            prev = cur;
         }
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
+    } else if !gauge(first) || !gauge(last) {
+        notes.warn(not_gauge_warning(metric));
     }
-    if to_end >= threshold {
-        to_end = avg / 2.0;
+    h.counter_reset_hint = CounterResetHint::Gauge;
+    h.compact();
+    Some(h)
+}
+
+/// `irate`/`idelta` when one of the last two samples is a histogram.
+fn instant_delta_histogram(
+    w: &[Point],
+    is_rate: bool,
+    metric: &str,
+    notes: &mut Notes,
+) -> Option<FloatHistogram> {
+    let (prev, last) = (&w[w.len().checked_sub(2)?], w.last()?);
+    let (Some(a), Some(b)) = (&prev.h, &last.h) else {
+        notes.warn(mixed_warning(metric));
+        return None;
+    };
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
+    let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+    if is_rate && (gauge(a) || gauge(b)) {
+        notes.warn(not_counter_warning(metric));
+    }
+    if !is_rate && (!gauge(a) || !gauge(b)) {
+        notes.warn(not_gauge_warning(metric));
+    }
+    let mut h = FloatHistogram::clone(b);
+    if (!is_rate || !b.detect_reset(a))
+        && let Err(e) = h.sub(a)
+    {
+        notes.warn(incompatible_warning(e, metric));
+        return None;
+    }
+    h.counter_reset_hint = CounterResetHint::Gauge;
+    h.compact();
     if is_rate {
-        factor /= range as f64 / 1000.0;
+        h.div(interval as f64 / 1000.0);
     }
-    Some(result * factor)
+    Some(h)
 }
 
 fn instant_delta(w: &[Point], is_rate: bool) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
-    let last = w[w.len() - 1];
-    let prev = w[w.len() - 2];
+    let last = &w[w.len() - 1];
+    let prev = &w[w.len() - 2];
     let mut r = if is_rate && last.v < prev.v {
         last.v
     } else {
@@ -789,6 +991,16 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
     let start = ev.start;
     let step = ev.step;
     let sidx = |t: i64| usize::try_from(t.saturating_sub(start) / step).unwrap_or(usize::MAX);
+    let notes = RefCell::new(Notes::default());
+    let mname = |si: usize| input.metric_name(si).to_string();
+    // Float-only functions: histograms in the window are ignored (with an info when floats
+    // remain); `min` is the number of floats needed for a result.
+    let ignored = |si: usize| {
+        notes.borrow_mut().info(format!(
+            "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}",
+            mname(si)
+        ));
+    };
     let mut out = match name {
         "rate" | "increase" | "delta" => {
             let (is_counter, is_rate) = (name != "delta", name == "rate");
@@ -796,49 +1008,68 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             // reset skip the correction loop.
             let mut cur = usize::MAX;
             let mut resets: Vec<u32> = Vec::new();
+            let mut has_hist = false;
             ev.map_windows_idx(&input, |si, pts, lo, hi, et, _| {
-                if is_counter && si != cur {
+                if si != cur {
                     cur = si;
+                    has_hist = pts.iter().any(|p| p.h.is_some());
                     resets.clear();
-                    let mut acc = 0u32;
-                    let mut prev = f64::NEG_INFINITY;
-                    resets.extend(pts.iter().map(|p| {
-                        if p.v < prev {
-                            acc += 1;
-                        }
-                        prev = p.v;
-                        acc
-                    }));
+                    if is_counter {
+                        let mut acc = 0u32;
+                        let mut prev = f64::NEG_INFINITY;
+                        resets.extend(pts.iter().map(|p| {
+                            if p.v < prev {
+                                acc += 1;
+                            }
+                            prev = p.v;
+                            acc
+                        }));
+                    }
+                }
+                let w = &pts[lo..hi];
+                if has_hist && w.iter().any(|p| p.h.is_some()) {
+                    if w.iter().any(|p| p.h.is_none()) {
+                        notes.borrow_mut().warn(mixed_warning(&mname(si)));
+                        return None;
+                    }
+                    let mut n = notes.borrow_mut();
+                    let h = histogram_rate(w, is_counter, &mname(si), &mut n)?;
+                    return extrapolate_histogram(w, et, range, h, is_rate).map(PointValue::from);
                 }
                 let has_reset = is_counter && hi > lo + 1 && resets[hi - 1] != resets[lo];
-                extrapolated_rate(&pts[lo..hi], et, range, has_reset, is_counter, is_rate)
+                extrapolated_rate(w, et, range, has_reset, is_counter, is_rate)
+                    .map(PointValue::from)
             })?
         }
-        "irate" => ev.map_windows(&input, |w, _, _| instant_delta(w, true))?,
-        "idelta" => ev.map_windows(&input, |w, _, _| instant_delta(w, false))?,
-        "deriv" => ev.map_windows(&input, |w, _, _| {
-            if w.len() < 2 {
-                return None;
-            }
-            Some(linear_regression(w, w[0].t).0)
+        "irate" | "idelta" => {
+            let is_rate = name == "irate";
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
+                let w = &pts[lo..hi];
+                if w.len() >= 2 && (w[w.len() - 1].h.is_some() || w[w.len() - 2].h.is_some()) {
+                    let mut n = notes.borrow_mut();
+                    return instant_delta_histogram(w, is_rate, &mname(si), &mut n)
+                        .map(PointValue::from);
+                }
+                instant_delta(w, is_rate).map(PointValue::from)
+            })?
+        }
+        "deriv" => ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
+            let w = float_window(&pts[lo..hi], 2, || ignored(si))?;
+            Some(linear_regression(&w, w[0].t).0)
         })?,
         "predict_linear" => {
             let d = &scalars[0];
-            ev.map_windows(&input, |w, _, t| {
-                if w.len() < 2 {
-                    return None;
-                }
-                let (slope, intercept) = linear_regression(w, t);
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, t| {
+                let w = float_window(&pts[lo..hi], 2, || ignored(si))?;
+                let (slope, intercept) = linear_regression(&w, t);
                 let dur = d.get(sidx(t)).copied().unwrap_or(f64::NAN);
                 Some(slope * dur + intercept)
             })?
         }
         "double_exponential_smoothing" | "holt_winters" => {
             let (sf_s, tf_s) = (&scalars[0], &scalars[1]);
-            ev.map_windows(&input, |w, _, t| {
-                if w.len() < 2 {
-                    return None;
-                }
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, t| {
+                let w = float_window(&pts[lo..hi], 2, || ignored(si))?;
                 let i = sidx(t);
                 let sf = sf_s.get(i).copied().unwrap_or(f64::NAN);
                 let tf = tf_s.get(i).copied().unwrap_or(f64::NAN);
@@ -856,18 +1087,44 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
                 Some(s1)
             })?
         }
-        "avg_over_time" => {
-            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then(|| avg_over(w)))?
-        }
-        "sum_over_time" => {
-            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then(|| sum_kahan(w)))?
+        "avg_over_time" | "sum_over_time" => {
+            let avg = name == "avg_over_time";
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
+                let w = &pts[lo..hi];
+                let first = w.first()?;
+                if first.h.is_none() && w.iter().all(|p| p.h.is_none()) {
+                    return Some(PointValue::from(if avg {
+                        avg_over(w)
+                    } else {
+                        sum_kahan(w)
+                    }));
+                }
+                if w.iter().any(|p| p.h.is_none()) {
+                    notes.borrow_mut().warn(mixed_warning(&mname(si)));
+                    return None;
+                }
+                let mut sum = FloatHistogram::clone(first.h.as_deref()?);
+                for p in &w[1..] {
+                    if let Some(h) = &p.h
+                        && let Err(e) = sum.add(h)
+                    {
+                        notes.borrow_mut().warn(incompatible_warning(e, &mname(si)));
+                        return None;
+                    }
+                }
+                if avg {
+                    sum.div(w.len() as f64);
+                }
+                sum.compact();
+                Some(PointValue::from(sum))
+            })?
         }
         "count_over_time" => {
             ev.map_windows(&input, |w, _, _| (!w.is_empty()).then_some(w.len() as f64))?
         }
         "present_over_time" => ev.map_windows(&input, |w, _, _| (!w.is_empty()).then_some(1.0))?,
-        "last_over_time" => ev.map_windows(&input, |w, _, _| w.last().map(|p| p.v))?,
-        "first_over_time" => ev.map_windows(&input, |w, _, _| w.first().map(|p| p.v))?,
+        "last_over_time" => ev.map_windows(&input, |w, _, _| w.last().map(point_value))?,
+        "first_over_time" => ev.map_windows(&input, |w, _, _| w.first().map(point_value))?,
         "ts_of_last_over_time" => {
             ev.map_windows(&input, |w, _, _| w.last().map(|p| p.t as f64 / 1000.0))?
         }
@@ -877,11 +1134,18 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         "max_over_time" | "min_over_time" | "ts_of_max_over_time" | "ts_of_min_over_time" => {
             let is_max = name.contains("max");
             let ts = name.starts_with("ts_of");
-            ev.map_windows(&input, |w, _, _| {
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 let first = w.first()?;
                 let (mut best, mut bt) = (first.v, first.t);
-                for p in w {
-                    let better = if is_max { p.v > best } else { p.v < best };
+                for p in w.iter() {
+                    let better = if ts {
+                        if is_max { p.v >= best } else { p.v <= best }
+                    } else if is_max {
+                        p.v > best
+                    } else {
+                        p.v < best
+                    };
                     if better || best.is_nan() {
                         best = p.v;
                         bt = p.t;
@@ -890,19 +1154,19 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
                 Some(if ts { bt as f64 / 1000.0 } else { best })
             })?
         }
-        "stddev_over_time" => ev.map_windows(&input, |w, _, _| {
-            (!w.is_empty()).then(|| stdvar_over(w).sqrt())
-        })?,
-        "stdvar_over_time" => {
-            ev.map_windows(&input, |w, _, _| (!w.is_empty()).then(|| stdvar_over(w)))?
+        "stddev_over_time" | "stdvar_over_time" => {
+            let dev = name == "stddev_over_time";
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
+                let v = stdvar_over(&w);
+                Some(if dev { v.sqrt() } else { v })
+            })?
         }
         "quantile_over_time" => {
             let qs = &scalars[0];
             let mut buf = Vec::new();
-            ev.map_windows(&input, |w, _, t| {
-                if w.is_empty() {
-                    return None;
-                }
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, t| {
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 buf.clear();
                 buf.extend(w.iter().map(|p| p.v));
                 Some(quantile(
@@ -913,10 +1177,8 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
         }
         "mad_over_time" => {
             let mut buf = Vec::new();
-            ev.map_windows(&input, |w, _, _| {
-                if w.is_empty() {
-                    return None;
-                }
+            ev.map_windows_idx(&input, |si, pts, lo, hi, _, _| {
+                let w = float_window(&pts[lo..hi], 1, || ignored(si))?;
                 buf.clear();
                 buf.extend(w.iter().map(|p| p.v));
                 let med = quantile(0.5, &mut buf);
@@ -925,34 +1187,41 @@ fn eval_range_function(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
                 Some(quantile(0.5, &mut buf))
             })?
         }
-        "changes" => ev.map_windows(&input, |w, _, _| {
-            let first = w.first()?;
-            let mut prev = first.v;
-            let mut n = 0.0;
-            for p in &w[1..] {
-                if !(p.v == prev || (p.v.is_nan() && prev.is_nan())) {
-                    n += 1.0;
+        "changes" | "resets" => {
+            let changes = name == "changes";
+            ev.map_windows(&input, |w, _, _| {
+                w.first()?;
+                let mut n = 0.0;
+                for pair in w.windows(2) {
+                    let (prev, p) = (&pair[0], &pair[1]);
+                    let counted = match (&prev.h, &p.h) {
+                        (None, None) if changes => {
+                            !(p.v == prev.v || (p.v.is_nan() && prev.v.is_nan()))
+                        }
+                        (None, None) => p.v < prev.v,
+                        (Some(a), Some(b)) if changes => !b.equals(a),
+                        (Some(a), Some(b)) => b.detect_reset(a),
+                        _ => true,
+                    };
+                    if counted {
+                        n += 1.0;
+                    }
                 }
-                prev = p.v;
-            }
-            Some(n)
-        })?,
-        "resets" => ev.map_windows(&input, |w, _, _| {
-            let first = w.first()?;
-            let mut prev = first.v;
-            let mut n = 0.0;
-            for p in &w[1..] {
-                if p.v < prev {
-                    n += 1.0;
-                }
-                prev = p.v;
-            }
-            Some(n)
-        })?,
+                Some(n)
+            })?
+        }
         _ => return Err(QueryError::bad(format!("function {name} is not supported"))),
     };
+    let notes = notes.into_inner();
+    for w in notes.warns {
+        ev.warn(w);
+    }
+    for i in notes.infos {
+        ev.info(i);
+    }
     if matches!(name, "rate" | "increase") {
-        for s in &out {
+        // Only float samples raise the "not a counter" info; histograms carry their own hint.
+        for s in out.iter().filter(|s| s.pts.iter().any(|p| p.h.is_none())) {
             if let Some(mn) = s.labels.metric_name()
                 && !(mn.ends_with("_total")
                     || mn.ends_with("_sum")
@@ -1003,10 +1272,7 @@ mod tests {
     #[test]
     fn rate_extrapolation() {
         let w: Vec<Point> = (0..5)
-            .map(|i| Point {
-                t: 15_000 * i + 15_000,
-                v: (10 * i) as f64,
-            })
+            .map(|i| Point::float(15_000 * i + 15_000, (10 * i) as f64))
             .collect();
         // Samples at 15s..75s, window (0, 75s]: delta extrapolates to the window start...
         let v = extrapolated_rate(&w, 75_000, 75_000, false, false, false).unwrap_or(f64::NAN);

@@ -21,7 +21,15 @@
 //! accounted for) plus [`SelectHints`]. Return every matching series with data in that range;
 //! extra samples outside it are ignored. Series may carry XOR chunks ([`SeriesData::Chunks`],
 //! decoded lazily, overlaps allowed) or decoded samples ([`SeriesData::Samples`], e.g. after
-//! replica deduplication). Each label set must appear once. Non-fatal problems go into
+//! replica deduplication) or decoded float and native histogram samples
+//! ([`SeriesData::Points`]). Each label set must appear once.
+//!
+//! # Native histograms
+//!
+//! A [`Point`] (and an [`InstantSample`]) holds either a float (`v`) or a native histogram
+//! (`h: Some(..)`, a [`gauntlet_tsdb::FloatHistogram`]; `v` is then 0 and meaningless). Results
+//! may mix both kinds, even within one series. Staleness markers of histogram series are
+//! histograms whose `sum` is the stale NaN; the engine never returns them. Non-fatal problems go into
 //! [`SeriesSet::warnings`] and surface as query warnings; an `Err` fails the query with an
 //! `execution` error. Results sorted by labels save the engine a sort.
 
@@ -42,4 +50,4 @@ pub use storage::{
     Chunk, MatchKind, Matcher, MemoryQueryable, Queryable, SelectHints, Selection, SeriesData,
     SeriesSet, StoredSeries,
 };
-pub use value::{InstantSample, Point, QueryResult, Series, Value};
+pub use value::{InstantSample, Point, PointValue, QueryResult, Series, Value};

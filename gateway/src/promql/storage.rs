@@ -15,6 +15,7 @@ use gauntlet_tsdb::{Labels, Sample};
 use regex::Regex;
 
 use super::error::StorageError;
+use super::value::Point;
 
 /// How a matcher compares a label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,8 +144,10 @@ pub struct Chunk {
 pub enum SeriesData {
     /// XOR chunks in time order, possibly overlapping (overlaps are merged, first wins).
     Chunks(Vec<Chunk>),
-    /// Samples in time order.
+    /// Float samples in time order.
     Samples(Arc<[Sample]>),
+    /// Float and native histogram samples in time order.
+    Points(Arc<[Point]>),
 }
 
 /// One series of a [`SeriesSet`].
@@ -163,7 +166,7 @@ impl StoredSeries {
         &self,
         mint: i64,
         maxt: i64,
-        out: &mut Vec<(i64, f64)>,
+        out: &mut Vec<Point>,
     ) -> Result<(), StorageError> {
         match &self.data {
             SeriesData::Samples(s) => {
@@ -172,31 +175,38 @@ impl StoredSeries {
                     s[from..]
                         .iter()
                         .take_while(|x| x.t <= maxt)
-                        .map(|x| (x.t, x.v)),
+                        .map(|x| Point::float(x.t, x.v)),
                 );
+            }
+            SeriesData::Points(s) => {
+                let from = s.partition_point(|x| x.t < mint);
+                out.extend(s[from..].iter().take_while(|x| x.t <= maxt).cloned());
             }
             SeriesData::Chunks(chunks) => {
                 let start = out.len();
                 let mut sorted = true;
+                let mut raw: Vec<(i64, f64)> = Vec::new();
                 for c in chunks {
                     if c.max_time < mint || c.min_time > maxt {
                         continue;
                     }
                     let before = out.len();
-                    decode_xor_into(&c.data, mint, maxt, out)
+                    raw.clear();
+                    decode_xor_into(&c.data, mint, maxt, &mut raw)
                         .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
-                    if before > start && out.len() > before && out[before].0 <= out[before - 1].0 {
+                    out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
+                    if before > start && out.len() > before && out[before].t <= out[before - 1].t {
                         sorted = false;
                     }
                 }
                 if !sorted {
-                    out[start..].sort_by_key(|x| x.0);
+                    out[start..].sort_by_key(|x| x.t);
                     let mut w = start;
                     for r in start..out.len() {
-                        if w > start && out[w - 1].0 == out[r].0 {
+                        if w > start && out[w - 1].t == out[r].t {
                             continue;
                         }
-                        out[w] = out[r];
+                        out.swap(w, r);
                         w += 1;
                     }
                     out.truncate(w);
@@ -239,41 +249,55 @@ impl MemoryQueryable {
         Self::default()
     }
 
-    /// Adds samples to a series (merged with any samples already stored for the same labels).
+    /// Adds float samples to a series (merged with any samples already stored for the same
+    /// labels).
     pub fn add_series(&mut self, labels: Labels, samples: &[Sample]) -> Result<(), StorageError> {
-        let mut all: Vec<(i64, f64)> = Vec::new();
+        let points: Vec<Point> = samples.iter().map(|s| Point::float(s.t, s.v)).collect();
+        self.add_points(labels, &points)
+    }
+
+    /// Adds float and histogram samples to a series (merged with any samples already stored
+    /// for the same labels; later writes win on equal timestamps). Series with only floats
+    /// are kept as XOR chunks, others as decoded points.
+    pub fn add_points(&mut self, labels: Labels, points: &[Point]) -> Result<(), StorageError> {
+        let mut all: Vec<Point> = Vec::new();
         let name = labels.metric_name().unwrap_or("").to_string();
         if let Some(s) = self.by_name.get(&name).and_then(|m| m.get(&labels)) {
             s.decode_into(i64::MIN, i64::MAX, &mut all)?;
         }
-        all.extend(samples.iter().map(|s| (s.t, s.v)));
-        all.sort_by_key(|x| x.0);
-        // Later writes win on equal timestamps.
-        let mut dedup: Vec<(i64, f64)> = Vec::with_capacity(all.len());
+        all.extend_from_slice(points);
+        all.sort_by_key(|x| x.t);
+        let mut dedup: Vec<Point> = Vec::with_capacity(all.len());
         for x in all {
             match dedup.last_mut() {
-                Some(l) if l.0 == x.0 => *l = x,
+                Some(l) if l.t == x.t => *l = x,
                 _ => dedup.push(x),
             }
         }
-        let mut chunks = Vec::new();
-        for part in dedup.chunks(SAMPLES_PER_CHUNK) {
-            let mut c = XorChunk::new();
-            for &(t, v) in part {
-                c.append(t, v).map_err(|e| StorageError(e.to_string()))?;
+        let data = if dedup.iter().any(|p| p.h.is_some()) {
+            SeriesData::Points(dedup.into())
+        } else {
+            let mut chunks = Vec::new();
+            for part in dedup.chunks(SAMPLES_PER_CHUNK) {
+                let mut c = XorChunk::new();
+                for p in part {
+                    c.append(p.t, p.v)
+                        .map_err(|e| StorageError(e.to_string()))?;
+                }
+                let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                    continue;
+                };
+                chunks.push(Chunk {
+                    min_time: first.t,
+                    max_time: last.t,
+                    data: Bytes::from(c.into_bytes()),
+                });
             }
-            let (Some(first), Some(last)) = (part.first(), part.last()) else {
-                continue;
-            };
-            chunks.push(Chunk {
-                min_time: first.0,
-                max_time: last.0,
-                data: Bytes::from(c.into_bytes()),
-            });
-        }
+            SeriesData::Chunks(chunks)
+        };
         let s = StoredSeries {
             labels: labels.clone(),
-            data: SeriesData::Chunks(chunks),
+            data,
         };
         self.by_name.entry(name).or_default().insert(labels, s);
         Ok(())
@@ -323,7 +347,7 @@ impl MemoryQueryable {
                         data: SeriesData::Chunks(cs),
                     })
                 }
-                SeriesData::Samples(_) => Some(s.clone()),
+                SeriesData::Samples(_) | SeriesData::Points(_) => Some(s.clone()),
             })
             .collect();
         if name.is_none() {
@@ -371,7 +395,8 @@ mod tests {
         };
         let mut out = Vec::new();
         s.decode_into(0, 45, &mut out).unwrap();
-        assert_eq!(out, vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
+        let got: Vec<(i64, f64)> = out.iter().map(|p| (p.t, p.v)).collect();
+        assert_eq!(got, vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
     }
 
     #[test]
