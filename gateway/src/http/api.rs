@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gauntlet_proto::thanos::{LabelNamesRequest, LabelValuesRequest, SeriesRequest};
+use gauntlet_proto::thanos::{LabelMatcher, LabelNamesRequest, LabelValuesRequest, SeriesRequest};
 use gauntlet_tsdb::Labels;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
@@ -37,7 +37,7 @@ use crate::query::endpoints::EndpointStatus;
 use crate::query::matchers::matcher_to_proto;
 use crate::query::proxy::{ProxyStore, StoreStats};
 use crate::query::queryable::{QueryOptions, StoreQueryable};
-use crate::query::store::StoreError;
+use crate::query::store::{Store, StoreError};
 
 /// Querier-wide defaults for the API, from the command line.
 #[derive(Debug, Clone)]
@@ -614,6 +614,51 @@ async fn series(
     Ok(success(&data, &warnings, &[]))
 }
 
+/// What a label-names or label-values request needs from the parameters.
+struct LabelQuery {
+    start: i64,
+    end: i64,
+    partial_response: bool,
+    /// One matcher set per `match[]`, or a single empty set when none was given.
+    selectors: Vec<Vec<Matcher>>,
+}
+
+impl LabelQuery {
+    fn read(params: &Params, state: &ApiState) -> Result<Self, ApiError> {
+        let (start, end) = time_bounds(params)?;
+        let partial_response = params.query_options(&state.options)?.partial_response;
+        let mut selectors = match_params(params, false)?;
+        if selectors.is_empty() {
+            selectors.push(Vec::new());
+        }
+        Ok(Self {
+            start,
+            end,
+            partial_response,
+            selectors,
+        })
+    }
+
+    /// Asks once per selector and answers the sorted union, with every warning.
+    async fn answer<Ask, Answer>(&self, ask: Ask) -> Result<Response, ApiError>
+    where
+        Ask: Fn(Vec<LabelMatcher>) -> Answer,
+        Answer: std::future::Future<Output = Result<(Vec<String>, Vec<String>), StoreError>>,
+    {
+        let mut found = BTreeSet::new();
+        let mut warnings = Vec::new();
+        for matchers in &self.selectors {
+            let (strings, store_warnings) =
+                ask(matchers.iter().map(matcher_to_proto).collect()).await?;
+            found.extend(strings);
+            warnings.extend(store_warnings);
+        }
+        let mut data = String::new();
+        write_str_array(&mut data, found.iter().map(String::as_str));
+        Ok(success(&data, &warnings, &[]))
+    }
+}
+
 async fn labels(
     State(state): State<Arc<ApiState>>,
     method: Method,
@@ -621,31 +666,25 @@ async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let params = Params::read(&method, &uri, &headers, &body);
-    let (start, end) = time_bounds(&params)?;
-    let options = params.query_options(&state.options)?;
-    let mut selectors = match_params(&params, false)?;
-    if selectors.is_empty() {
-        selectors.push(Vec::new());
-    }
-    let mut names = BTreeSet::new();
-    let mut warnings = Vec::new();
-    for matchers in selectors {
-        let request = LabelNamesRequest {
-            start,
-            end,
-            matchers: matchers.iter().map(matcher_to_proto).collect(),
-            partial_response_disabled: !options.partial_response,
-            ..LabelNamesRequest::default()
-        };
-        let response =
-            crate::query::store::Store::label_names(state.proxy.as_ref(), request).await?;
-        names.extend(response.names);
-        warnings.extend(response.warnings);
-    }
-    let mut data = String::new();
-    write_str_array(&mut data, names.iter().map(String::as_str));
-    Ok(success(&data, &warnings, &[]))
+    let query = LabelQuery::read(&Params::read(&method, &uri, &headers, &body), &state)?;
+    query
+        .answer(|matchers| {
+            let request = LabelNamesRequest {
+                start: query.start,
+                end: query.end,
+                matchers,
+                partial_response_disabled: !query.partial_response,
+                ..LabelNamesRequest::default()
+            };
+            let proxy = state.proxy.clone();
+            async move {
+                proxy
+                    .label_names(request)
+                    .await
+                    .map(|r| (r.names, r.warnings))
+            }
+        })
+        .await
 }
 
 async fn label_values(
@@ -656,7 +695,6 @@ async fn label_values(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let params = Params::read(&method, &uri, &headers, &body);
     let valid_name = !name.is_empty()
         && name
             .chars()
@@ -665,31 +703,26 @@ async fn label_values(
     if !valid_name {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
-    let (start, end) = time_bounds(&params)?;
-    let options = params.query_options(&state.options)?;
-    let mut selectors = match_params(&params, false)?;
-    if selectors.is_empty() {
-        selectors.push(Vec::new());
-    }
-    let mut values = BTreeSet::new();
-    let mut warnings = Vec::new();
-    for matchers in selectors {
-        let request = LabelValuesRequest {
-            label: name.clone(),
-            start,
-            end,
-            matchers: matchers.iter().map(matcher_to_proto).collect(),
-            partial_response_disabled: !options.partial_response,
-            ..LabelValuesRequest::default()
-        };
-        let response =
-            crate::query::store::Store::label_values(state.proxy.as_ref(), request).await?;
-        values.extend(response.values);
-        warnings.extend(response.warnings);
-    }
-    let mut data = String::new();
-    write_str_array(&mut data, values.iter().map(String::as_str));
-    Ok(success(&data, &warnings, &[]))
+    let query = LabelQuery::read(&Params::read(&method, &uri, &headers, &body), &state)?;
+    query
+        .answer(|matchers| {
+            let request = LabelValuesRequest {
+                label: name.clone(),
+                start: query.start,
+                end: query.end,
+                matchers,
+                partial_response_disabled: !query.partial_response,
+                ..LabelValuesRequest::default()
+            };
+            let proxy = state.proxy.clone();
+            async move {
+                proxy
+                    .label_values(request)
+                    .await
+                    .map(|r| (r.values, r.warnings))
+            }
+        })
+        .await
 }
 
 // ---- status -----------------------------------------------------------------------------------
