@@ -88,29 +88,20 @@ fn warning(message: String) -> SeriesResponse {
     }
 }
 
-/// Runs a `Series` answer on the calling (blocking) thread, sending batches to `tx`.
-fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc::Sender<Batch>) {
-    let mut instance = match plugin.checkout() {
-        Ok(instance) => instance,
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-    };
-    let resource = match plugin.call(&mut instance, "select", |store, exports| {
-        exports.gauntlet_plugin_store().call_select(store, request)
-    }) {
-        Ok(Ok(resource)) => resource,
-        Ok(Err(guest)) => {
-            let _ = tx.blocking_send(Err(plugin.guest_failure("select", guest)));
-            plugin.checkin(instance);
-            return;
-        }
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-    };
+/// What the guest-driving thread hands the checking thread.
+enum Raw {
+    Batch(wit::SeriesBatch),
+    Done,
+    Failed(PluginError),
+}
+
+/// Checks and converts batches in order, forwarding them to the consumer; stops at the first
+/// malformed batch, failure, end, or when the consumer goes away.
+fn check_batches(
+    plugin: &LoadedPlugin,
+    raw: &std::sync::mpsc::Receiver<Raw>,
+    tx: &mpsc::Sender<Batch>,
+) {
     let limits = &plugin.manifest().limits;
     let mut validator = SeriesValidator::new(
         BatchLimits {
@@ -119,15 +110,9 @@ fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc:
         },
         limits.full_chunk_validation,
     );
-    loop {
-        let batch = plugin.call(&mut instance, "next-batch", |store, exports| {
-            exports
-                .gauntlet_plugin_store()
-                .series_stream()
-                .call_next_batch(store, resource)
-        });
-        let frames = match batch {
-            Ok(Ok(Some(batch))) => match validator.check_batch(batch.series) {
+    for message in raw {
+        let out = match message {
+            Raw::Batch(batch) => match validator.check_batch(batch.series) {
                 Ok(series) => {
                     let mut frames: Vec<SeriesResponse> =
                         batch.warnings.into_iter().map(warning).collect();
@@ -152,18 +137,71 @@ fn stream_series(plugin: &LoadedPlugin, request: &wit::SeriesRequest, tx: &mpsc:
                     })
                 }
             },
-            Ok(Ok(None)) => {
-                let _ = tx.blocking_send(Ok(None));
-                break;
-            }
-            Ok(Err(guest)) => Err(plugin.guest_failure("next-batch", guest)),
-            Err(e) => Err(e),
+            Raw::Done => Ok(None),
+            Raw::Failed(e) => Err(e),
         };
-        let failed = frames.is_err();
-        if tx.blocking_send(frames).is_err() || failed {
+        let more = matches!(out, Ok(Some(_)));
+        if tx.blocking_send(out).is_err() || !more {
+            return;
+        }
+    }
+}
+
+/// Runs a `Series` answer on the calling (blocking) thread, sending batches to `tx`.
+fn stream_series(
+    plugin: &Arc<LoadedPlugin>,
+    request: &wit::SeriesRequest,
+    tx: &mpsc::Sender<Batch>,
+) {
+    let mut instance = match plugin.checkout() {
+        Ok(instance) => instance,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    let resource = match plugin.call(&mut instance, "select", |store, exports| {
+        exports.gauntlet_plugin_store().call_select(store, request)
+    }) {
+        Ok(Ok(resource)) => resource,
+        Ok(Err(guest)) => {
+            let _ = tx.blocking_send(Err(plugin.guest_failure("select", guest)));
+            plugin.checkin(instance);
+            return;
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    // Pipeline: this thread drives the guest while a second one checks and converts the
+    // previous batch, so the two overlap.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Raw>(2);
+    {
+        let plugin = plugin.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || check_batches(&plugin, &raw_rx, &tx));
+    }
+    loop {
+        let batch = plugin.call(&mut instance, "next-batch", |store, exports| {
+            exports
+                .gauntlet_plugin_store()
+                .series_stream()
+                .call_next_batch(store, resource)
+        });
+        let message = match batch {
+            Ok(Ok(Some(batch))) => Raw::Batch(batch),
+            Ok(Ok(None)) => Raw::Done,
+            Ok(Err(guest)) => Raw::Failed(plugin.guest_failure("next-batch", guest)),
+            Err(e) => Raw::Failed(e),
+        };
+        let end = !matches!(message, Raw::Batch(_));
+        // A send fails when the checker stopped (malformed batch, consumer gone).
+        if raw_tx.send(message).is_err() || end {
             break;
         }
     }
+    drop(raw_tx);
     if !instance.poisoned() {
         let dropped = plugin.call(&mut instance, "drop-stream", |store, _| {
             resource.resource_drop(store)
