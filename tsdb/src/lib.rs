@@ -5,6 +5,7 @@
 //! filesystem access of its own. Every length it reads from untrusted bytes is checked against
 //! the input before it allocates.
 
+pub mod block;
 pub mod chunkenc;
 pub mod histogram;
 pub mod histogram_chunk;
