@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use gauntlet_tsdb::Labels;
-use gauntlet_tsdb::block::index::{MatchType, Matcher};
+use gauntlet_tsdb::block::index::{self, MatchType, Matcher, TOC_LEN};
 use gauntlet_tsdb::block::{
-    BlockMeta, BlockWriter, BlockWriterOptions, ChunksReader, IndexReader, MemorySink, Ulid,
-    parse_tombstones,
+    BlockError, BlockMeta, BlockWriter, BlockWriterOptions, ChunkRef, ChunksReader, IndexReader,
+    MemorySink, PostingsOffsetTable, Symbols, Toc, Ulid, decode_chunk, decode_postings,
+    decode_series, parse_tombstones,
 };
 
 type Series = Vec<(Labels, Vec<(i64, f64)>)>;
@@ -186,4 +187,191 @@ fn writer_refuses_bad_input() {
     assert!(w.add_samples(&Labels::empty(), &[(2, 1.0)]).is_err());
     let empty = BlockWriter::new(MemorySink::default(), BlockWriterOptions::default()).unwrap();
     assert!(empty.finish().is_err());
+}
+
+/// Reads everything a block holds: every postings list, series, label index and chunk.
+fn read_all(index: &[u8], segs: &[&[u8]]) -> Result<usize, BlockError> {
+    let index = IndexReader::new(index)?;
+    let chunks = ChunksReader::new(segs.to_vec())?;
+    let mut samples = 0;
+    for name in index.label_names() {
+        for value in index.label_values(name) {
+            index.postings(name, value)?;
+        }
+    }
+    index.label_indices()?;
+    for id in index.all_postings()? {
+        for c in index.series(id)?.chunks {
+            samples += chunks
+                .chunk(c.chunk_ref)?
+                .float_samples()
+                .map_err(|e| BlockError::invalid("chunks", "data", e.to_string()))?
+                .len();
+        }
+    }
+    Ok(samples)
+}
+
+/// Byte ranges of the index covered by a checksum (or the magic, version and TOC).
+fn covered_ranges(index: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let r = IndexReader::new(index).unwrap();
+    let toc = *r.toc();
+    let sized = |off: u64| {
+        let off = off as usize;
+        off..off + index::section_len(&index[off..], "").unwrap() as usize
+    };
+    let mut out = vec![0..5, index.len() - TOC_LEN..index.len()];
+    out.push(sized(toc.symbols));
+    out.push(sized(toc.label_indices_table));
+    out.push(sized(toc.postings_table));
+    for id in r.all_postings().unwrap() {
+        let off = id as usize * 16;
+        let (_, len) = index::decode_series_with_len(&index[off..], r.symbols()).unwrap();
+        out.push(off..off + len);
+    }
+    for (_, off) in
+        index::parse_label_offset_table(&index[toc.label_indices_table as usize..]).unwrap()
+    {
+        out.push(sized(off));
+    }
+    let table = r.postings_table();
+    out.push(sized(table.all_postings_range().unwrap().start));
+    for name in r.label_names() {
+        for (_, range) in table.ranges_matching(name, |_| true) {
+            out.push(sized(range.start));
+        }
+    }
+    out
+}
+
+fn small_block() -> MemorySink {
+    write(&generate(20, 130), 4 << 10).1
+}
+
+#[test]
+fn every_byte_flip_in_the_index_is_an_error_or_padding() {
+    let sink = small_block();
+    let segs = segments(&sink);
+    let index = sink.files["index"].clone();
+    assert_eq!(read_all(&index, &segs).unwrap(), 20 * 130);
+    let covered = covered_ranges(&index);
+    let mut errors = 0;
+    for i in 0..index.len() {
+        let mut c = index.clone();
+        c[i] ^= 0x80;
+        let res = read_all(&c, &segs);
+        if covered.iter().any(|r| r.contains(&i)) {
+            let e = res.expect_err(&format!("flip at {i} not detected"));
+            assert!(e.to_string().starts_with("index: "), "{e}");
+            errors += 1;
+        } else {
+            // Padding between sections is not checksummed, as in Prometheus.
+            assert_eq!(c[i] & 0x7f, 0, "byte {i} should be padding");
+            res.unwrap();
+        }
+    }
+    assert!(errors > index.len() * 9 / 10, "{errors} of {}", index.len());
+
+    let toc = *IndexReader::new(&index).unwrap().toc();
+    let flip = |off: u64| {
+        let mut c = index.clone();
+        c[off as usize + 6] ^= 1;
+        read_all(&c, &segs).unwrap_err().to_string()
+    };
+    assert!(flip(toc.symbols).starts_with("index: symbol table: CRC mismatch"));
+    assert!(flip(toc.postings_table).starts_with("index: postings offset table: CRC mismatch"));
+    let mut c = index.clone();
+    let n = c.len();
+    c[n - 10] ^= 1;
+    assert!(
+        read_all(&c, &segs)
+            .unwrap_err()
+            .to_string()
+            .starts_with("index: TOC: CRC mismatch")
+    );
+}
+
+#[test]
+fn every_byte_flip_in_a_segment_is_an_error() {
+    let sink = small_block();
+    let segs = segments(&sink);
+    let index = &sink.files["index"];
+    for (s, seg) in segs.iter().enumerate() {
+        for i in 0..seg.len() {
+            if (5..8).contains(&i) {
+                continue; // header padding
+            }
+            let mut c = seg.to_vec();
+            c[i] ^= 0x80;
+            let mut all = segs.clone();
+            all[s] = &c;
+            let e = read_all(index, &all).expect_err(&format!("segment {s} byte {i}"));
+            assert!(
+                e.to_string().starts_with(&format!("chunks/{:06}: ", s + 1)),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let sink = small_block();
+    let segs = segments(&sink);
+    let index = &sink.files["index"];
+    for k in 0..index.len() {
+        read_all(&index[..k], &segs).unwrap_err();
+    }
+    for (s, seg) in segs.iter().enumerate() {
+        for k in 0..seg.len() {
+            let mut all = segs.clone();
+            all[s] = &seg[..k];
+            read_all(index, &all).unwrap_err();
+        }
+    }
+    // Each section on its own, cut at every length short of its end.
+    let r = IndexReader::new(index).unwrap();
+    let toc = *r.toc();
+    let cut = |off: u64, f: &dyn Fn(&[u8]) -> Result<(), BlockError>| {
+        let off = off as usize;
+        let len = index::section_len(&index[off..], "").unwrap() as usize;
+        f(&index[off..off + len]).unwrap();
+        for k in 0..len {
+            let e = f(&index[off..off + k]).unwrap_err();
+            assert!(e.is_truncated(), "{e}");
+        }
+    };
+    cut(toc.symbols, &|b| Symbols::parse(b).map(|_| ()));
+    cut(toc.postings_table, &|b| {
+        PostingsOffsetTable::parse(b, toc.postings_end()).map(|_| ())
+    });
+    let all = r.postings_table().all_postings_range().unwrap();
+    cut(all.start, &|b| decode_postings(b).map(|_| ()));
+    cut(toc.label_indices_table, &|b| {
+        index::parse_label_offset_table(b).map(|_| ())
+    });
+    for id in r.all_postings().unwrap() {
+        let off = id as usize * 16;
+        let (_, len) = index::decode_series_with_len(&index[off..], r.symbols()).unwrap();
+        for k in 0..len {
+            let e = decode_series(&index[off..off + k], r.symbols()).unwrap_err();
+            assert!(e.is_truncated(), "{e}");
+        }
+        // Chunks: sans-IO decoding from a range that starts at the chunk.
+        for c in r.series(id).unwrap().chunks {
+            let cr = ChunkRef::from_u64(c.chunk_ref);
+            let seg = segs[cr.segment as usize];
+            let start = cr.offset as usize;
+            let (_, span) =
+                decode_chunk(&seg[start..], start as u64, cr.segment, cr.offset).unwrap();
+            for k in 0..span {
+                let e = decode_chunk(&seg[start..start + k], start as u64, cr.segment, cr.offset)
+                    .unwrap_err();
+                assert!(e.is_truncated(), "{e}");
+            }
+        }
+    }
+    for k in 0..TOC_LEN {
+        assert!(Toc::parse(&index[index.len() - k..]).is_err());
+    }
 }
