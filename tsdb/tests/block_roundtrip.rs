@@ -353,6 +353,7 @@ fn every_truncation_is_an_error() {
     for id in r.all_postings().unwrap() {
         let off = id as usize * 16;
         let (_, len) = index::decode_series_with_len(&index[off..], r.symbols()).unwrap();
+        assert_eq!(index::series_entry_len(&index[off..]).unwrap(), len as u64);
         for k in 0..len {
             let e = decode_series(&index[off..off + k], r.symbols()).unwrap_err();
             assert!(e.is_truncated(), "{e}");

@@ -178,4 +178,10 @@ fn check_selection(block: &ReadBlock, series: &[(Labels, Vec<(i64, f64)>)]) {
         ["DELETE", "GET", "POST", "PUT"]
     );
     assert_eq!(index.label_values("sensor").len(), 2000);
+    // Prometheus 2.42 still writes label indices; they agree with the postings offset table.
+    let label_indices = index.label_indices().unwrap();
+    assert_eq!(label_indices.len(), index.label_names().len());
+    for (name, values) in label_indices {
+        assert_eq!(values, index.label_values(&name), "{name}");
+    }
 }

@@ -509,6 +509,14 @@ pub fn decode_series(bytes: &[u8], symbols: &Symbols) -> Result<SeriesEntry, Blo
     Ok(decode_series_with_len(bytes, symbols)?.0)
 }
 
+/// Size in bytes of the series entry whose first bytes (at least its uvarint length prefix,
+/// at most 10 bytes are looked at) are given, CRC included: tells a caller how much to fetch.
+pub fn series_entry_len(first_bytes: &[u8]) -> Result<u64, BlockError> {
+    let head = &first_bytes[..first_bytes.len().min(10)];
+    let (len, n) = super::encoding::read_uvarint(head).map_err(err("series"))?;
+    Ok(len.saturating_add(n as u64).saturating_add(4))
+}
+
 /// Like [`decode_series`], also returning how many bytes the entry spans (CRC included).
 pub fn decode_series_with_len(
     bytes: &[u8],
