@@ -7,7 +7,7 @@
 //! through [`std::io::Write`] sinks; [`DirSink`] puts them in a directory.
 
 pub mod chunks;
-mod encoding;
+pub mod encoding;
 pub mod error;
 pub mod index;
 pub mod meta;
