@@ -8,7 +8,7 @@ use gauntlet_tsdb::block::encoding::crc32c;
 use gauntlet_tsdb::block::index::{self, MatchType, Matcher, TOC_LEN};
 use gauntlet_tsdb::block::{
     BlockError, BlockMeta, BlockWriter, BlockWriterOptions, ChunkRef, ChunksReader, IndexReader,
-    MemorySink, PostingsOffsetTable, Symbols, Toc, Ulid, decode_chunk, decode_postings,
+    MemorySink, PostingsOffsetTable, Symbols, ThanosMeta, Toc, Ulid, decode_chunk, decode_postings,
     decode_series, parse_tombstones,
 };
 
@@ -448,4 +448,52 @@ fn mutations_behind_a_valid_crc_never_panic() {
         }
     }
     assert!(outcomes[0] > 1000, "{outcomes:?}");
+}
+
+#[test]
+fn thanos_section_lists_files_and_sizes() {
+    let series = generate(50, 300);
+    let options = BlockWriterOptions {
+        segment_size: 8 << 10,
+        thanos: Some(ThanosMeta {
+            labels: [("cluster".to_owned(), "eu1".to_owned())].into(),
+            source: "compactor".to_owned(),
+            ..ThanosMeta::default()
+        }),
+        time_range: Some((1_699_999_200_000, 1_700_006_400_000)),
+        ..BlockWriterOptions::default()
+    };
+    let mut w = BlockWriter::new(MemorySink::default(), options).unwrap();
+    for (l, s) in &series {
+        w.add_samples(l, s).unwrap();
+    }
+    let (meta, sink) = w.finish().unwrap();
+    assert_eq!(
+        (meta.min_time, meta.max_time),
+        (1_699_999_200_000, 1_700_006_400_000)
+    );
+    let thanos = meta.thanos.as_ref().unwrap();
+    let segs: Vec<&String> = sink
+        .files
+        .keys()
+        .filter(|k| k.starts_with("chunks/"))
+        .collect();
+    assert!(segs.len() > 1);
+    assert_eq!(thanos.segment_files.len(), segs.len());
+    assert_eq!(thanos.segment_files[0], "000001");
+    let files: Vec<(&str, u64)> = thanos
+        .files
+        .iter()
+        .map(|f| (f.rel_path.as_str(), f.size_bytes))
+        .collect();
+    let mut want: Vec<(&str, u64)> = segs
+        .iter()
+        .map(|k| (k.as_str(), sink.files[*k].len() as u64))
+        .collect();
+    want.push(("index", sink.files["index"].len() as u64));
+    want.push(("meta.json", 0));
+    assert_eq!(files, want);
+    let stats = thanos.index_stats.unwrap();
+    assert!(stats.series_max_size > 0 && stats.chunk_max_size > 0);
+    assert_eq!(BlockMeta::parse(&sink.files["meta.json"]).unwrap(), meta);
 }
