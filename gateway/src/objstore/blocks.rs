@@ -390,8 +390,126 @@ pub async fn upload_blocks(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    const ULID: &str = "01JDQ7Y3Z5X1A2B3C4D5E6F7G8";
+
+    fn write_block(dir: &Path, ulid: &str, meta_ulid: &str) {
+        let block = dir.join(ulid);
+        std::fs::create_dir_all(block.join("chunks")).unwrap();
+        std::fs::write(block.join("index"), b"index!").unwrap();
+        std::fs::write(block.join("chunks/000001"), b"chunks").unwrap();
+        std::fs::write(block.join("tombstones"), b"t").unwrap();
+        let meta = format!(
+            r#"{{"ulid":"{meta_ulid}","minTime":0,"maxTime":7200000,"stats":{{"numSeries":2}},
+               "compaction":{{"level":1}},"version":1,
+               "thanos":{{"labels":{{"cluster":"old","keep":"yes"}},"source":"sidecar","downsample":{{"resolution":300000}}}}}}"#
+        );
+        std::fs::write(block.join("meta.json"), meta).unwrap();
+    }
+
+    #[test]
+    fn finds_blocks_in_a_data_directory_or_one_block() {
+        let dir = tempfile::tempdir().unwrap();
+        write_block(dir.path(), ULID, ULID);
+        std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+        std::fs::write(dir.path().join("queries.active"), b"").unwrap();
+        let found = find_local_blocks(dir.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].files,
+            [
+                ("chunks/000001".to_owned(), 6),
+                ("index".to_owned(), 6),
+                ("tombstones".to_owned(), 1)
+            ]
+        );
+        assert_eq!(found[0].size(), 13);
+        let single = find_local_blocks(&dir.path().join(ULID)).unwrap();
+        assert_eq!(single[0].meta.ulid, ULID);
+
+        let empty = tempfile::tempdir().unwrap();
+        let error = find_local_blocks(empty.path()).unwrap_err().to_string();
+        assert!(error.contains("no blocks in"), "{error}");
+    }
+
+    #[test]
+    fn incomplete_or_misnamed_blocks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_block(dir.path(), ULID, "01JDQ7Y3Z5X1A2B3C4D5E6F7G9");
+        let error = find_local_blocks(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("rename the directory"), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        write_block(dir.path(), ULID, ULID);
+        std::fs::remove_file(dir.path().join(ULID).join("index")).unwrap();
+        let error = find_local_blocks(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("has no index file"), "{error}");
+
+        std::fs::remove_file(dir.path().join(ULID).join("meta.json")).unwrap();
+        let error = find_local_blocks(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("has no meta.json"), "{error}");
+    }
+
+    #[test]
+    fn upload_meta_sets_the_thanos_section() {
+        let dir = tempfile::tempdir().unwrap();
+        write_block(dir.path(), ULID, ULID);
+        let block = &find_local_blocks(dir.path()).unwrap()[0];
+        let meta = upload_meta(block, &[("cluster".to_owned(), "eu1".to_owned())]);
+        let thanos = meta.thanos.unwrap();
+        assert_eq!(thanos.labels["cluster"], "eu1");
+        assert_eq!(thanos.labels["keep"], "yes");
+        assert_eq!(thanos.source, UPLOAD_SOURCE);
+        assert_eq!(thanos.downsample.resolution, 300_000);
+        assert_eq!(thanos.segment_files, ["000001"]);
+        let files: Vec<(&str, u64)> = thanos
+            .files
+            .iter()
+            .map(|f| (f.rel_path.as_str(), f.size_bytes))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("chunks/000001", 6),
+                ("index", 6),
+                ("meta.json", 0),
+                ("tombstones", 1)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn upload_lists_inspects_and_skips_blocks_already_present() {
+        let dir = tempfile::tempdir().unwrap();
+        write_block(dir.path(), ULID, ULID);
+        let blocks = find_local_blocks(dir.path()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = object_store::local::LocalFileSystem::new_with_prefix(root.path()).unwrap();
+        let bucket = Bucket::new(std::sync::Arc::new(store), "test");
+        let order = std::sync::Mutex::new(Vec::new());
+        let summary = upload_blocks(&bucket, &blocks, &[], &|event| {
+            if let UploadEvent::Uploaded { ulid, .. } = event {
+                order.lock().unwrap().push(ulid.to_owned());
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(summary.uploaded, 1);
+        assert_eq!(summary.bytes, 13);
+        assert_eq!(order.into_inner().unwrap(), [ULID]);
+        let (listed, partial) = list_blocks(&bucket).await.unwrap();
+        assert_eq!(listed, [ULID]);
+        assert!(partial.is_empty());
+        let (inspected, _) = inspect_blocks(&bucket).await.unwrap();
+        assert_eq!(inspected[0].meta.stats.num_series, 2);
+        assert!(!inspected[0].deletion_marked);
+
+        let again = upload_blocks(&bucket, &blocks, &[], &|_| {}).await.unwrap();
+        assert_eq!((again.uploaded, again.skipped), (0, 1));
+    }
 
     #[test]
     fn recognises_ulids() {
