@@ -121,7 +121,21 @@ fn config_error(what: &str, error: &object_store::Error) -> ObjstoreError {
     }
 }
 
-fn s3(c: &S3Config, tuning: &ClientTuning) -> Result<Arc<dyn ObjectStore>, ObjstoreError> {
+/// Where S3 requests go: the values handed to `AmazonS3Builder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct S3Addressing {
+    /// Custom endpoint (`None`: AWS's regional endpoint, derived from the region).
+    endpoint: Option<String>,
+    /// Bucket in the host name rather than in the path.
+    virtual_hosted: bool,
+    region: String,
+    allow_http: bool,
+}
+
+/// Thanos's rules, as minio applies them: AWS endpoints get virtual-hosted requests (path-style
+/// for bucket names with dots, which break TLS host names), any other endpoint path-style,
+/// unless `bucket_lookup_type` says otherwise.
+fn s3_addressing(c: &S3Config) -> Result<S3Addressing, ObjstoreError> {
     let url = c.endpoint_url();
     let parsed = reqwest::Url::parse(&url).map_err(|e| ObjstoreError::Config {
         message: format!("`config.endpoint`: {url:?} is not host:port or a URL: {e}"),
@@ -133,13 +147,56 @@ fn s3(c: &S3Config, tuning: &ClientTuning) -> Result<Arc<dyn ObjectStore>, Objst
         // `s3.eu-west-1.amazonaws.com` names its region; anything else defaults like minio.
         host.strip_prefix("s3.")
             .and_then(|rest| rest.strip_suffix(".amazonaws.com"))
-            .filter(|r| !r.is_empty() && *r != "dualstack")
+            .filter(|r| !r.is_empty() && !r.contains('.'))
             .unwrap_or("us-east-1")
             .to_owned()
     } else {
         c.region.clone()
     };
+    let allow_http = parsed.scheme() == "http";
+    let base = url.trim_end_matches('/').to_owned();
+    let addressing = match lookup {
+        "path" if aws => S3Addressing {
+            endpoint: None,
+            virtual_hosted: false,
+            region,
+            allow_http,
+        },
+        "path" => S3Addressing {
+            endpoint: Some(base),
+            virtual_hosted: false,
+            region,
+            allow_http,
+        },
+        "virtual-hosted" if !aws => {
+            let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+            S3Addressing {
+                endpoint: Some(format!("{}://{}.{rest}", parsed.scheme(), c.bucket)),
+                virtual_hosted: true,
+                region,
+                allow_http,
+            }
+        }
+        _ if aws => S3Addressing {
+            endpoint: None,
+            virtual_hosted: lookup == "virtual-hosted" || !c.bucket.contains('.'),
+            region,
+            allow_http,
+        },
+        _ => S3Addressing {
+            endpoint: Some(base),
+            virtual_hosted: false,
+            region,
+            allow_http,
+        },
+    };
+    Ok(addressing)
+}
+
+fn s3(c: &S3Config, tuning: &ClientTuning) -> Result<Arc<dyn ObjectStore>, ObjstoreError> {
+    let addressing = s3_addressing(c)?;
     let mut builder = if c.access_key.is_empty() {
+        // Like Thanos: credentials from the environment, the shared file or the instance role.
         AmazonS3Builder::from_env()
     } else {
         let mut b = AmazonS3Builder::new()
@@ -152,23 +209,12 @@ fn s3(c: &S3Config, tuning: &ClientTuning) -> Result<Arc<dyn ObjectStore>, Objst
     };
     builder = builder
         .with_bucket_name(&c.bucket)
-        .with_region(region)
+        .with_region(addressing.region)
+        .with_virtual_hosted_style_request(addressing.virtual_hosted)
         .with_retry(tuning.retry(c.max_retries))
-        .with_client_options(tuning.client_options(parsed.scheme() == "http"));
-    if aws && lookup != "path" {
-        // AWS itself: virtual-hosted requests to the regional endpoint object_store derives.
-        builder = builder.with_virtual_hosted_style_request(false);
-    } else if lookup == "virtual-hosted" {
-        let base = url.trim_end_matches('/');
-        let scheme = parsed.scheme();
-        let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
-        builder = builder
-            .with_endpoint(format!("{scheme}://{}.{rest}", c.bucket))
-            .with_virtual_hosted_style_request(true);
-    } else {
-        builder = builder
-            .with_endpoint(url.trim_end_matches('/'))
-            .with_virtual_hosted_style_request(false);
+        .with_client_options(tuning.client_options(addressing.allow_http));
+    if let Some(endpoint) = addressing.endpoint {
+        builder = builder.with_endpoint(endpoint);
     }
     let store = builder.build().map_err(|e| config_error("S3 client", &e))?;
     Ok(Arc::new(store))
@@ -214,4 +260,55 @@ fn azure(c: &AzureConfig, tuning: &ClientTuning) -> Result<Arc<dyn ObjectStore>,
         .build()
         .map_err(|e| config_error("Azure client", &e))?;
     Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_config(extra: &str) -> S3Config {
+        let yaml = format!("type: S3\nconfig:\n  bucket: blocks\n{extra}");
+        match ObjstoreConfig::parse(&yaml).expect("valid").backend {
+            BackendConfig::S3(c) => c,
+            other => panic!("not S3: {:?}", other.provider()),
+        }
+    }
+
+    #[test]
+    fn s3_addressing_follows_thanos() {
+        let local = s3_addressing(&s3_config("  endpoint: 127.0.0.1:9000\n  insecure: true\n"))
+            .expect("valid");
+        assert_eq!(local.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(!local.virtual_hosted && local.allow_http);
+        assert_eq!(local.region, "us-east-1");
+
+        let aws =
+            s3_addressing(&s3_config("  endpoint: s3.eu-west-1.amazonaws.com\n")).expect("valid");
+        assert_eq!(aws.endpoint, None);
+        assert!(aws.virtual_hosted && !aws.allow_http);
+        assert_eq!(aws.region, "eu-west-1");
+
+        let dotted = s3_addressing(&s3_config(
+            "  endpoint: s3.amazonaws.com\n  region: us-west-2\n",
+        ))
+        .expect("valid");
+        assert_eq!(dotted.region, "us-west-2");
+        let mut with_dots = s3_config("  endpoint: s3.amazonaws.com\n");
+        with_dots.bucket = "my.blocks".to_owned();
+        assert!(!s3_addressing(&with_dots).expect("valid").virtual_hosted);
+
+        let hosted = s3_addressing(&s3_config(
+            "  endpoint: minio.example:9000\n  bucket_lookup_type: virtual-hosted\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            hosted.endpoint.as_deref(),
+            Some("https://blocks.minio.example:9000")
+        );
+        assert!(hosted.virtual_hosted);
+
+        let schemed = s3_addressing(&s3_config("  endpoint: http://ceph.local/\n")).expect("valid");
+        assert_eq!(schemed.endpoint.as_deref(), Some("http://ceph.local"));
+        assert!(schemed.allow_http);
+    }
 }
