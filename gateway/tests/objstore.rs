@@ -450,11 +450,18 @@ async fn filesystem_conformance_under_a_prefix() {
 
 #[tokio::test]
 async fn s3_conformance_against_moto() {
-    let Some((_server, port)) = moto().await else {
+    let Some((server, port)) = moto().await else {
         return;
     };
     create_s3_bucket(port, "conformance").await;
     conformance(&bucket(&s3_yaml(port, "conformance"))).await;
+    // The large objects went up as S3 multipart uploads (moto logs each request line).
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(
+        log.contains("POST /conformance/large/object?uploads"),
+        "no multipart upload in moto's log:\n{log}"
+    );
+    assert!(log.contains("partNumber=3"), "fewer than 3 parts:\n{log}");
 }
 
 #[tokio::test]
