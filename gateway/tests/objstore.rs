@@ -66,8 +66,7 @@ fn locate(what: &str, found: Option<PathBuf>) -> Option<PathBuf> {
         return found;
     }
     let message = format!(
-        "{what} is not installed: run `source scripts/setup.sh && ensure_objstore_test_servers` \
-         (or scripts/test, which does)"
+        "{what} is not installed: run `source scripts/setup.sh && ensure_objstore_test_servers`"
     );
     assert!(
         std::env::var_os("GAUNTLET_REQUIRE_TEST_SERVERS").is_none(),
@@ -80,6 +79,7 @@ fn locate(what: &str, found: Option<PathBuf>) -> Option<PathBuf> {
 fn moto_binary() -> Option<PathBuf> {
     let found = std::env::var_os("GAUNTLET_MOTO_SERVER")
         .map(PathBuf::from)
+        .filter(|p| p.is_file())
         .or_else(|| on_path("moto_server"));
     locate("moto_server (pip install \"moto[server]\")", found)
 }
@@ -88,6 +88,7 @@ fn azurite_binary() -> Option<PathBuf> {
     let local = workspace().join("target/test-tools/node_modules/.bin/azurite-blob");
     let found = std::env::var_os("GAUNTLET_AZURITE_BLOB")
         .map(PathBuf::from)
+        .filter(|p| p.is_file())
         .or_else(|| local.is_file().then_some(local))
         .or_else(|| on_path("azurite-blob"));
     locate("azurite-blob (npm azurite)", found)
@@ -96,6 +97,7 @@ fn azurite_binary() -> Option<PathBuf> {
 fn fake_gcs_binary() -> Option<PathBuf> {
     let found = std::env::var_os("GAUNTLET_FAKE_GCS_SERVER")
         .map(PathBuf::from)
+        .filter(|p| p.is_file())
         .or_else(|| on_path("fake-gcs-server"))
         .or_else(|| {
             let output = Command::new("python3")

@@ -247,6 +247,7 @@ fn upload_ls_inspect_on_a_filesystem_bucket() -> anyhow::Result<()> {
 fn moto_server() -> Option<PathBuf> {
     let found = std::env::var_os("GAUNTLET_MOTO_SERVER")
         .map(PathBuf::from)
+        .filter(|p| p.is_file())
         .or_else(|| {
             std::env::split_paths(&std::env::var_os("PATH")?)
                 .map(|d| d.join("moto_server"))
