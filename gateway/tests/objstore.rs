@@ -269,6 +269,15 @@ async fn conformance(bucket: &Bucket) {
         assert!(error.to_string().contains("11 bytes"), "{error}");
     }
 
+    let error = bucket
+        .get_range("a.txt", 5..5)
+        .await
+        .expect_err("empty range");
+    assert!(
+        matches!(error, ObjstoreError::InvalidRange { .. }),
+        "{error:?}"
+    );
+
     // overwrite
     bucket
         .put("a.txt", Bytes::from_static(b"replaced"))

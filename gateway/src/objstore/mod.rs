@@ -88,6 +88,16 @@ pub enum ObjstoreError {
         /// The object's size.
         size: u64,
     },
+    /// An empty or inverted byte range.
+    #[error("invalid range {start}..{end} for '{key}': the end must be after the start")]
+    InvalidRange {
+        /// The key.
+        key: String,
+        /// First byte asked for.
+        start: u64,
+        /// One past the last byte asked for.
+        end: u64,
+    },
     /// The key cannot name an object.
     #[error("invalid object key {key:?}: {reason}")]
     InvalidKey {
@@ -221,7 +231,6 @@ impl Bucket {
             || lower.contains("containernotfound")
             || lower.contains("bucket does not exist")
             || lower.contains("container does not exist")
-            || lower.contains("the specified bucket")
         {
             return ObjstoreError::BucketNotFound { location };
         }
@@ -276,9 +285,10 @@ impl Bucket {
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjstoreError> {
         let path = Self::path(key)?;
         if range.start >= range.end {
-            return Err(ObjstoreError::InvalidKey {
+            return Err(ObjstoreError::InvalidRange {
                 key: key.to_owned(),
-                reason: format!("empty or inverted range {}..{}", range.start, range.end),
+                start: range.start,
+                end: range.end,
             });
         }
         let options = GetOptions {
