@@ -31,9 +31,9 @@ pub fn external_labels(yaml: &str) -> Result<Vec<(String, String)>, String> {
             None => {
                 if text == "external_labels:" {
                     labels_indent = Some(indent);
-                } else if text.starts_with("external_labels:") {
+                } else if let Some(flow) = text.strip_prefix("external_labels:") {
                     // Flow style `external_labels: {a: b}` (not what Prometheus writes).
-                    let flow = text["external_labels:".len()..].trim();
+                    let flow = flow.trim();
                     return parse_flow(flow).map_err(|e| format!("line {}: {e}", number + 1));
                 }
             }
