@@ -165,12 +165,8 @@ fn sidecar_with_env(
     let plugins = plugin_dir();
     let mut env = env.to_vec();
     env.push(("GAUNTLET_PLUGIN_DIR", plugins.as_os_str()));
-    let process = Process::spawn_with_env(
-        &format!("sidecar-{}", grpc.port()),
-        &gauntlet_binary()?,
-        &args,
-        &env,
-    )?;
+    let process =
+        Process::spawn_with_env(&format!("sidecar-{}", grpc.port()), &binary()?, &args, &env)?;
     Ok(Sidecar {
         http,
         grpc,
@@ -201,11 +197,7 @@ async fn querier(endpoints: &[SocketAddr]) -> anyhow::Result<Querier> {
     for endpoint in endpoints {
         args.push(format!("--endpoint={endpoint}"));
     }
-    let process = Process::spawn(
-        &format!("querier-{}", http.port()),
-        &gauntlet_binary()?,
-        &args,
-    )?;
+    let process = Process::spawn(&format!("querier-{}", http.port()), &binary()?, &args)?;
     wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(60)).await?;
     Ok(Querier {
         http,
@@ -213,9 +205,18 @@ async fn querier(endpoints: &[SocketAddr]) -> anyhow::Result<Querier> {
     })
 }
 
+/// The `gauntlet` binary: `$GAUNTLET_BINARY` (e.g. a release build for the benchmark), or
+/// the workspace's debug build.
+fn binary() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("GAUNTLET_BINARY") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => gauntlet_binary(),
+    }
+}
+
 fn setup() -> anyhow::Result<()> {
     plugin_dir();
-    gauntlet_binary()?;
+    binary()?;
     Ok(())
 }
 
@@ -312,7 +313,7 @@ async fn the_tutorial_script_runs_three_prometheus_three_sidecars_and_a_querier(
         .arg(&script)
         .env("PORT_OFFSET", offset.to_string())
         .env("DATA_DIR", &dir)
-        .env("GAUNTLET", gauntlet_binary()?)
+        .env("GAUNTLET", binary()?)
         .env("GAUNTLET_PLUGIN_DIR", plugin_dir())
         .stdout(file.try_clone()?)
         .stderr(file)
@@ -795,7 +796,8 @@ fn metric_value(text: &str, name: &str) -> Option<f64> {
 
 /// The same range queries asked of Prometheus directly and through querier → sidecar plugin →
 /// Prometheus: median latency of each, their ratio, and the sidecar's resident memory.
-/// `cargo test -p gauntlet-e2e --test tutorial -- --ignored --nocapture`.
+/// `GAUNTLET_BINARY=target/release/gauntlet cargo test -p gauntlet-e2e --test tutorial --
+/// --ignored --nocapture` (a debug build measures mostly its own overhead).
 #[tokio::test]
 #[ignore = "benchmark: prints a table"]
 async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<()> {
