@@ -864,3 +864,45 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
     );
     Ok(())
 }
+
+// ------------------------------------------------------------------ command line
+
+#[test]
+fn the_sidecar_refuses_block_shipping_and_bad_urls() -> anyhow::Result<()> {
+    let dir = scratch_dir("sidecar-cli")?;
+    let bucket = dir.join("bucket.yml");
+    std::fs::write(&bucket, "type: FILESYSTEM\nconfig:\n  directory: /tmp/x\n")?;
+    let run = |args: &[&str]| -> anyhow::Result<(Option<i32>, String)> {
+        let output = std::process::Command::new(binary()?)
+            .arg("sidecar")
+            .args(args)
+            .output()?;
+        Ok((
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+    let address = free_loopback_address()?.to_string();
+    let (code, message) = run(&[
+        "--objstore.config-file",
+        &bucket.display().to_string(),
+        "--http-address",
+        &address,
+    ])?;
+    assert_eq!(code, Some(2), "{message}");
+    assert!(
+        message.trim_end().ends_with("not implemented yet"),
+        "{message}"
+    );
+    let (code, message) = run(&[
+        "--prometheus.url",
+        "ftp://example",
+        "--http-address",
+        &address,
+        "--grpc-address",
+        &free_loopback_address()?.to_string(),
+    ])?;
+    assert_eq!(code, Some(1), "{message}");
+    assert!(message.contains("--prometheus.url"), "{message}");
+    Ok(())
+}
