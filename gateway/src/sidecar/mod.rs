@@ -219,7 +219,7 @@ async fn load_plugin(
 ) -> anyhow::Result<Arc<PluginSlot>> {
     let host = PluginHost::new(
         HostConfig {
-            cache_dir: Some(std::env::temp_dir().join("gauntlet-plugin-cache")),
+            cache_dir: compiled_cache_dir(),
             max_instances: 16,
             ..HostConfig::default()
         },
@@ -286,7 +286,7 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         })?;
     let http_listener = http::bind(args.server.http_address, "--http-address").await?;
     let grpc_listener = http::bind(args.server.grpc_address, "--grpc-address").await?;
-    let runtime_dir = tempfile_dir()?;
+    let runtime_dir = private_temp_dir()?;
     let slot = load_plugin(args, &prometheus_url, &runtime_dir).await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
     let slot = slot?;
@@ -325,11 +325,51 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh private folder for the generated manifest.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("gauntlet-sidecar-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// The per-user folder for compiled components (`$XDG_CACHE_HOME/gauntlet/plugins` or
+/// `~/.cache/gauntlet/plugins`); none without a home. Never a shared folder such as `/tmp`:
+/// compiled code in the cache is run as is.
+fn compiled_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|home| home.join(".cache"))
+        })?;
+    Some(base.join("gauntlet").join("plugins"))
+}
+
+/// A fresh folder for the generated manifest, created by this process and readable by its
+/// user only (an existing folder of the same name is never reused).
+fn private_temp_dir() -> anyhow::Result<PathBuf> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    let base = std::env::temp_dir();
+    let mut last_error = None;
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!(
+            "gauntlet-sidecar-{}-{nanos:x}-{attempt}",
+            std::process::id()
+        ));
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot create a private folder in {}: {}",
+        base.display(),
+        last_error.map_or_else(String::new, |e| e.to_string())
+    ))
 }
 
 #[cfg(test)]
