@@ -326,8 +326,9 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
 }
 
 /// The per-user folder for compiled components (`$XDG_CACHE_HOME/gauntlet/plugins` or
-/// `~/.cache/gauntlet/plugins`); none without a home. Never a shared folder such as `/tmp`:
-/// compiled code in the cache is run as is.
+/// `~/.cache/gauntlet/plugins`); none without a usable home (components are then compiled
+/// at every start). Never a shared folder such as `/tmp`: compiled code in the cache is run
+/// as is.
 fn compiled_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -338,7 +339,8 @@ fn compiled_cache_dir() -> Option<PathBuf> {
                 .filter(|p| p.is_absolute())
                 .map(|home| home.join(".cache"))
         })?;
-    Some(base.join("gauntlet").join("plugins"))
+    let dir = base.join("gauntlet").join("plugins");
+    std::fs::create_dir_all(&dir).ok().map(|()| dir)
 }
 
 /// A fresh folder for the generated manifest, created by this process and readable by its
