@@ -349,13 +349,66 @@ fn remote_read(
 
 /// Decodes a streamed answer into series with the external labels, in label order, pieces of
 /// one series (Prometheus splits long series across frames) joined.
+#[cfg(test)]
 fn decode_series(
     body: &[u8],
     external: &[(String, String)],
     skip_chunks: bool,
     warnings: &mut BTreeSet<String>,
 ) -> Result<Vec<Series>, PluginError> {
-    let mut out: Vec<Series> = Vec::new();
+    let mut out = Vec::new();
+    decode_frames(body, external, skip_chunks, warnings, &mut out)?;
+    Ok(merge_series(out))
+}
+
+/// Slices of a time range at most this many times deep when an answer is too large for one
+/// HTTP response (2^4 = 16 remote reads at most).
+const MAX_SPLIT_DEPTH: u32 = 4;
+
+/// Remote-reads `range`, halving it while the answer exceeds the host's response cap, and
+/// hands every answer to `consume` in time order.
+fn read_sliced(
+    settings: &Settings,
+    range: TimeRange,
+    matchers: &[Matcher],
+    depth: u32,
+    consume: &mut dyn FnMut(Vec<u8>) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    match remote_read(settings, range, matchers) {
+        Ok(body) => consume(body),
+        Err(PluginError::ResourceExhausted(message))
+            if depth < MAX_SPLIT_DEPTH && range.max_time > range.min_time =>
+        {
+            let (min, max) = (i128::from(range.min_time), i128::from(range.max_time));
+            let mid = i64::try_from(min + (max - min) / 2)
+                .map_err(|_| PluginError::ResourceExhausted(message.clone()))?;
+            let halves = [
+                TimeRange {
+                    min_time: range.min_time,
+                    max_time: mid,
+                },
+                TimeRange {
+                    min_time: mid.saturating_add(1),
+                    max_time: range.max_time,
+                },
+            ];
+            for half in halves {
+                read_sliced(settings, half, matchers, depth + 1, consume)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Decodes one streamed answer, appending its series (with the external labels) to `out`.
+fn decode_frames(
+    body: &[u8],
+    external: &[(String, String)],
+    skip_chunks: bool,
+    warnings: &mut BTreeSet<String>,
+    out: &mut Vec<Series>,
+) -> Result<(), PluginError> {
     let mut last_raw: Option<Vec<remote_read::Label>> = None;
     for frame in remote_read::FrameReader::new(body) {
         let frame = frame.map_err(|e| PluginError::Unavailable(e.to_string()))?;
@@ -407,7 +460,14 @@ fn decode_series(
             });
         }
     }
-    // Prometheus sorts by its own labels; the external labels can change that order.
+    Ok(())
+}
+
+/// Sorts series by labels and joins pieces of one series: Prometheus sorts by its own labels
+/// (the external labels can change that order), splits long series across frames, and time
+/// slices return a chunk that spans their boundary twice. Of chunks with the same start the
+/// longest is kept (an open head chunk comes back cut at a slice's end).
+fn merge_series(mut out: Vec<Series>) -> Vec<Series> {
     out.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
     out.dedup_by(|later, earlier| {
         if compare_labels(&later.labels, &earlier.labels) == std::cmp::Ordering::Equal {
@@ -418,12 +478,16 @@ fn decode_series(
         }
     });
     for series in &mut out {
-        series.chunks.sort_by_key(|c| c.min_time);
+        series.chunks.sort_by(|a, b| {
+            a.min_time
+                .cmp(&b.min_time)
+                .then(b.max_time.cmp(&a.max_time))
+        });
         series
             .chunks
             .dedup_by(|later, earlier| later.min_time <= earlier.max_time);
     }
-    Ok(out)
+    out
 }
 
 /// The `match[]`, `start` and `end` query string of the labels API.
@@ -551,10 +615,18 @@ impl store::Guest for Sidecar {
             Selection::Nothing => return Ok(empty_stream()),
             Selection::Forward(forward) => forward,
         };
-        let body = remote_read(&settings, request.range, &forward)?;
         let mut warnings = BTreeSet::new();
-        let mut series = decode_series(&body, &external, request.skip_chunks, &mut warnings)?;
-        drop(body);
+        let mut pieces = Vec::new();
+        read_sliced(&settings, request.range, &forward, 0, &mut |body| {
+            decode_frames(
+                &body,
+                &external,
+                request.skip_chunks,
+                &mut warnings,
+                &mut pieces,
+            )
+        })?;
+        let mut series = merge_series(pieces);
         if let Ok(limit) = usize::try_from(request.limit)
             && limit > 0
         {
@@ -739,6 +811,34 @@ mod tests {
             .collect();
         assert_eq!(names, vec![vec!["a", "b", "c"], vec!["a", "c"]]);
         assert_eq!(series[0].chunks.len(), 2, "pieces of one series joined");
+    }
+
+    #[test]
+    fn slices_keep_the_longest_of_chunks_with_one_start() {
+        let chunk = |min_time: i64, max_time: i64| Chunk {
+            min_time,
+            max_time,
+            encoding: ChunkEncoding::Xor,
+            data: vec![0, 1],
+        };
+        let labels = with_external(Vec::new(), &[("a".to_owned(), "1".to_owned())]);
+        let merged = merge_series(vec![
+            Series {
+                labels: labels.clone(),
+                chunks: vec![chunk(0, 99), chunk(100, 150)],
+            },
+            Series {
+                labels,
+                chunks: vec![chunk(100, 199), chunk(200, 250)],
+            },
+        ]);
+        assert_eq!(merged.len(), 1);
+        let ranges: Vec<(i64, i64)> = merged[0]
+            .chunks
+            .iter()
+            .map(|c| (c.min_time, c.max_time))
+            .collect();
+        assert_eq!(ranges, vec![(0, 99), (100, 199), (200, 250)]);
     }
 
     #[test]
