@@ -906,3 +906,90 @@ fn the_sidecar_refuses_block_shipping_and_bad_urls() -> anyhow::Result<()> {
     assert!(message.contains("--prometheus.url"), "{message}");
     Ok(())
 }
+
+// ------------------------------------------------------------------ answers beyond one response
+
+/// Writes an OpenMetrics file of `series` gauges with `samples` random values 15 s apart,
+/// ending two hours before now (so that promtool cuts it into blocks).
+fn write_openmetrics(path: &Path, series: usize, samples: i64) -> anyhow::Result<i64> {
+    use std::io::Write;
+    let now = now_seconds() as i64;
+    let end = now / 3600 * 3600 - 7200;
+    let start = end - samples * 15;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# TYPE big gauge")?;
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for s in 0..series {
+        for i in 0..samples {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let value = (state >> 11) as f64 / (1u64 << 53) as f64;
+            writeln!(out, "big{{series=\"{s}\"}} {value} {}", start + i * 15)?;
+        }
+    }
+    writeln!(out, "# EOF")?;
+    out.flush()?;
+    Ok(end)
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_one_http_response_is_read_in_slices() -> anyhow::Result<()> {
+    setup()?;
+    let dir = scratch_dir("large")?;
+    let mut server = prometheus(&dir, "prom", &[("cluster", "large")], &[], "1m")?;
+    // About 24 MiB of chunks: beyond the 16 MiB the host hands a plugin in one response.
+    let (series, samples) = (400usize, 8000i64);
+    let metrics = dir.join("big.om");
+    let end = write_openmetrics(&metrics, series, samples)?;
+    let status = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&metrics)
+        .arg(&server.data)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "promtool: {status}");
+    std::fs::remove_file(&metrics)?;
+    server.start()?;
+    server.ready().await?;
+    let sidecar = sidecar(&server.url(), &[])?;
+    let querier = querier(&[sidecar.grpc]).await?;
+    let query = "sum(count_over_time(big[5d])), sum(sum_over_time(big[5d]))";
+    let at = end as f64;
+    for q in query.split(", ") {
+        let direct = instant(&server.url(), q, at, true).await?;
+        let through = eventually("the large answer", Duration::from_secs(60), || async {
+            let body = instant(&querier.url(), q, at, true).await?;
+            Ok((!result(&body).is_empty()).then_some(body))
+        })
+        .await?;
+        assert_eq!(result(&direct).len(), 1, "{direct}");
+        // The engines sum in different orders: equal up to rounding.
+        let (a, b) = (value(&result(&direct)[0]), value(&result(&through)[0]));
+        assert!((a - b).abs() <= a.abs() * 1e-12, "{q}: {a} vs {b}");
+        assert!(through["warnings"].is_null(), "{through}");
+    }
+    let direct = instant(&server.url(), "sum(count_over_time(big[5d]))", at, true).await?;
+    assert_eq!(
+        value(&result(&direct)[0]),
+        (series as f64) * (samples as f64)
+    );
+    // Prometheus counts the remote reads: more than one a query.
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await?
+        .text()
+        .await?;
+    let reads: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/read\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum();
+    assert!(
+        reads >= 4.0,
+        "two queries of at least two slices each: {reads} remote reads"
+    );
+    Ok(())
+}
