@@ -220,7 +220,6 @@ async fn load_plugin(
     let host = PluginHost::new(
         HostConfig {
             cache_dir: compiled_cache_dir(),
-            max_instances: 16,
             ..HostConfig::default()
         },
         HostServices::default(),
