@@ -727,3 +727,127 @@ async fn histogram_rate_raises_no_counter_name_info() {
     assert!(r.infos.is_empty(), "{:?}", r.infos);
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 }
+
+/// Parse errors as Prometheus 2.42 words and positions them (recorded from `prometheus` 2.42
+/// answering `/api/v1/query`); messages that changed in 3.x are left out.
+#[test]
+fn parse_errors_match_prometheus() {
+    let cases: &[(&str, &str)] = &[
+        ("foo +", "1:6: parse error: unexpected end of input"),
+        (
+            "sum by (a) (foo) +",
+            "1:19: parse error: unexpected end of input",
+        ),
+        ("1 + * 2", "1:5: parse error: unexpected <op:*>"),
+        (
+            "foo offset",
+            "1:11: parse error: unexpected end of input in offset, expected duration",
+        ),
+        (
+            "avg_over_time(foo[5m]) foo",
+            "1:24: parse error: unexpected identifier \"foo\"",
+        ),
+        ("foo and ", "1:9: parse error: unexpected end of input"),
+        (
+            "label_replace(foo, \"a\")",
+            "1:1: parse error: expected 5 argument(s) in call to \"label_replace\", got 2",
+        ),
+        (
+            "foo @ bar",
+            "1:7: parse error: unexpected identifier \"bar\" in @, expected timestamp",
+        ),
+        ("foo bar", "1:5: parse error: unexpected identifier \"bar\""),
+        ("sum foo", "1:5: parse error: unexpected identifier \"foo\""),
+        (
+            "sum by foo (x)",
+            "1:8: parse error: unexpected identifier \"foo\" in grouping opts, expected \"(\"",
+        ),
+        (
+            "sum by (a b) (x)",
+            "1:11: parse error: unexpected identifier \"b\" in grouping opts, expected \",\" or \")\"",
+        ),
+        (
+            "sum by (1) (x)",
+            "1:9: parse error: unexpected number \"1\" in grouping opts, expected label",
+        ),
+        (
+            "sum(foo bar)",
+            "1:9: parse error: unexpected identifier \"bar\" in aggregation",
+        ),
+        (
+            "sum(rate(foo bar))",
+            "1:14: parse error: unexpected identifier \"bar\" in aggregation",
+        ),
+        (
+            "rate(foo bar)",
+            "1:10: parse error: unexpected identifier \"bar\"",
+        ),
+        (
+            "foo{a=1}",
+            "1:7: parse error: unexpected character inside braces: '1'",
+        ),
+        (
+            "foo{a b}",
+            "1:7: parse error: unexpected identifier \"b\" in label matching, expected label matching operator",
+        ),
+        (
+            "foo{a=\"b\" c=\"d\"}",
+            "1:11: parse error: unexpected identifier \"c\" in label matching, expected \",\" or \"}\"",
+        ),
+        (
+            "foo{1}",
+            "1:5: parse error: unexpected character inside braces: '1'",
+        ),
+        (
+            "foo{a=\"b\",,}",
+            "1:11: parse error: unexpected \",\" in label matching, expected identifier or \"}\"",
+        ),
+        (
+            "(foo bar)",
+            "1:6: parse error: unexpected identifier \"bar\"",
+        ),
+        ("1 2", "1:3: parse error: unexpected number \"2\""),
+        ("* foo", "1:1: parse error: unexpected <op:*>"),
+        ("foo on(a) + bar", "1:5: parse error: unexpected <on>"),
+        (
+            "foo + on(a) group_left bar baz",
+            "1:28: parse error: unexpected identifier \"baz\"",
+        ),
+        (
+            "foo + on a bar",
+            "1:10: parse error: unexpected identifier \"a\" in grouping opts, expected \"(\"",
+        ),
+        (
+            "foo @ start",
+            "1:12: parse error: unexpected end of input in @, expected timestamp",
+        ),
+        (
+            "x{a=\"b\"} {c=\"d\"}",
+            "1:10: parse error: unexpected \"{\"",
+        ),
+        (
+            "topk(3 foo)",
+            "1:8: parse error: unexpected identifier \"foo\" in aggregation",
+        ),
+        (
+            "foo offset 5m offset",
+            "1:21: parse error: unexpected end of input in offset, expected duration",
+        ),
+        (
+            "abs(foo,)",
+            "1:8: parse error: trailing commas not allowed in function call args",
+        ),
+        ("foo == bool", "1:12: parse error: unexpected end of input"),
+    ];
+    let mut mismatches = Vec::new();
+    for (query, expected) in cases {
+        let err = gauntlet::promql::parse_expr(query).unwrap_err();
+        assert_eq!(err.kind(), "bad_data", "{query}");
+        if err.to_string() != *expected {
+            mismatches.push(format!(
+                "{query:?}\n  prometheus: {expected}\n  gauntlet:   {err}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

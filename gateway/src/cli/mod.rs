@@ -5,6 +5,7 @@
 //! user input.
 
 mod args;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::NotImplemented(role)) => {
             eprintln!("gauntlet {role}: not implemented yet");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(RunError::Usage(message)) => {
+            eprintln!("gauntlet: {message}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(RunError::Failed(error)) => {
@@ -73,6 +78,9 @@ fn report_parse_error(error: &clap::Error) -> ExitCode {
 pub enum RunError {
     #[error("{0}: not implemented yet")]
     NotImplemented(&'static str),
+    /// A flag's value is unusable (e.g. an objstore config without `bucket:`); exit 2.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -91,7 +99,10 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
     let shutdown = Shutdown::on_signals();
     match command {
         Command::Query(args) => Ok(crate::query::querier::run(&args, shutdown).await?),
-        Command::Store(_) => Err(RunError::NotImplemented("store")),
+        Command::Store(args) if args.plugin.is_none() => Err(RunError::NotImplemented(
+            "store over blocks in object storage (use --plugin MANIFEST to serve a store plugin)",
+        )),
+        Command::Store(args) => Ok(crate::store::serve::run(&args, shutdown).await?),
         Command::Sidecar(args)
             if args.objstore.objstore_config_file.is_some()
                 || args.objstore.objstore_config.is_some() =>
@@ -106,7 +117,7 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),
         Command::Demo(args) => Ok(crate::demo::run(&args, shutdown).await?),
         Command::Plugin(command) => plugin_command(command).await,
-        Command::Tools(_) => Err(RunError::NotImplemented("tools")),
+        Command::Tools(command) => tools::run(command).await,
     }
 }
 

@@ -141,6 +141,22 @@ fn parse_unchecked(query: &str) -> Result<Expr, QueryError> {
         position: None,
     })?;
     parser::parse(&rewritten).map_err(|e| {
+        // The parser names no position for grammar errors: find the offending token.
+        let located = if e == GRAMMAR_ERROR {
+            super::syntax::diagnose(query).map(|s| (s.range.0, s.message))
+        } else if e.starts_with("unexpected ") {
+            super::syntax::diagnose(query).map(|s| (s.range.0, e.clone()))
+        } else {
+            super::syntax::locate_call_error(query, &e)
+        };
+        if let Some((start, message)) = located {
+            let (line, col) = line_col(query, start);
+            return QueryError::BadData {
+                message: format!("{line}:{col}: parse error: {message}"),
+                position: Some((start, start)),
+            };
+        }
+        let e = super::syntax::prometheus_type_names(&e);
         let position =
             if std::ptr::eq(rewritten.as_ref(), query) && std::ptr::eq(marked.as_ref(), query) {
                 lex_error_position(query, &e)
@@ -162,6 +178,9 @@ fn parse_unchecked(query: &str) -> Result<Expr, QueryError> {
         }
     })
 }
+
+/// What `promql-parser` says for every grammar (as opposed to lexical or type) error.
+const GRAMMAR_ERROR: &str = "invalid promql query";
 
 /// Finds where the lexer fails: the shortest prefix that yields the same lexical error.
 fn lex_error_position(query: &str, err: &str) -> Option<(usize, usize)> {

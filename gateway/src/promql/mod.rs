@@ -42,6 +42,7 @@ mod eval;
 mod functions;
 mod histogram;
 mod storage;
+mod syntax;
 mod value;
 
 pub use engine::{CancelFlag, Engine, EngineOptions, parse_expr};

@@ -2,3 +2,4 @@
 //! long-term storage, the store gateway over blocks in a bucket.
 
 pub mod memory;
+pub mod serve;
