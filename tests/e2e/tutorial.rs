@@ -904,6 +904,19 @@ fn the_sidecar_refuses_block_shipping_and_bad_urls() -> anyhow::Result<()> {
     ])?;
     assert_eq!(code, Some(1), "{message}");
     assert!(message.contains("--prometheus.url"), "{message}");
+    // A plugin of another world is refused, naming it.
+    let manifest =
+        plugin_common::write_manifest(&dir, "files", &plugin_dir().join("file-store.wasm"), "");
+    let (code, message) = run(&[
+        "--plugin",
+        &manifest.display().to_string(),
+        "--http-address",
+        &address,
+        "--grpc-address",
+        &free_loopback_address()?.to_string(),
+    ])?;
+    assert_eq!(code, Some(1), "{message}");
+    assert!(message.contains("world is store-backend"), "{message}");
     Ok(())
 }
 

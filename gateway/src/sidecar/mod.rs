@@ -30,7 +30,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts};
 use crate::cli::SidecarArgs;
 use crate::http::{self, Readiness};
 use crate::plugin::manifest::sha256_hex;
-use crate::plugin::{HostConfig, HostServices, PluginHost, PluginSlot, PluginStore};
+use crate::plugin::{HostConfig, HostServices, PluginHost, PluginSlot, PluginStore, World};
 use crate::query::store::{SeriesStream, Store, StoreError};
 use crate::shutdown::Shutdown;
 
@@ -239,7 +239,15 @@ async fn load_plugin(
             path
         }
     };
-    Ok(PluginSlot::load_async(&host, &manifest).await?)
+    let slot = PluginSlot::load_async(&host, &manifest).await?;
+    let world = slot.current().manifest().world;
+    if world != World::Sidecar {
+        anyhow::bail!(
+            "--plugin {}: world is {world}, but `gauntlet sidecar` runs sidecar plugins",
+            manifest.display()
+        );
+    }
+    Ok(slot)
 }
 
 /// Checks Prometheus every [`HEALTH_INTERVAL`] through the plugin's `tick`, until shutdown.
