@@ -260,6 +260,7 @@ impl Drop for Script {
         let group = format!("-{}", self.child.id());
         let _ = std::process::Command::new("kill")
             .args(["-TERM", "--", &group])
+            .stderr(std::process::Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -271,6 +272,7 @@ impl Drop for Script {
         std::thread::sleep(Duration::from_millis(300));
         let _ = std::process::Command::new("kill")
             .args(["-KILL", "--", &group])
+            .stderr(std::process::Stdio::null())
             .status();
         let _ = self.child.wait();
         if std::thread::panicking() {
