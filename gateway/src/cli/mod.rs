@@ -103,7 +103,15 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
             "store over blocks in object storage (use --plugin MANIFEST to serve a store plugin)",
         )),
         Command::Store(args) => Ok(crate::store::serve::run(&args, shutdown).await?),
-        Command::Sidecar(_) => Err(RunError::NotImplemented("sidecar")),
+        Command::Sidecar(args)
+            if args.objstore.objstore_config_file.is_some()
+                || args.objstore.objstore_config.is_some() =>
+        {
+            Err(RunError::NotImplemented(
+                "sidecar --objstore.config-file (shipping blocks)",
+            ))
+        }
+        Command::Sidecar(args) => Ok(crate::sidecar::run(&args, shutdown).await?),
         Command::Receive(_) => Err(RunError::NotImplemented("receive")),
         Command::Compact(_) => Err(RunError::NotImplemented("compact")),
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),
