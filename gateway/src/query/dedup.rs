@@ -73,6 +73,118 @@ pub fn dedup_chunks(
     }
 }
 
+/// The replica whose samples in `[mint, maxt]` are exactly what [`dedup_chunks`] would return,
+/// if one is: the replica with the earliest sample in range (the first such on ties) when no
+/// gap between its consecutive samples is long enough for another replica to win a sample,
+/// and no other replica has samples after it ends. That is the common case of healthy HA
+/// pairs, and it lets the leader's chunks go to the engine undecoded. `None` when the replicas
+/// must be merged (or their chunks overlap within a replica). For counter functions only the
+/// first replica can lead alone: as in Thanos, the merge starts on the first replica, so a
+/// later leader's first sample is already a switch, which may adjust its values.
+pub fn sole_leader(
+    replicas: &[&[Chunk]],
+    counter: bool,
+    mint: i64,
+    maxt: i64,
+) -> Result<Option<usize>, String> {
+    let mut bounds = Vec::with_capacity(replicas.len());
+    for chunks in replicas {
+        if !chunks.windows(2).all(|w| w[0].max_time < w[1].min_time) {
+            return Ok(None);
+        }
+        bounds.push(first_and_last(chunks, mint, maxt)?);
+    }
+    let Some((leader, _)) = bounds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.map(|(first, _)| (i, first)))
+        .min_by_key(|&(i, first)| (first, i))
+    else {
+        return Ok(None);
+    };
+    if counter && leader != 0 {
+        return Ok(None);
+    }
+    let mut samples = Vec::new();
+    for chunk in replicas[leader] {
+        if chunk.max_time < mint || chunk.min_time > maxt {
+            continue;
+        }
+        decode_xor_into(&chunk.data, mint, maxt, &mut samples)
+            .map_err(|e| format!("decoding chunk: {e}"))?;
+    }
+    // After each leader sample the other replicas carry a penalty: the earliest sample they
+    // may offer is `last + 1 + penalty`. The leader keeps the next sample unless another
+    // replica offers an earlier one there (on a tie, the replica listed first wins). Other
+    // replicas are only decoded where the leader's next sample comes later than that.
+    let errors = RefCell::new(None);
+    let mut others: Vec<(usize, Leaf<'_>)> = replicas
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != leader && bounds[i].is_some())
+        .map(|(i, chunks)| (i, Leaf::chunked(chunks, false, (mint, maxt), &errors)))
+        .collect();
+    let mut loses_to_another = |earliest: i64, next: Option<i64>| {
+        others.iter_mut().any(|(i, leaf)| {
+            leaf.seek(earliest)
+                && next.is_none_or(|next| {
+                    let t = leaf.at().0;
+                    t < next || (t == next && *i < leader)
+                })
+        })
+    };
+    let mut penalty = INITIAL_PENALTY_MS;
+    for pair in samples.windows(2) {
+        let (last, next) = (pair[0].0, pair[1].0);
+        let earliest = last.saturating_add(1).saturating_add(penalty);
+        if next > earliest && loses_to_another(earliest, Some(next)) {
+            return Ok(None);
+        }
+        penalty = next.saturating_sub(last).saturating_mul(2);
+    }
+    let Some(&(end, _)) = samples.last() else {
+        return Ok(None);
+    };
+    // Once the leader ends, any later sample of another replica would be appended.
+    let extended = loses_to_another(end.saturating_add(1).saturating_add(penalty), None);
+    if let Some(error) = errors.into_inner() {
+        return Err(error);
+    }
+    Ok((!extended).then_some(leader))
+}
+
+/// Timestamps of the first and last samples of `chunks` in `[mint, maxt]`, decoding only the
+/// chunks at either end.
+fn first_and_last(chunks: &[Chunk], mint: i64, maxt: i64) -> Result<Option<(i64, i64)>, String> {
+    let inside: Vec<&Chunk> = chunks
+        .iter()
+        .filter(|c| c.max_time >= mint && c.min_time <= maxt)
+        .collect();
+    let mut first = None;
+    let mut buffer = Vec::new();
+    for chunk in &inside {
+        buffer.clear();
+        decode_xor_into(&chunk.data, mint, maxt, &mut buffer)
+            .map_err(|e| format!("decoding chunk: {e}"))?;
+        if let Some(&(t, _)) = buffer.first() {
+            first = Some(t);
+            break;
+        }
+    }
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    for chunk in inside.iter().rev() {
+        buffer.clear();
+        decode_xor_into(&chunk.data, mint, maxt, &mut buffer)
+            .map_err(|e| format!("decoding chunk: {e}"))?;
+        if let Some(&(t, _)) = buffer.last() {
+            return Ok(Some((first, t)));
+        }
+    }
+    Ok(Some((first, first)))
+}
+
 fn header_count(chunk: &Chunk) -> u16 {
     chunk
         .data
@@ -605,6 +717,63 @@ mod tests {
                 "case {case}"
             );
         }
+    }
+
+    #[test]
+    fn a_sole_leader_is_exactly_what_the_merge_returns() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let mut found = 0;
+        for case in 0..400 {
+            let replicas: Vec<Vec<Sample>> = (0..2 + random(3))
+                .map(|_| {
+                    let mut t = random(20_000) as i64;
+                    let end = 7_200_000 - random(3) as i64 * random(40_000) as i64;
+                    let mut v = random(1000) as f64;
+                    let mut samples = Vec::new();
+                    while t < end {
+                        if random(1000) < 3 {
+                            t += random(900_000) as i64;
+                        }
+                        v += random(10) as f64;
+                        samples.push((t, v));
+                        t += 15_000 + random(3) as i64 - 1;
+                    }
+                    samples
+                })
+                .collect();
+            let chunked: Vec<Vec<Chunk>> = replicas.iter().map(|r| chunks(r)).collect();
+            let refs: Vec<&[Chunk]> = chunked.iter().map(Vec::as_slice).collect();
+            for (mint, maxt) in [(i64::MIN, i64::MAX), (1_800_000, 5_400_000)] {
+                for counter in [false, true] {
+                    let Some(leader) =
+                        sole_leader(&refs, counter, mint, maxt).expect("valid chunks")
+                    else {
+                        continue;
+                    };
+                    found += 1;
+                    let own: Vec<Sample> = replicas[leader]
+                        .iter()
+                        .copied()
+                        .filter(|(t, _)| (mint..=maxt).contains(t))
+                        .collect();
+                    let merged = dedup_chunks(&refs, counter, mint, maxt).expect("valid chunks");
+                    assert_eq!(
+                        merged, own,
+                        "case {case}, counter {counter}, {mint}..{maxt}"
+                    );
+                }
+            }
+        }
+        assert!(
+            found > 100,
+            "the fast path applied only {found} of 1600 times"
+        );
     }
 
     #[test]
