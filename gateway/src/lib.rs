@@ -10,6 +10,7 @@ pub mod duration;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod objstore;
 pub mod plugin;
 pub mod promql;
 pub mod query;

@@ -420,7 +420,13 @@ pub enum BucketCommand {
     Ls(BucketArgs),
     /// Print a table of the blocks in a bucket: ULID, time range, series, samples, resolution,
     /// labels.
-    Inspect(BucketArgs),
+    Inspect {
+        #[command(flatten)]
+        bucket: BucketArgs,
+        /// Output format: an aligned table, tab-separated values, or JSON.
+        #[arg(long = "output", value_enum, default_value = "table")]
+        output: InspectOutput,
+    },
     /// Upload existing Prometheus blocks from a directory to the bucket (meta.json last).
     Upload {
         #[command(flatten)]
@@ -431,6 +437,17 @@ pub enum BucketCommand {
         #[arg(long = "label", value_name = "NAME=\"VALUE\"", value_parser = external_label)]
         labels: Vec<(String, String)>,
     },
+}
+
+/// Output format of `gauntlet tools bucket inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectOutput {
+    /// Aligned columns for people.
+    Table,
+    /// Tab-separated values with a header line.
+    Tsv,
+    /// One JSON array of blocks.
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! user input.
 
 mod args;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::NotImplemented(role)) => {
             eprintln!("gauntlet {role}: not implemented yet");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(RunError::Usage(message)) => {
+            eprintln!("gauntlet: {message}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(RunError::Failed(error)) => {
@@ -73,6 +78,9 @@ fn report_parse_error(error: &clap::Error) -> ExitCode {
 pub enum RunError {
     #[error("{0}: not implemented yet")]
     NotImplemented(&'static str),
+    /// A flag's value is unusable (e.g. an objstore config without `bucket:`); exit 2.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -101,7 +109,7 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),
         Command::Demo(args) => Ok(crate::demo::run(&args, shutdown).await?),
         Command::Plugin(command) => plugin_command(command).await,
-        Command::Tools(_) => Err(RunError::NotImplemented("tools")),
+        Command::Tools(command) => tools::run(command).await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `Bucket` abstraction plugins reach through the `bucket` import: object storage behind
-//! the `object_store` crate (local filesystem for now), and [`PrefixedBucket`], which scopes a
-//! bucket to the prefix a manifest grants.
+//! the `object_store` crate (any backend `--objstore.config` names, see [`crate::objstore`]),
+//! and [`PrefixedBucket`], which scopes a bucket to the prefix a manifest grants.
 //!
 //! Invariant: a key that is empty, absolute, has `.`/`..`/empty segments, backslashes or
 //! control characters is refused before any storage call, so a plugin can never name an
@@ -72,6 +72,11 @@ impl ObjectStoreBucket {
     /// A bucket over an `object_store` backend.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self { store }
+    }
+
+    /// The configured object storage (S3, GCS, Azure or a directory, with its `prefix:`).
+    pub fn from_objstore(bucket: &crate::objstore::Bucket) -> Self {
+        Self::new(bucket.store())
     }
 
     /// A bucket in a local directory (created if missing).
