@@ -222,9 +222,11 @@ impl BucketStore {
             for id in &gone {
                 blocks.remove(id);
             }
-            BucketMetrics::get()
-                .blocks_loaded
-                .set(i64::try_from(blocks.len()).unwrap_or(i64::MAX));
+            // Several stores may share the process (the demo has one per simulated
+            // Prometheus): the gauge is their total.
+            let added = i64::try_from(summary.added).unwrap_or(i64::MAX);
+            let dropped = i64::try_from(gone.len()).unwrap_or(i64::MAX);
+            BucketMetrics::get().blocks_loaded.add(added - dropped);
             gone
         };
         for id in dropped {
@@ -279,6 +281,9 @@ impl BucketStore {
             .select(matchers, &self.index_cache)
             .await
             .map_err(fail)?;
+        // As Thanos does, the series limit bounds what the postings select, before any
+        // series entry is read.
+        budget.check_selected(refs.len())?;
         let entries: Vec<SeriesEntry> =
             block.series(&refs, &self.index_cache).await.map_err(fail)?;
         let mut out = Vec::with_capacity(entries.len());
@@ -382,6 +387,19 @@ impl BucketStore {
     }
 }
 
+impl Drop for BucketStore {
+    fn drop(&mut self) {
+        let loaded = self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        BucketMetrics::get()
+            .blocks_loaded
+            .sub(i64::try_from(loaded).unwrap_or(i64::MAX));
+    }
+}
+
 /// Why a block could not answer.
 #[derive(Debug, Clone)]
 enum BlockFailure {
@@ -418,16 +436,27 @@ impl SeriesBudget {
         }
     }
 
+    fn check_selected(&self, selected: usize) -> Result<(), BlockFailure> {
+        if self.series_limit > 0 && selected as u64 > self.series_limit {
+            return Err(self.series_error());
+        }
+        Ok(())
+    }
+
+    fn series_error(&self) -> BlockFailure {
+        BlockFailure::Limit(StoreError::ResourceExhausted(format!(
+            "exceeded series limit of {}: narrow the matchers or raise --store.limits.request-series",
+            self.series_limit
+        )))
+    }
+
     fn add_series(&self) -> Result<(), BlockFailure> {
         let n = self
             .series
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         if self.series_limit > 0 && n > self.series_limit {
-            return Err(BlockFailure::Limit(StoreError::ResourceExhausted(format!(
-                "exceeded series limit of {}: narrow the matchers or raise --store.limits.request-series",
-                self.series_limit
-            ))));
+            return Err(self.series_error());
         }
         Ok(())
     }
