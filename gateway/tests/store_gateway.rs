@@ -590,6 +590,26 @@ async fn unfinished_and_deleted_blocks_are_not_served() {
     let summary = store.sync().await.expect("sync");
     assert_eq!(summary.dropped, 1);
     assert_eq!(store.blocks().len(), 4);
+    // A downsampled block is not served.
+    let options = BlockWriterOptions {
+        thanos: Some(ThanosMeta {
+            labels: [("cluster".to_owned(), "d".to_owned())].into(),
+            downsample: gauntlet_tsdb::block::meta::Downsample {
+                resolution: 300_000,
+            },
+            ..ThanosMeta::default()
+        }),
+        ..BlockWriterOptions::default()
+    };
+    let series = cluster_series(7, 0, HOUR);
+    write_block_dir(
+        &f.bucket_dir,
+        options,
+        series.iter().map(|(l, s)| (l, s.as_slice())),
+    )
+    .expect("block written");
+    let summary = store.sync().await.expect("sync");
+    assert_eq!(summary.added, 0, "{summary:?}");
     // Time sharding.
     let mut config = BucketStoreConfig::new(&f.data_dir);
     config.min_time = Some(3 * HOUR);

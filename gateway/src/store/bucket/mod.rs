@@ -2,12 +2,13 @@
 //! the [`Store`] trait.
 //!
 //! Blocks are discovered by listing `ULID/meta.json` at start and every sync period; blocks
-//! still being uploaded (no `meta.json`) or marked for deletion (`deletion-mark.json`) are
-//! never served, and blocks that vanish are dropped. Each block keeps a small index-header on
-//! local disk ([`header`]); postings, series and chunks are read with range requests on demand
-//! and cached in byte-bounded LRU caches. A block whose files are corrupt or unreadable fails
-//! alone: its error becomes a warning (partial response) or the request's error when partial
-//! response is disabled. Nothing here panics on bucket contents.
+//! still being uploaded (no `meta.json`), marked for deletion (`deletion-mark.json`) or
+//! downsampled (not decoded yet) are never served, and blocks that vanish are dropped. Each
+//! block keeps a small index-header on local disk ([`header`]); postings, series and chunks are
+//! read with range requests on demand and cached in byte-bounded LRU caches. A block whose
+//! files are corrupt or unreadable fails alone: its error becomes a warning (partial response)
+//! or the request's error when partial response is disabled. Nothing here panics on bucket
+//! contents.
 
 pub mod block;
 pub mod cache;
@@ -187,6 +188,11 @@ impl BucketStore {
                 }
             };
             if !self.in_time_range(&meta) {
+                continue;
+            }
+            if meta.resolution() != 0 {
+                // Downsampled chunks are Thanos aggregates this store does not decode yet.
+                tracing::debug!(block = %dir, resolution = meta.resolution(), "downsampled block not served");
                 continue;
             }
             match BucketBlock::load(self.bucket.clone(), id, meta, &self.config.data_dir).await {
