@@ -15,5 +15,6 @@ pub mod plugin;
 pub mod promql;
 pub mod query;
 pub mod shutdown;
+pub mod sidecar;
 pub mod store;
 pub mod telemetry;

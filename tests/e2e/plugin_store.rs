@@ -5,6 +5,9 @@
 #[path = "plugin_common.rs"]
 mod plugin_common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures::StreamExt;
 use gauntlet::plugin::PluginSlot;
 use gauntlet::query::store::Store;
@@ -349,4 +352,87 @@ async fn a_bucket_prefix_is_required_to_read_files() {
         ),
         1.0
     );
+}
+
+/// Serves `body` to every request, counting requests.
+async fn json_api(body: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = server.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_series_from_an_http_json_api_with_pushdown_and_caching() {
+    let (addr, hits) = json_api(JSONL).await;
+    let fx = Fixture::new();
+    let manifest = fx.manifest(
+        "fs-http",
+        "file-store",
+        &format!(
+            "[capabilities]\nhttp_hosts = [\"{addr}\"]\n[config]\nurl = \"http://{addr}/series\"\nrefresh_ms = \"60000\"\n"
+        ),
+    );
+    let slot = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load file-store");
+    let store = slot.store();
+    let (series, warnings) = select(
+        &store,
+        0,
+        10_000,
+        vec![matcher(label_matcher::Type::Eq, "code", "500")],
+    )
+    .await;
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(series.len(), 1);
+    assert_eq!(samples(&series[0]), vec![(1500, 1.0), (2500, 2.0)]);
+    // Time pushdown: only samples inside the range come back.
+    let (series, _) = select(&store, 2000, 10_000, vec![]).await;
+    let all: Vec<(i64, f64)> = series.iter().flat_map(samples).collect();
+    assert!(all.iter().all(|(t, _)| *t >= 2000), "{all:?}");
+    // Within refresh_ms the answer is reused (instances are pooled, so allow one fetch each).
+    assert!(
+        hits.load(Ordering::SeqCst) <= 2,
+        "{}",
+        hits.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_source_that_is_not_allowed_is_denied() {
+    let fx = Fixture::new();
+    let manifest = fx.manifest(
+        "fs-http-denied",
+        "file-store",
+        "[config]\nurl = \"http://127.0.0.1:9/series\"\n",
+    );
+    let slot = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load file-store");
+    let error = match slot.store().series(SeriesRequest::default()).await {
+        Err(error) => error.to_string(),
+        Ok(mut stream) => match stream.next().await {
+            Some(Err(error)) => error.to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        },
+    };
+    assert!(error.contains("http_hosts"), "{error}");
 }

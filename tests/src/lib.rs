@@ -67,11 +67,22 @@ pub struct Process {
 impl Process {
     /// Starts `program` with `args`, logging to `<temp>/<name>.log`.
     pub fn spawn(name: &str, program: &std::path::Path, args: &[String]) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables for the child.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Self> {
         let dir = scratch_dir(name)?;
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         let child = std::process::Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()

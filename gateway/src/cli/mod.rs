@@ -100,7 +100,15 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
     match command {
         Command::Query(args) => Ok(crate::query::querier::run(&args, shutdown).await?),
         Command::Store(args) => crate::store::serve::run(&args, shutdown).await,
-        Command::Sidecar(_) => Err(RunError::NotImplemented("sidecar")),
+        Command::Sidecar(args)
+            if args.objstore.objstore_config_file.is_some()
+                || args.objstore.objstore_config.is_some() =>
+        {
+            Err(RunError::NotImplemented(
+                "sidecar --objstore.config-file (shipping blocks)",
+            ))
+        }
+        Command::Sidecar(args) => Ok(crate::sidecar::run(&args, shutdown).await?),
         Command::Receive(_) => Err(RunError::NotImplemented("receive")),
         Command::Compact(_) => Err(RunError::NotImplemented("compact")),
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),

@@ -69,14 +69,31 @@ pub fn write_value(out: &mut String, v: f64) {
     out.push('"');
 }
 
+/// Appends a value as Prometheus's `jsonutil.MarshalValue` does (histogram counts, sums and
+/// bucket bounds): Go's `'f'` format, or `'e'` (`1e-128`, `1.5e+21`) below 1e-6 and from 1e21.
+fn write_histogram_value(out: &mut String, v: f64) {
+    let abs = v.abs();
+    if !v.is_finite() || abs == 0.0 || (1e-6..1e21).contains(&abs) {
+        write_value(out, v);
+        return;
+    }
+    let text = format!("{v:e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let (sign, digits) = match exponent.strip_prefix('-') {
+        Some(digits) => ('-', digits),
+        None => ('+', exponent),
+    };
+    let _ = write!(out, "\"{mantissa}e{sign}{digits:0>2}\"");
+}
+
 /// Appends a native histogram as Prometheus does: count and sum as strings, then every bucket
 /// with a non-zero count as `[boundary_rule, "lower", "upper", "count"]`, where the rule is
 /// 0 (open left), 1 (open right), 2 (open both) or 3 (closed both).
 pub fn write_histogram(out: &mut String, histogram: &FloatHistogram) {
     out.push_str(r#"{"count":"#);
-    write_value(out, histogram.count);
+    write_histogram_value(out, histogram.count);
     out.push_str(r#","sum":"#);
-    write_value(out, histogram.sum);
+    write_histogram_value(out, histogram.sum);
     let buckets: Vec<_> = histogram
         .all_buckets()
         .into_iter()
@@ -95,11 +112,11 @@ pub fn write_histogram(out: &mut String, histogram: &FloatHistogram) {
                 (true, true) => 3,
             };
             let _ = write!(out, "[{rule},");
-            write_value(out, bucket.lower);
+            write_histogram_value(out, bucket.lower);
             out.push(',');
-            write_value(out, bucket.upper);
+            write_histogram_value(out, bucket.upper);
             out.push(',');
-            write_value(out, bucket.count);
+            write_histogram_value(out, bucket.count);
             out.push(']');
         }
         out.push(']');
@@ -147,6 +164,22 @@ mod tests {
         let mut out = String::new();
         write_timestamp(&mut out, t);
         out
+    }
+
+    #[test]
+    fn histogram_values_switch_to_exponents_like_prometheus() {
+        let text = |v: f64| {
+            let mut out = String::new();
+            write_histogram_value(&mut out, v);
+            out
+        };
+        assert_eq!(text(1e-128), "\"1e-128\"");
+        assert_eq!(text(-1e-128), "\"-1e-128\"");
+        assert_eq!(text(1e-7), "\"1e-07\"");
+        assert_eq!(text(1.5e21), "\"1.5e+21\"");
+        assert_eq!(text(0.000001), "\"0.000001\"");
+        assert_eq!(text(0.0), "\"0\"");
+        assert_eq!(text(36.0), "\"36\"");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use super::bindings::host::gauntlet::plugin::types::PluginError as GuestError;
-use super::bindings::{compactor, ruler, store_backend};
+use super::bindings::{compactor, ruler, sidecar, store_backend};
 use super::engine::PluginHost;
 use super::manifest::{Manifest, World};
 use super::metrics::plugin_metrics;
@@ -443,6 +443,31 @@ impl LoadedPlugin {
             exports.gauntlet_plugin_compaction().call_run(s, job)
         })?
         .map_err(|e| self.guest_failure("run", e))
+    }
+
+    /// Runs `background.tick(now_ms)` (world `sidecar`) on a fresh instance. Blocking.
+    pub fn tick(&self, now_ms: i64) -> Result<(), PluginError> {
+        let (World::Sidecar, WorldPre::Store(pre)) = (self.manifest.world, &self.pre) else {
+            return Err(self.wrong_world("sidecar"));
+        };
+        let pre = sidecar::SidecarPre::new(pre.instance_pre().clone()).map_err(|e| {
+            PluginError::Link {
+                plugin: self.manifest.name.clone(),
+                world: self.manifest.world,
+                message: format!("{e:#}"),
+            }
+        })?;
+        let mut store = self.new_store()?;
+        let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
+        let config = self.config_pairs();
+        self.guard(&mut store, "init", |s| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
+        })?
+        .map_err(|e| self.init_error(e))?;
+        self.guard(&mut store, "tick", |s| {
+            exports.gauntlet_plugin_background().call_tick(s, now_ms)
+        })?
+        .map_err(|e| self.guest_failure("tick", e))
     }
 
     fn wrong_world(&self, wanted: &str) -> PluginError {

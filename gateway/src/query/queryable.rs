@@ -12,13 +12,14 @@ use gauntlet_proto::thanos::chunk::Encoding;
 use gauntlet_proto::thanos::{
     AggrChunk, Func, Grouping, PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
-use gauntlet_tsdb::{Labels, Sample};
+use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
+use gauntlet_tsdb::{Labels, Sample, is_stale_nan, stale_nan};
 
 use super::dedup::{dedup_chunks, is_counter_function};
 use super::matchers::matcher_to_proto;
 use super::proxy::{ProxyStore, StoreStats};
 use crate::promql::{
-    Chunk, Queryable, Selection, SeriesData, SeriesSet, StorageError, StoredSeries,
+    Chunk, Point, Queryable, Selection, SeriesData, SeriesSet, StorageError, StoredSeries,
 };
 
 /// Per-query choices, from the request or the querier's flags.
@@ -124,39 +125,112 @@ impl Queryable for StoreQueryable {
             fan_out
                 .series
                 .into_iter()
-                .map(|(labels, chunks)| StoredSeries {
-                    labels,
-                    data: SeriesData::Chunks(xor_chunks(chunks, &mut warnings)),
+                .map(|(labels, chunks)| {
+                    let data = series_data(chunks, selection)?;
+                    Ok(StoredSeries { labels, data })
                 })
-                .collect()
+                .collect::<Result<_, StorageError>>()?
         };
         Ok(SeriesSet { series, warnings })
     }
 }
 
-/// Keeps the XOR chunks of a series; other encodings (native histograms) are dropped with a
-/// warning, since the engine evaluates float samples only.
-fn xor_chunks(chunks: Vec<AggrChunk>, warnings: &mut Vec<String>) -> Vec<Chunk> {
-    let mut kept = Vec::with_capacity(chunks.len());
+/// Whether any chunk of the series holds native histograms.
+fn has_histograms(chunks: &[AggrChunk]) -> bool {
+    chunks.iter().any(|c| {
+        c.raw
+            .as_ref()
+            .is_some_and(|raw| raw.r#type != Encoding::Xor as i32)
+    })
+}
+
+/// The engine's view of one series: XOR chunks stay compressed (decoded lazily by the
+/// engine); a series with native histogram chunks is decoded into points.
+fn series_data(chunks: Vec<AggrChunk>, selection: &Selection) -> Result<SeriesData, StorageError> {
+    if has_histograms(&chunks) {
+        return decode_points(&chunks, selection).map(SeriesData::Points);
+    }
+    Ok(SeriesData::Chunks(xor_chunks(chunks)))
+}
+
+/// The XOR chunks of a float series.
+fn xor_chunks(chunks: Vec<AggrChunk>) -> Vec<Chunk> {
+    chunks
+        .into_iter()
+        .filter_map(|chunk| {
+            let raw = chunk.raw?;
+            (raw.r#type == Encoding::Xor as i32).then_some(Chunk {
+                min_time: chunk.min_time,
+                max_time: chunk.max_time,
+                data: raw.data,
+            })
+        })
+        .collect()
+}
+
+/// Decodes every chunk of a series (floats and native histograms) within the selection, in time
+/// order; where chunks overlap the first sample of a timestamp wins. A stale histogram becomes
+/// a float stale marker, which is how the engine sees staleness.
+fn decode_points(
+    chunks: &[AggrChunk],
+    selection: &Selection,
+) -> Result<Arc<[Point]>, StorageError> {
+    let (mint, maxt) = (selection.start_ms, selection.end_ms);
+    let mut points: Vec<Point> = Vec::new();
     for chunk in chunks {
-        match chunk.raw {
-            Some(raw) if raw.r#type == Encoding::Xor as i32 => {
-                kept.push(Chunk {
-                    min_time: chunk.min_time,
-                    max_time: chunk.max_time,
-                    data: raw.data,
-                });
+        let Some(raw) = &chunk.raw else { continue };
+        if chunk.max_time < mint || chunk.min_time > maxt {
+            continue;
+        }
+        let bad = |e: &dyn std::fmt::Display| StorageError(format!("decoding chunk: {e}"));
+        match Encoding::try_from(raw.r#type) {
+            Ok(Encoding::Xor) => {
+                let mut samples = Vec::new();
+                gauntlet_tsdb::chunkenc::decode_xor_into(&raw.data, mint, maxt, &mut samples)
+                    .map_err(|e| bad(&e))?;
+                points.extend(samples.into_iter().map(|(t, v)| Point { t, v, h: None }));
             }
-            Some(_) => {
-                let warning = "native histogram chunks are not supported yet; they were skipped";
-                if !warnings.iter().any(|w| w == warning) {
-                    warnings.push(warning.to_owned());
-                }
+            Ok(encoding @ (Encoding::Histogram | Encoding::FloatHistogram)) => {
+                // Prometheus's chunk encoding bytes: 2 integer, 3 float histograms.
+                let prometheus_encoding = if encoding == Encoding::Histogram {
+                    2
+                } else {
+                    3
+                };
+                let decoded =
+                    decode_histogram_chunk(prometheus_encoding, &raw.data).map_err(|e| bad(&e))?;
+                points.extend(
+                    decoded
+                        .into_iter()
+                        .filter(|(t, _)| (mint..=maxt).contains(t))
+                        .map(|(t, h)| {
+                            if is_stale_nan(h.sum) {
+                                Point {
+                                    t,
+                                    v: stale_nan(),
+                                    h: None,
+                                }
+                            } else {
+                                Point {
+                                    t,
+                                    v: 0.0,
+                                    h: Some(Arc::new(h)),
+                                }
+                            }
+                        }),
+                );
             }
-            None => {}
+            Err(_) => {
+                return Err(StorageError(format!(
+                    "chunk encoding {} is not supported",
+                    raw.r#type
+                )));
+            }
         }
     }
-    kept
+    points.sort_by_key(|p| p.t);
+    points.dedup_by_key(|p| p.t);
+    Ok(Arc::from(points))
 }
 
 /// Removes replica labels and merges each group of replicas into one series with the penalty
@@ -184,16 +258,33 @@ fn deduplicate(
         rest = tail;
         let labels = group[0].0.clone();
         if let [(_, chunks)] = group {
-            let chunks = xor_chunks(std::mem::take(chunks), warnings);
+            let data = series_data(std::mem::take(chunks), selection)?;
+            out.push(StoredSeries { labels, data });
+            continue;
+        }
+        if group.iter().any(|(_, chunks)| has_histograms(chunks)) {
+            // The penalty algorithm merges float samples; for native histograms the replica
+            // with the most samples in range answers.
+            let mut best: Option<Arc<[Point]>> = None;
+            for (_, chunks) in group.iter() {
+                let points = decode_points(chunks, selection)?;
+                if best.as_ref().is_none_or(|b| points.len() > b.len()) {
+                    best = Some(points);
+                }
+            }
+            let warning = "native histogram series from several replicas: the replica with the most samples was used";
+            if !warnings.iter().any(|w| w == warning) {
+                warnings.push(warning.to_owned());
+            }
             out.push(StoredSeries {
                 labels,
-                data: SeriesData::Chunks(chunks),
+                data: SeriesData::Points(best.unwrap_or_else(|| Arc::from(Vec::new()))),
             });
             continue;
         }
         let replicas: Vec<Vec<Chunk>> = group
             .iter_mut()
-            .map(|(_, chunks)| xor_chunks(std::mem::take(chunks), warnings))
+            .map(|(_, chunks)| xor_chunks(std::mem::take(chunks)))
             .collect();
         let replicas: Vec<&[Chunk]> = replicas.iter().map(Vec::as_slice).collect();
         let merged: Arc<[Sample]> =

@@ -10,6 +10,12 @@
 //!   `{"labels": {...}, "samples": [[1700000000000, 1.5], ...]}`; values may also be strings
 //!   such as `"NaN"` or `"+Inf"` as in the Prometheus API.
 //!
+//! With `config.url` set, the data comes from an HTTP JSON API instead (through the `http`
+//! import, so the manifest must allow the host in `capabilities.http_hosts`): the plugin GETs
+//! the URL and reads the body as JSON Lines in the format above, or as one JSON array of such
+//! records. The answer is kept for `config.refresh_ms` (default 15000) milliseconds; a non-2xx
+//! status or a body that does not parse is an `unavailable` error naming the URL.
+//!
 //! Parsed files are kept per instance and re-read when a file's size or modification time
 //! changes. The plugin never returns a series that does not match every matcher, nor samples
 //! outside the requested range.
@@ -23,13 +29,18 @@ use gauntlet_plugin_sdk::chunks::ChunkEncoder;
 use gauntlet_plugin_sdk::config::Config;
 use gauntlet_plugin_sdk::matchers::MatcherSet;
 use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::{lifecycle, store};
-use gauntlet_plugin_sdk::{Label, PluginError, Series, TimeRange, compare_labels, labels, log};
+use gauntlet_plugin_sdk::{
+    Label, PluginError, Series, TimeRange, clock, compare_labels, http, labels, log,
+};
 
 /// Sorted labels → time-ordered samples.
 type SeriesMap = BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>;
 
 struct Settings {
     prefix: String,
+    /// An HTTP JSON API to read instead of the bucket.
+    url: Option<String>,
+    refresh_ms: i64,
     external_labels: Vec<(String, String)>,
     batch_series: usize,
     max_objects: usize,
@@ -56,6 +67,8 @@ impl lifecycle::Guest for FileStore {
         let external_labels = parse_label_list(config.get("external_labels").unwrap_or(""))?;
         let settings = Settings {
             prefix: config.get("prefix").unwrap_or("").to_owned(),
+            url: config.get("url").map(str::to_owned),
+            refresh_ms: config.parse_or("refresh_ms", 15_000i64)?,
             external_labels,
             batch_series: config.parse_or("batch_series", 1024usize)?,
             max_objects: config.parse_or("max_objects", 10_000usize)?,
@@ -73,7 +86,10 @@ fn parse_label_list(text: &str) -> Result<Vec<(String, String)>, PluginError> {
                 "config.external_labels: expected name=value, got {part:?}"
             )));
         };
-        out.push((name.trim().to_owned(), value.trim().trim_matches('"').to_owned()));
+        out.push((
+            name.trim().to_owned(),
+            value.trim().trim_matches('"').to_owned(),
+        ));
     }
     out.sort();
     Ok(out)
@@ -86,8 +102,11 @@ fn with_settings<T>(f: impl FnOnce(&Settings) -> Result<T, PluginError>) -> Resu
     })
 }
 
-/// Lists the data files and re-parses them if anything changed.
+/// Lists the data files (or asks the HTTP API) and re-parses them if anything changed.
 fn refresh(settings: &Settings) -> Result<(), PluginError> {
+    if let Some(url) = &settings.url {
+        return refresh_http(url, settings.refresh_ms);
+    }
     let mut objects: Vec<ObjectMeta> = bucket::list_objects(&settings.prefix)?
         .into_iter()
         .filter(|o| is_data_file(&o.key))
@@ -132,9 +151,72 @@ fn refresh(settings: &Settings) -> Result<(), PluginError> {
                 .push(format!("{}: {message}; file skipped", object.key));
         }
     }
-    for samples in dataset.series.values_mut() {
+    sort_samples(&mut dataset.series);
+    DATA.with(|d| *d.borrow_mut() = dataset);
+    Ok(())
+}
+
+/// Fetches `url` when the last answer is older than `refresh_ms`.
+fn refresh_http(url: &str, refresh_ms: i64) -> Result<(), PluginError> {
+    let now = clock::now_millis();
+    // The signature of an HTTP dataset is the URL and when it was fetched.
+    let fresh = DATA.with(|d| {
+        d.borrow()
+            .signature
+            .first()
+            .is_some_and(|(key, _, fetched)| key == url && now - fetched < refresh_ms)
+    });
+    if fresh {
+        return Ok(());
+    }
+    let unavailable = |message: String| PluginError::Unavailable(format!("GET {url}: {message}"));
+    let response = http::fetch(&http::Request {
+        method: "GET".to_owned(),
+        url: url.to_owned(),
+        headers: vec![(
+            "accept".to_owned(),
+            "application/x-ndjson, application/json".to_owned(),
+        )],
+        body: Vec::new(),
+    })
+    .map_err(|e| match e {
+        http::HttpError::Denied(m) => PluginError::Denied(m),
+        http::HttpError::InvalidRequest(m) => PluginError::InvalidArgument(m),
+        http::HttpError::Transport(m) => unavailable(m),
+        http::HttpError::Timeout => unavailable("timed out".to_owned()),
+        http::HttpError::TooLarge(n) => {
+            PluginError::ResourceExhausted(format!("GET {url}: body exceeds {n} bytes"))
+        }
+    })?;
+    if !(200..300).contains(&response.status) {
+        return Err(unavailable(format!("status {}", response.status)));
+    }
+    let text = std::str::from_utf8(&response.body)
+        .map_err(|_| unavailable("body is not UTF-8".to_owned()))?;
+    let mut dataset = Dataset {
+        signature: vec![(url.to_owned(), response.body.len() as u64, now)],
+        ..Dataset::default()
+    };
+    let parsed = if text.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<serde_json::Value>>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|records| {
+                let lines: Vec<String> = records.iter().map(ToString::to_string).collect();
+                parse_jsonl(&lines.join("\n"), &mut dataset.series)
+            })
+    } else {
+        parse_jsonl(text, &mut dataset.series)
+    };
+    parsed.map_err(unavailable)?;
+    sort_samples(&mut dataset.series);
+    DATA.with(|d| *d.borrow_mut() = dataset);
+    Ok(())
+}
+
+/// Orders each series' samples by time, keeping the last sample of a repeated timestamp.
+fn sort_samples(series: &mut SeriesMap) {
+    for samples in series.values_mut() {
         samples.sort_by_key(|s| s.0);
-        // Keep the last sample of a repeated timestamp.
         let mut deduped: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
         for &(t, v) in samples.iter() {
             match deduped.last_mut() {
@@ -144,8 +226,6 @@ fn refresh(settings: &Settings) -> Result<(), PluginError> {
         }
         *samples = deduped;
     }
-    DATA.with(|d| *d.borrow_mut() = dataset);
-    Ok(())
 }
 
 fn is_data_file(key: &str) -> bool {
@@ -182,7 +262,10 @@ fn parse_value(text: &str) -> Result<f64, String> {
 }
 
 fn parse_csv(key: &str, text: &str, out: &mut SeriesMap) -> Result<(), String> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         return Ok(());
     };
@@ -272,7 +355,9 @@ fn parse_jsonl(text: &str, out: &mut SeriesMap) -> Result<(), String> {
             }
         } else {
             let (Some(t), Some(v)) = (record.get("timestamp"), record.get("value")) else {
-                return Err(at("needs \"timestamp\" and \"value\", or \"samples\"".to_owned()));
+                return Err(at(
+                    "needs \"timestamp\" and \"value\", or \"samples\"".to_owned()
+                ));
             };
             samples.push((json_timestamp(t).map_err(at)?, json_value(v).map_err(at)?));
         }
@@ -368,8 +453,18 @@ impl store::Guest for FileStore {
             };
             let range = DATA.with(|d| {
                 let d = d.borrow();
-                let min = d.series.values().filter_map(|s| s.first()).map(|s| s.0).min();
-                let max = d.series.values().filter_map(|s| s.last()).map(|s| s.0).max();
+                let min = d
+                    .series
+                    .values()
+                    .filter_map(|s| s.first())
+                    .map(|s| s.0)
+                    .min();
+                let max = d
+                    .series
+                    .values()
+                    .filter_map(|s| s.last())
+                    .map(|s| s.0)
+                    .max();
                 match (min, max) {
                     (Some(min_time), Some(max_time)) => TimeRange { min_time, max_time },
                     // No data yet: claim everything so that files added later are queried.

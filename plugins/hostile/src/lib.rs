@@ -125,7 +125,9 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
         }
         "panic" => panic!("hostile plugin panics on purpose"),
         "gigantic-batch" => {
-            let count: usize = config("series").and_then(|s| s.parse().ok()).unwrap_or(200_000);
+            let count: usize = config("series")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200_000);
             Ok((0..count)
                 .map(|i| Series {
                     labels: vec![label("__name__", "x"), label("i", &format!("{i:08}"))],
@@ -138,7 +140,11 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
             chunks: encode_xor(&[(1000, 1.0)])?,
         }]),
         "duplicate-labels" => Ok(vec![Series {
-            labels: vec![label("__name__", "up"), label("job", "a"), label("job", "b")],
+            labels: vec![
+                label("__name__", "up"),
+                label("job", "a"),
+                label("job", "b"),
+            ],
             chunks: encode_xor(&[(1000, 1.0)])?,
         }]),
         "empty-label-value" => Ok(vec![Series {
@@ -208,7 +214,9 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
         "wasi-env" => {
             let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
             if vars.is_empty() {
-                Err(PluginError::Denied("environment: no variables visible".to_owned()))
+                Err(PluginError::Denied(
+                    "environment: no variables visible".to_owned(),
+                ))
             } else {
                 Ok(vec![Series {
                     labels: labels(&[("__name__", "leak"), ("env", &vars.join(";"))]),
@@ -268,7 +276,9 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
             Ok(()) => Ok(vec![good_series("alerted")?]),
             Err(e) => Err(PluginError::Denied(format!("alerts: {e:?}"))),
         },
-        "plugin-error" => Err(PluginError::Unavailable("backend down on purpose".to_owned())),
+        "plugin-error" => Err(PluginError::Unavailable(
+            "backend down on purpose".to_owned(),
+        )),
         other => Err(PluginError::InvalidArgument(format!(
             "unknown behaviour {other:?}"
         ))),

@@ -51,13 +51,14 @@ impl rules::Guest for Ruler {
     fn evaluate(group: String, timestamp: i64) -> Result<rules::Evaluation, PluginError> {
         let (expr, record, threshold) = CONFIG.with(|c| {
             let c = c.borrow();
-            let expr = c.require(&format!("groups.{group}.expr")).map(str::to_owned);
+            let expr = c
+                .require(&format!("groups.{group}.expr"))
+                .map(str::to_owned);
             let record = c
                 .get(&format!("groups.{group}.record"))
                 .unwrap_or(group.as_str())
                 .to_owned();
-            let threshold = c
-                .parse_or(&format!("groups.{group}.alert_above"), f64::INFINITY);
+            let threshold = c.parse_or(&format!("groups.{group}.alert_above"), f64::INFINITY);
             (expr, record, threshold)
         });
         let (expr, threshold) = (expr?, threshold?);
