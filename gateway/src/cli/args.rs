@@ -368,6 +368,10 @@ pub struct DemoArgs {
         default_value = "127.0.0.1:29091"
     )]
     pub grpc_address: SocketAddr,
+    /// Directory for the demo's bucket of blocks and index-headers (default: a `gauntlet-demo`
+    /// folder in the system temp directory).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

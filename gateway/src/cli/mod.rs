@@ -99,10 +99,7 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
     let shutdown = Shutdown::on_signals();
     match command {
         Command::Query(args) => Ok(crate::query::querier::run(&args, shutdown).await?),
-        Command::Store(args) if args.plugin.is_none() => Err(RunError::NotImplemented(
-            "store over blocks in object storage (use --plugin MANIFEST to serve a store plugin)",
-        )),
-        Command::Store(args) => Ok(crate::store::serve::run(&args, shutdown).await?),
+        Command::Store(args) => crate::store::serve::run(&args, shutdown).await,
         Command::Sidecar(args)
             if args.objstore.objstore_config_file.is_some()
                 || args.objstore.objstore_config.is_some() =>

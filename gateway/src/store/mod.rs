@@ -1,5 +1,6 @@
-//! Store implementations served by this process: the in-memory store (demo, tests) and, with
-//! long-term storage, the store gateway over blocks in a bucket.
+//! Store implementations served by this process: the in-memory store (demo, tests), the store
+//! gateway over blocks in a bucket, and `gauntlet store` serving either (or a store plugin).
 
+pub mod bucket;
 pub mod memory;
 pub mod serve;

@@ -1,6 +1,11 @@
 //! `gauntlet store`: serves a store over `thanos.Store` + `thanos.info.Info` on gRPC, with
 //! health, readiness and metrics on HTTP.
 //!
+//! By default the store is the store gateway: a [`BucketStore`] over the bucket that
+//! `--objstore.config-file`/`--objstore.config` describe, with index-headers in `--data-dir`.
+//! It syncs blocks at start (`/-/ready` answers 200 after that first sync) and every
+//! `--sync-block-duration`.
+//!
 //! With `--plugin MANIFEST` the store is a WebAssembly store plugin; its `bucket` import is
 //! scoped to a local filesystem bucket rooted at `--data-dir`. The manifest and component are
 //! watched: a changed plugin is swapped in atomically while calls in flight finish on the old
@@ -12,26 +17,119 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::cli::StoreArgs;
+use crate::cli::{RunError, StoreArgs};
 use crate::grpc;
 use crate::http::{self, Readiness};
+use crate::objstore::{Bucket as ObjectBucket, ClientTuning, ObjstoreError};
 use crate::plugin::bucket::{Bucket, ObjectStoreBucket};
 use crate::plugin::{HostConfig, HostServices, PluginHost, PluginSlot, World};
 use crate::query::store::Store;
 use crate::shutdown::Shutdown;
+use crate::store::bucket::parse::{parse_size, parse_time};
+use crate::store::bucket::{BucketStore, BucketStoreConfig};
 
 /// How often the plugin's manifest and component are checked for changes.
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `gauntlet store`.
-pub async fn run(args: &StoreArgs, shutdown: Shutdown) -> anyhow::Result<()> {
-    let Some(manifest) = &args.plugin else {
-        anyhow::bail!("gauntlet store needs --plugin MANIFEST");
+pub async fn run(args: &StoreArgs, shutdown: Shutdown) -> Result<(), RunError> {
+    if let Some(manifest) = &args.plugin {
+        let slot = load_plugin(manifest, &args.data_dir).await?;
+        let store: Arc<dyn Store> = Arc::new(slot.store());
+        tokio::spawn(watch(slot, shutdown.clone()));
+        let readiness = Readiness::default();
+        readiness.set_ready(true);
+        return Ok(serve(store, readiness, args, shutdown).await?);
+    }
+    let config = bucket_config(args)?;
+    let bucket = ObjectBucket::from_flags(
+        args.objstore.objstore_config_file.as_deref(),
+        args.objstore.objstore_config.as_deref(),
+        &ClientTuning::default(),
+    )
+    .map_err(|error| match error {
+        ObjstoreError::Config { .. } => RunError::Usage(error.to_string()),
+        other => RunError::Failed(other.into()),
+    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+    let store = Arc::new(BucketStore::new(bucket.store(), config));
+    let readiness = Readiness::default();
+    tokio::spawn(sync_loop(
+        store.clone(),
+        args.sync_block_duration,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    Ok(serve(store, readiness, args, shutdown).await?)
+}
+
+/// The store gateway's settings from the flags; a bad value is a usage error naming the flag.
+fn bucket_config(args: &StoreArgs) -> Result<BucketStoreConfig, RunError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let time = |flag: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| parse_time(v, now).map_err(|e| RunError::Usage(format!("--{flag}: {e}"))))
+            .transpose()
     };
-    let slot = load_plugin(manifest, &args.data_dir).await?;
-    let store: Arc<dyn Store> = Arc::new(slot.store());
-    tokio::spawn(watch(slot, shutdown.clone()));
-    serve(store, args, shutdown).await
+    let size = |flag: &str, value: &str| {
+        parse_size(value).map_err(|e| RunError::Usage(format!("--{flag}: {e}")))
+    };
+    let config = BucketStoreConfig {
+        data_dir: args.data_dir.clone(),
+        min_time: time("min-time", &args.min_time)?,
+        max_time: time("max-time", &args.max_time)?,
+        index_cache_bytes: size("index-cache-size", &args.index_cache_size)?,
+        chunk_cache_bytes: size("chunk-pool-size", &args.chunk_pool_size)?,
+        series_limit: args.request_series_limit,
+        samples_limit: args.request_samples_limit,
+    };
+    if let (Some(min), Some(max)) = (config.min_time, config.max_time)
+        && min >= max
+    {
+        return Err(RunError::Usage(
+            "--min-time must be before --max-time".to_owned(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Syncs blocks at start and every `every`; the first completed sync makes the store ready.
+async fn sync_loop(
+    store: Arc<BucketStore>,
+    every: Duration,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) {
+    let mut interval = tokio::time::interval(every.max(Duration::from_secs(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = interval.tick() => {}
+        }
+        match store.sync().await {
+            Ok(summary) => {
+                if !readiness.is_ready() {
+                    tracing::info!(
+                        blocks = store.blocks().len(),
+                        failed = summary.failed,
+                        headers_built = summary.headers_built,
+                        "initial block sync done"
+                    );
+                }
+                readiness.set_ready(true);
+            }
+            Err(error) => {
+                tracing::error!(%error, "block sync failed; serving the blocks known so far");
+            }
+        }
+    }
 }
 
 /// Loads a store plugin with a host whose bucket is the local folder `data_dir/bucket`.
@@ -94,17 +192,20 @@ async fn watch(slot: Arc<PluginSlot>, shutdown: Shutdown) {
 }
 
 /// Serves `store` on the role's gRPC and HTTP addresses until shutdown.
-async fn serve(store: Arc<dyn Store>, args: &StoreArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn serve(
+    store: Arc<dyn Store>,
+    readiness: Readiness,
+    args: &StoreArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let http_listener = http::bind(args.server.http_address, "--http-address").await?;
     let grpc_listener = http::bind(args.server.grpc_address, "--grpc-address").await?;
-    let readiness = Readiness::default();
     let router = http::common_routes(readiness.clone());
     let grpc_server = tokio::spawn(grpc::serve(grpc_listener, store, shutdown.clone()));
-    readiness.set_ready(true);
     tracing::info!(
         http = %args.server.http_address,
         grpc = %args.server.grpc_address,
-        "store ready"
+        "store listening"
     );
     http::serve(http_listener, router, shutdown).await?;
     grpc_server.await??;

@@ -1,0 +1,429 @@
+//! Store gateway benchmark: one block of many series in a filesystem bucket, served by a
+//! `BucketStore` behind a querier (a child process: this binary in server mode) and by
+//! Prometheus 2.42 opened on a copy of the same block, side by side in one run.
+//!
+//! Run with `cargo bench -p gauntlet --bench store_gateway`; `STORE_GATEWAY_BENCH_SERIES`
+//! sets the number of series (default 100,000; the block for a count is written once under
+//! `target/bench-store-gateway/` and reused). Each series has 2 h of samples at 30 s (two XOR
+//! chunks). Printed: the gateway's resident memory against the total index size, the time
+//! from process start to the first answered query (cold: index-headers built from the bucket;
+//! restart: read from disk), the latency of a selective and a broad query against Prometheus
+//! (ratio), and the object-store requests each query made with empty caches. Resident memory
+//! is read right after start (index-headers loaded, caches empty) and after the queries.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gauntlet::query::proxy::ProxyLimits;
+use gauntlet::store::bucket::{BucketStore, BucketStoreConfig};
+use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::block::{BlockWriter, BlockWriterOptions, DirSink, ThanosMeta, Ulid};
+use object_store::local::LocalFileSystem;
+
+const SERVE_ENV: &str = "GAUNTLET_BENCH_STORE_GATEWAY_SERVE";
+const SERIES_ENV: &str = "STORE_GATEWAY_BENCH_SERIES";
+const DEFAULT_SERIES: usize = 100_000;
+/// 2023-11-14T20:00:00Z.
+const START_MS: i64 = 1_699_992_000_000;
+const SPAN_MS: i64 = 2 * 3_600_000;
+const INTERVAL_MS: i64 = 30_000;
+const METRICS: usize = 20;
+const RUNS: usize = 5;
+
+fn series_count() -> usize {
+    std::env::var(SERIES_ENV)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(DEFAULT_SERIES)
+}
+
+fn work_dir(series: usize) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("bench-store-gateway")
+        .join(series.to_string())
+}
+
+/// Label sets in label order: `metric_<m>{instance="host-<i>", job="job-<i % 10>"}`.
+fn label_sets(series: usize) -> Vec<Labels> {
+    let instances = series.div_ceil(METRICS);
+    let mut out = Vec::with_capacity(series);
+    for m in 0..METRICS {
+        for i in 0..instances {
+            if out.len() == series {
+                break;
+            }
+            out.push(Labels::from_pairs(&[
+                ("__name__", format!("metric_{m}").as_str()),
+                ("instance", format!("host-{i}").as_str()),
+                ("job", format!("job-{}", i % 10).as_str()),
+            ]));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Writes the bucket's one block unless it is there; returns the total index size.
+fn write_bucket(bucket: &Path, series: usize) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(bucket)?;
+    let existing = std::fs::read_dir(bucket)?
+        .filter_map(Result::ok)
+        .find(|e| e.path().join("meta.json").is_file());
+    if let Some(block) = existing {
+        return Ok(std::fs::metadata(block.path().join("index"))?.len());
+    }
+    eprintln!("writing a block of {series} series ...");
+    let ulid = Ulid::generate()?;
+    let tmp = bucket.join(format!("{ulid}.tmp"));
+    let options = BlockWriterOptions {
+        ulid: Some(ulid),
+        thanos: Some(ThanosMeta {
+            source: "bench".into(),
+            ..ThanosMeta::default()
+        }),
+        ..BlockWriterOptions::default()
+    };
+    let mut writer = BlockWriter::new(DirSink::new(&tmp), options)?;
+    let mut samples = Vec::new();
+    for (n, labels) in label_sets(series).iter().enumerate() {
+        samples.clear();
+        let mut v = (n % 1000) as f64;
+        let mut seed = n as u64 | 1;
+        for k in 0..SPAN_MS / INTERVAL_MS {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            v += (seed % 100) as f64 / 10.0;
+            samples.push((START_MS + k * INTERVAL_MS + (n as i64 % 1000), v));
+        }
+        writer.add_samples(labels, &samples)?;
+        if n % 100_000 == 99_999 {
+            eprintln!("  {} series", n + 1);
+        }
+    }
+    writer.finish()?;
+    let dir = bucket.join(ulid.to_string());
+    std::fs::rename(&tmp, &dir)?;
+    Ok(std::fs::metadata(dir.join("index"))?.len())
+}
+
+/// Server mode: a store gateway over the bucket behind a querier; prints the querier's URL.
+async fn serve() -> anyhow::Result<()> {
+    let bucket_dir = PathBuf::from(std::env::var(SERVE_ENV)?);
+    let data_dir = bucket_dir.with_file_name("store-data");
+    let bucket = Arc::new(LocalFileSystem::new_with_prefix(&bucket_dir)?);
+    let store = BucketStore::new(bucket, BucketStoreConfig::new(data_dir));
+    store.sync().await?;
+    let querier = support::Querier::start(
+        vec![("store-gateway", Arc::new(store))],
+        ProxyLimits::default(),
+    )
+    .await?;
+    println!("{}", querier.base);
+    std::io::stdout().flush()?;
+    tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+    Ok(())
+}
+
+struct Server {
+    base: String,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_gateway(bucket: &Path) -> anyhow::Result<(Server, Instant)> {
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(SERVE_ENV, bucket)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((
+        Server {
+            base: line.trim().to_owned(),
+            child,
+        },
+        started,
+    ))
+}
+
+fn start_prometheus(dir: &Path, bucket: &Path) -> anyhow::Result<Server> {
+    let data = dir.join("prometheus-data");
+    if !data.exists() {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(bucket)
+            .arg(&data)
+            .status()?;
+        anyhow::ensure!(status.success(), "copying the block failed");
+    }
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        "global:\n  scrape_interval: 1h\n",
+    )?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg("--storage.tsdb.retention.time=10y")
+        .arg("--query.max-samples=500000000")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Server {
+        base: format!("http://127.0.0.1:{port}"),
+        child,
+    })
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    for _ in 0..3000 {
+        if client
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{base} did not become ready")
+}
+
+/// One query: wall time and number of result series.
+async fn query_once(
+    client: &reqwest::Client,
+    base: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<(Duration, usize)> {
+    let path = if params.iter().any(|(k, _)| *k == "step") {
+        "/api/v1/query_range"
+    } else {
+        "/api/v1/query"
+    };
+    let started = Instant::now();
+    let body: serde_json::Value = client
+        .get(format!("{base}{path}"))
+        .query(params)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(body["status"] == "success", "{base}: {body}");
+    Ok((
+        elapsed,
+        body["data"]["result"].as_array().map_or(0, Vec::len),
+    ))
+}
+
+async fn median(
+    client: &reqwest::Client,
+    base: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<(Duration, usize)> {
+    let mut times = Vec::with_capacity(RUNS);
+    let mut series = 0;
+    for _ in 0..RUNS {
+        let (t, n) = query_once(client, base, params).await?;
+        times.push(t);
+        series = n;
+    }
+    times.sort();
+    Ok((times[RUNS / 2], series))
+}
+
+/// Sum of the gateway's object-store request counters.
+async fn objstore_requests(client: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("gauntlet_bucket_store_objstore_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn status_kib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix(field)
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    dir_size(&p)
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::var_os(SERVE_ENV).is_some() {
+        return serve().await;
+    }
+    let series = series_count();
+    let dir = work_dir(series);
+    let bucket = dir.join("bucket");
+    let index_size = write_bucket(&bucket, series)?;
+    let _ = std::fs::remove_dir_all(dir.join("store-data"));
+    let client = reqwest::Client::new();
+    let prometheus = start_prometheus(&dir, &bucket)?;
+
+    let at = ((START_MS + SPAN_MS - 60_000) / 1000).to_string();
+    let selective = [
+        ("query", "metric_7{instance=\"host-123\"}".to_owned()),
+        ("time", at.clone()),
+    ];
+    let broad = [
+        ("query", "sum by (job) (metric_3)".to_owned()),
+        ("time", at.clone()),
+    ];
+    let broad_range = [
+        ("query", "sum by (job) (rate(metric_3[5m]))".to_owned()),
+        ("start", ((START_MS + SPAN_MS / 2) / 1000).to_string()),
+        ("end", ((START_MS + SPAN_MS) / 1000).to_string()),
+        ("step", "60".to_owned()),
+    ];
+
+    // Cold start: index-headers built from the bucket.
+    let (gateway, started) = start_gateway(&bucket)?;
+    let (_, n) = query_once(&client, &gateway.base, &selective).await?;
+    let first_query_cold = started.elapsed();
+    anyhow::ensure!(n == 1, "the selective query found {n} series");
+    drop(gateway);
+    // Restart: index-headers from disk, empty caches.
+    let (gateway, started) = start_gateway(&bucket)?;
+    let idle_rss = status_kib(gateway.child.id(), "VmRSS:") / 1024.0;
+    let before = objstore_requests(&client, &gateway.base).await?;
+    let (selective_cold, _) = query_once(&client, &gateway.base, &selective).await?;
+    let first_query_restart = started.elapsed();
+    let after_selective = objstore_requests(&client, &gateway.base).await?;
+    let (broad_cold, _) = query_once(&client, &gateway.base, &broad).await?;
+    let after_broad = objstore_requests(&client, &gateway.base).await?;
+    let (broad_range_cold, _) = query_once(&client, &gateway.base, &broad_range).await?;
+    let after_range = objstore_requests(&client, &gateway.base).await?;
+
+    wait_ready(&client, &prometheus.base).await?;
+    let mut rows = Vec::new();
+    for (name, params, cold, requests) in [
+        (
+            "selective",
+            &selective[..],
+            selective_cold,
+            after_selective - before,
+        ),
+        (
+            "broad",
+            &broad[..],
+            broad_cold,
+            after_broad - after_selective,
+        ),
+        (
+            "broad range",
+            &broad_range[..],
+            broad_range_cold,
+            after_range - after_broad,
+        ),
+    ] {
+        let (ours, n_ours) = median(&client, &gateway.base, params).await?;
+        let (theirs, n_theirs) = median(&client, &prometheus.base, params).await?;
+        anyhow::ensure!(n_ours == n_theirs, "{name}: {n_ours} series vs {n_theirs}");
+        rows.push((
+            name,
+            params[0].1.clone(),
+            cold,
+            ours,
+            theirs,
+            requests,
+            n_ours,
+        ));
+    }
+    let pid = gateway.child.id();
+    let rss = status_kib(pid, "VmRSS:") / 1024.0;
+    let peak = status_kib(pid, "VmHWM:") / 1024.0;
+    let prom_rss = status_kib(prometheus.child.id(), "VmRSS:") / 1024.0;
+    let headers = dir_size(&dir.join("store-data"));
+    let chunks = dir_size(&bucket) - index_size;
+
+    println!();
+    println!(
+        "store gateway: {series} series, 1 block, index {:.1} MiB, chunks {:.1} MiB, local index-headers {:.1} MiB",
+        index_size as f64 / 1048576.0,
+        chunks as f64 / 1048576.0,
+        headers as f64 / 1048576.0
+    );
+    println!(
+        "gateway RSS after start {idle_rss:.1} MiB = {:.2}x the index size; after the queries {rss:.1} MiB (peak {peak:.1} MiB, caches filled); Prometheus RSS {prom_rss:.1} MiB",
+        idle_rss * 1048576.0 / index_size as f64
+    );
+    println!(
+        "time to first query: {:.0} ms cold (index-headers built), {:.0} ms after a restart (index-headers on disk)",
+        ms(first_query_cold),
+        ms(first_query_restart)
+    );
+    println!();
+    println!(
+        "| query | series | gateway cold ms | gateway warm ms | Prometheus ms | warm ratio | object-store requests (cold) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, expr, cold, ours, theirs, requests, n) in rows {
+        println!(
+            "| {name}: `{expr}` | {n} | {:.1} | {:.1} | {:.1} | {:.2} | {requests:.0} |",
+            ms(cold),
+            ms(ours),
+            ms(theirs),
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        );
+    }
+    Ok(())
+}
