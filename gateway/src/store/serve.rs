@@ -7,7 +7,8 @@
 //! `--sync-block-duration`.
 //!
 //! With `--plugin MANIFEST` the store is a WebAssembly store plugin; its `bucket` import is
-//! scoped to a local filesystem bucket rooted at `--data-dir`. The manifest and component are
+//! scoped (to the manifest's prefix) within the configured bucket, or within a local folder
+//! `--data-dir/bucket` when no bucket is configured. The manifest and component are
 //! watched: a changed plugin is swapped in atomically while calls in flight finish on the old
 //! version, and a plugin that fails to load keeps the previous version serving.
 
@@ -34,7 +35,23 @@ const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `gauntlet store`.
 pub async fn run(args: &StoreArgs, shutdown: Shutdown) -> Result<(), RunError> {
     if let Some(manifest) = &args.plugin {
-        let slot = load_plugin(manifest, &args.data_dir).await?;
+        let configured =
+            args.objstore.objstore_config_file.is_some() || args.objstore.objstore_config.is_some();
+        let bucket = if configured {
+            let bucket = ObjectBucket::from_flags(
+                args.objstore.objstore_config_file.as_deref(),
+                args.objstore.objstore_config.as_deref(),
+                &ClientTuning::default(),
+            )
+            .map_err(|error| match error {
+                ObjstoreError::Config { .. } => RunError::Usage(error.to_string()),
+                other => RunError::Failed(other.into()),
+            })?;
+            Some(Arc::new(ObjectStoreBucket::from_objstore(&bucket)) as Arc<dyn Bucket>)
+        } else {
+            None
+        };
+        let slot = load_plugin(manifest, &args.data_dir, bucket).await?;
         let store: Arc<dyn Store> = Arc::new(slot.store());
         tokio::spawn(watch(slot, shutdown.clone()));
         let readiness = Readiness::default();
@@ -133,14 +150,23 @@ async fn sync_loop(
 }
 
 /// Loads a store plugin with a host whose bucket is the local folder `data_dir/bucket`.
-async fn load_plugin(manifest: &Path, data_dir: &Path) -> anyhow::Result<Arc<PluginSlot>> {
+async fn load_plugin(
+    manifest: &Path,
+    data_dir: &Path,
+    bucket: Option<Arc<dyn Bucket>>,
+) -> anyhow::Result<Arc<PluginSlot>> {
     let bucket_root = data_dir.join("bucket");
-    std::fs::create_dir_all(&bucket_root)
-        .with_context(|| format!("creating --data-dir {}", bucket_root.display()))?;
-    let bucket: Arc<dyn Bucket> = Arc::new(
-        ObjectStoreBucket::local(&bucket_root)
-            .with_context(|| format!("opening the bucket {}", bucket_root.display()))?,
-    );
+    let bucket: Arc<dyn Bucket> = match bucket {
+        Some(bucket) => bucket,
+        None => {
+            std::fs::create_dir_all(&bucket_root)
+                .with_context(|| format!("creating --data-dir {}", bucket_root.display()))?;
+            Arc::new(
+                ObjectStoreBucket::local(&bucket_root)
+                    .with_context(|| format!("opening the bucket {}", bucket_root.display()))?,
+            )
+        }
+    };
     let host = PluginHost::new(
         HostConfig {
             cache_dir: Some(data_dir.join("plugin-cache")),
@@ -163,7 +189,6 @@ async fn load_plugin(manifest: &Path, data_dir: &Path) -> anyhow::Result<Arc<Plu
     tracing::info!(
         plugin = plugin.name(),
         version = %plugin.manifest().version,
-        bucket = %bucket_root.display(),
         "store plugin loaded"
     );
     Ok(slot)
