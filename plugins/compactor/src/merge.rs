@@ -57,7 +57,7 @@ impl Cursor<'_> {
             Some(&r) => Some(
                 self.index
                     .series(r)
-                    .map_err(|e| MergeError(format!("block {}: index: {e}", self.ulid)))?,
+                    .map_err(|e| MergeError(format!("block {}: {e}", self.ulid)))?,
             ),
             None => None,
         };
@@ -75,13 +75,13 @@ pub fn merge(sources: &[SourceBlock]) -> Result<MergedBlock, MergeError> {
     let mut cursors = Vec::with_capacity(sources.len());
     for s in sources {
         let ulid = s.meta.ulid.as_str();
-        let index = IndexReader::new(&s.index)
-            .map_err(|e| MergeError(format!("block {ulid}: index: {e}")))?;
+        let index =
+            IndexReader::new(&s.index).map_err(|e| MergeError(format!("block {ulid}: {e}")))?;
         let chunks = ChunksReader::new(s.segments.iter().map(Vec::as_slice).collect())
-            .map_err(|e| MergeError(format!("block {ulid}: chunks: {e}")))?;
+            .map_err(|e| MergeError(format!("block {ulid}: {e}")))?;
         let postings = index
             .all_postings()
-            .map_err(|e| MergeError(format!("block {ulid}: postings: {e}")))?;
+            .map_err(|e| MergeError(format!("block {ulid}: {e}")))?;
         let mut cursor = Cursor {
             ulid,
             index,

@@ -3,8 +3,9 @@
 //! Blocks are grouped as Thanos groups them: by external labels and downsampling resolution.
 //! Within a group, blocks are split into windows aligned to each compaction range after the
 //! first (8h, 2d, 14d by default, as Prometheus and Thanos do); a window with at least two
-//! blocks is merged when it is complete (its blocks span the whole range) or when a newer
-//! block of the group starts after it (no more data will arrive for it). Unlike Thanos, the
+//! blocks is merged when it is complete (its blocks reach from its first 2h slot into its
+//! last one) or when a newer block of the group starts after it (no more data will arrive
+//! for it). Unlike Thanos, the
 //! group's newest block is not held back. Groups with overlapping blocks need vertical
 //! compaction, which this planner does not do: they are reported and left alone.
 
@@ -83,6 +84,7 @@ pub fn plan(blocks: &[BlockMeta], ranges: &[i64]) -> Plan {
 /// The first window worth merging, smallest range first (Prometheus's `selectDirs`).
 fn select<'a>(metas: &[&'a BlockMeta], ranges: &[i64]) -> Option<(i64, Vec<&'a BlockMeta>)> {
     let newest_start = metas.last()?.min_time;
+    let slot = ranges.first().copied().unwrap_or(1).max(1);
     for &range in ranges.iter().skip(1) {
         for part in split_by_range(metas, range) {
             if part.len() < 2 {
@@ -90,7 +92,13 @@ fn select<'a>(metas: &[&'a BlockMeta], ranges: &[i64]) -> Option<(i64, Vec<&'a B
             }
             let min = part[0].min_time;
             let max = part[part.len() - 1].max_time;
-            if max - min == range || max <= newest_start {
+            let window_start = min - min.rem_euclid(range);
+            // Complete: the blocks reach from the window's first slot of the smallest range
+            // into its last one (Prometheus's head cuts blocks at the slot's end; blocks made
+            // by `promtool tsdb create-blocks-from` end one millisecond after their last sample).
+            let complete = max - min == range
+                || (min < window_start + slot && max > window_start + range - slot);
+            if complete || max <= newest_start {
                 return Some((range, part));
             }
         }
@@ -189,6 +197,28 @@ mod tests {
         let plan = plan(&blocks, &DEFAULT_RANGES);
         assert!(plan.proposals.is_empty());
         assert_eq!(plan.overlapping, ["0@{cluster=\"a\"}"]);
+    }
+
+    #[test]
+    fn blocks_ending_after_their_last_sample_complete_a_window() {
+        let blocks: Vec<BlockMeta> = (0..4)
+            .map(|k| {
+                block(
+                    &format!("P{k}"),
+                    k * 2 * H,
+                    (k + 1) * 2 * H - 30_000 + 1,
+                    "a",
+                )
+            })
+            .collect();
+        let plan = plan(&blocks, &DEFAULT_RANGES);
+        assert_eq!(plan.proposals[0].sources, ["P0", "P1", "P2", "P3"]);
+        // Three of four slots: not complete yet.
+        assert!(plan_of(&blocks[..3]).is_empty());
+    }
+
+    fn plan_of(blocks: &[BlockMeta]) -> Vec<Proposal> {
+        plan(blocks, &DEFAULT_RANGES).proposals
     }
 
     #[test]
