@@ -173,6 +173,16 @@ mod tests {
     }
 
     #[test]
+    fn six_8h_blocks_make_a_2d_job() {
+        let blocks: Vec<BlockMeta> = (0..6)
+            .map(|k| block(&format!("L{k}"), k * 8 * H, (k + 1) * 8 * H, "a"))
+            .collect();
+        let plan = plan(&blocks, &DEFAULT_RANGES);
+        assert_eq!(plan.proposals[0].range, 48 * H);
+        assert_eq!(plan.proposals[0].sources.len(), 6);
+    }
+
+    #[test]
     fn an_incomplete_newest_window_waits() {
         let blocks = [block("A", 0, 2 * H, "a"), block("B", 2 * H, 4 * H, "a")];
         assert!(plan(&blocks, &DEFAULT_RANGES).proposals.is_empty());
