@@ -2,7 +2,8 @@
 //! of two clusters written into a filesystem bucket are merged into one 8h block per cluster
 //! with every sample, the sources get Thanos deletion marks, promtool accepts the output, and
 //! a second run finds nothing to do. An empty bucket plans nothing; a corrupt source block
-//! fails its job with an error naming it and leaves every block as it was.
+//! fails its job with an error naming it and leaves every block as it was. With `--wait` the
+//! compactor keeps running and reports its work on `/metrics`.
 
 mod plugin_common;
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gauntlet_e2e::{gauntlet_binary, scratch_dir};
+use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir};
 use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::block::writer::{BlockWriter, BlockWriterOptions, MemorySink};
 use gauntlet_tsdb::block::{BlockMeta, ChunksReader, IndexReader, ThanosMeta};
@@ -310,6 +311,77 @@ fn a_corrupt_source_block_fails_the_job_and_changes_nothing() -> anyhow::Result<
     assert!(stderr.contains(&format!("block {victim}")), "{stderr}");
     assert!(stderr.contains("no-compact-mark.json"), "{stderr}");
     assert_eq!(snapshot(&setup.bucket)?, before, "the bucket is unchanged");
+    std::fs::remove_dir_all(&setup.dir)?;
+    Ok(())
+}
+
+#[test]
+fn with_wait_it_keeps_running_and_reports_metrics() -> anyhow::Result<()> {
+    let setup = setup("compact-wait")?;
+    for k in 0..4 {
+        write_block(&setup.bucket, "eu1", k)?;
+    }
+    let address = free_loopback_address()?;
+    let components = plugin_common::components();
+    let args: Vec<String> = vec![
+        "compact".into(),
+        "--objstore.config-file".into(),
+        setup.config.display().to_string(),
+        "--data-dir".into(),
+        setup.dir.join("data").display().to_string(),
+        "--wait".into(),
+        "--wait-interval".into(),
+        "1s".into(),
+        "--http-address".into(),
+        address.to_string(),
+    ];
+    let mut process = Process::spawn_with_env(
+        "compact-wait",
+        &gauntlet_binary()?,
+        &args,
+        &[("GAUNTLET_PLUGIN_DIR", components.as_os_str())],
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let url = format!("http://{address}/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let text = runtime.block_on(async {
+            match reqwest::get(&url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        });
+        // Two passes: the one that compacted and one that found nothing left.
+        if text.lines().any(|l| {
+            l.strip_prefix("gauntlet_compactor_passes_total ")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 2.0)
+        }) {
+            break text;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no second pass within 60 s:\n{}",
+            process.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for line in [
+        "gauntlet_compactor_jobs_total{result=\"success\"} 1",
+        "gauntlet_compactor_blocks_created_total 1",
+        "gauntlet_compactor_blocks_marked_for_deletion_total 4",
+        "gauntlet_compactor_halted 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        process.terminate(std::time::Duration::from_secs(10))?,
+        Some(0)
+    );
+    assert_eq!(blocks(&setup.bucket)?.1.len(), 4);
     std::fs::remove_dir_all(&setup.dir)?;
     Ok(())
 }
