@@ -5,6 +5,7 @@
 
 pub mod build_info;
 pub mod cli;
+pub mod compact;
 pub mod demo;
 pub mod duration;
 pub mod grpc;

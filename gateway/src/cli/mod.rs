@@ -110,7 +110,7 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
         }
         Command::Sidecar(args) => Ok(crate::sidecar::run(&args, shutdown).await?),
         Command::Receive(_) => Err(RunError::NotImplemented("receive")),
-        Command::Compact(_) => Err(RunError::NotImplemented("compact")),
+        Command::Compact(args) => Ok(crate::compact::run(&args, shutdown).await?),
         Command::Rule(_) => Err(RunError::NotImplemented("rule")),
         Command::Demo(args) => Ok(crate::demo::run(&args, shutdown).await?),
         Command::Plugin(command) => plugin_command(command).await,

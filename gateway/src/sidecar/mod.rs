@@ -86,45 +86,53 @@ pub fn sidecar_metrics() -> &'static SidecarMetrics {
     })
 }
 
-/// Where the built-in sidecar component is looked for, in order: `$GAUNTLET_PLUGIN_DIR`, the
-/// folder of the running binary, its `plugins/` subfolder, `../lib/gauntlet/plugins/` next
-/// to it (an installed layout), and `plugins/target/components/` of the source tree the
-/// binary was built in (`target/<profile>/gauntlet`), where `scripts/build-plugins` puts it.
+/// Where the built-in sidecar component is looked for: see [`builtin_candidates`].
 pub fn component_candidates() -> Vec<PathBuf> {
+    builtin_candidates(COMPONENT_FILE)
+}
+
+/// Where a built-in component `file` (`sidecar.wasm`, `compactor.wasm`) is looked for, in
+/// order: `$GAUNTLET_PLUGIN_DIR`, the folder of the running binary, its `plugins/` subfolder,
+/// `../lib/gauntlet/plugins/` next to it (an installed layout), and
+/// `plugins/target/components/` of the source tree the binary was built in
+/// (`target/<profile>/gauntlet`), where `scripts/build-plugins` puts it.
+pub fn builtin_candidates(file: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(dir) = std::env::var_os(PLUGIN_DIR_ENV) {
-        out.push(PathBuf::from(dir).join(COMPONENT_FILE));
+        out.push(PathBuf::from(dir).join(file));
     }
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.canonicalize().ok())
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
     {
-        out.push(dir.join(COMPONENT_FILE));
-        out.push(dir.join("plugins").join(COMPONENT_FILE));
-        out.push(dir.join("../lib/gauntlet/plugins").join(COMPONENT_FILE));
+        out.push(dir.join(file));
+        out.push(dir.join("plugins").join(file));
+        out.push(dir.join("../lib/gauntlet/plugins").join(file));
         // target/<profile>/gauntlet → <workspace>/plugins/target/components/
         if let Some(workspace) = dir.parent().and_then(Path::parent) {
-            out.push(
-                workspace
-                    .join("plugins/target/components")
-                    .join(COMPONENT_FILE),
-            );
+            out.push(workspace.join("plugins/target/components").join(file));
         }
     }
     out
 }
 
-/// The first existing built-in component, or an error listing where it was looked for.
+/// The first existing built-in sidecar component, or an error listing where it was looked for.
 pub fn locate_component() -> anyhow::Result<PathBuf> {
-    let candidates = component_candidates();
+    locate_builtin(COMPONENT_FILE, "sidecar")
+}
+
+/// The first existing built-in component `file` of `role`, or an error listing where it was
+/// looked for and how to provide it.
+pub fn locate_builtin(file: &str, role: &str) -> anyhow::Result<PathBuf> {
+    let candidates = builtin_candidates(file);
     candidates
         .iter()
         .find(|path| path.is_file())
         .cloned()
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "the sidecar plugin {COMPONENT_FILE} was not found (looked in {}); build it with scripts/build-plugins, set {PLUGIN_DIR_ENV}, or pass --plugin",
+                "the {role} plugin {file} was not found (looked in {}); build it with scripts/build-plugins, set {PLUGIN_DIR_ENV}, or pass --plugin",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
@@ -336,7 +344,7 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
 /// `~/.cache/gauntlet/plugins`); none without a usable home (components are then compiled
 /// at every start). Never a shared folder such as `/tmp`: compiled code in the cache is run
 /// as is.
-fn compiled_cache_dir() -> Option<PathBuf> {
+pub fn compiled_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
