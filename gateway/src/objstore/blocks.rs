@@ -180,6 +180,12 @@ pub fn find_local_blocks(dir: &Path) -> Result<Vec<LocalBlock>, BlockError> {
     block_dirs.iter().map(|d| check_local_block(d)).collect()
 }
 
+/// One block directory, checked as [`find_local_blocks`] checks each block: `meta.json`
+/// readable and naming the directory, `index` and `chunks/` present.
+pub fn read_local_block(dir: &Path) -> Result<LocalBlock, BlockError> {
+    check_local_block(dir)
+}
+
 fn check_local_block(dir: &Path) -> Result<LocalBlock, BlockError> {
     let shown = dir.display();
     let meta_path = dir.join("meta.json");
@@ -257,8 +263,17 @@ fn collect_files(root: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result
 }
 
 /// The `meta.json` uploaded for `block`: its own, with the `thanos` section set (labels
-/// merged, later ones win; source; the files with their sizes).
+/// merged, later ones win; source [`UPLOAD_SOURCE`]; the files with their sizes).
 pub fn upload_meta(block: &LocalBlock, labels: &[(String, String)]) -> BlockMeta {
+    upload_meta_from(block, labels, UPLOAD_SOURCE)
+}
+
+/// [`upload_meta`] with another `thanos.source` (e.g. `sidecar`).
+pub fn upload_meta_from(
+    block: &LocalBlock,
+    labels: &[(String, String)],
+    source: &str,
+) -> BlockMeta {
     let mut meta = block.meta.clone();
     let thanos = meta.thanos.take().unwrap_or_default();
     let mut merged: BTreeMap<String, String> = thanos.labels.clone();
@@ -282,7 +297,7 @@ pub fn upload_meta(block: &LocalBlock, labels: &[(String, String)]) -> BlockMeta
     files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     meta.thanos = Some(ThanosMeta {
         labels: merged,
-        source: UPLOAD_SOURCE.to_owned(),
+        source: source.to_owned(),
         segment_files: block
             .files
             .iter()
@@ -364,29 +379,44 @@ pub async fn upload_blocks(
             total,
             bytes,
         });
-        let mut done = 0u64;
-        for (rel, _) in &block.files {
-            let local = block.dir.join(rel);
-            let before = done;
-            let sent = bucket
-                .upload_file(&format!("{ulid}/{rel}"), &local, &|sent| {
-                    events(UploadEvent::Progress {
-                        ulid,
-                        sent: before + sent,
-                    });
-                })
-                .await?;
-            done += sent;
-        }
-        let meta = upload_meta(block, labels);
-        bucket
-            .put(&format!("{ulid}/meta.json"), Bytes::from(meta.to_json()))
-            .await?;
+        upload_block(bucket, block, labels, UPLOAD_SOURCE, &|sent| {
+            events(UploadEvent::Progress { ulid, sent });
+        })
+        .await?;
         events(UploadEvent::Uploaded { ulid, bytes });
         summary.uploaded += 1;
         summary.bytes += bytes;
     }
     Ok(summary)
+}
+
+/// Uploads one block whether or not it is already in the bucket: its files first, then its
+/// `meta.json` from [`upload_meta_from`] with `labels` and `source`. `progress` gets the bytes
+/// of the block sent so far; returns the bytes sent, `meta.json` excluded.
+pub async fn upload_block(
+    bucket: &Bucket,
+    block: &LocalBlock,
+    labels: &[(String, String)],
+    source: &str,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<u64, BlockError> {
+    let ulid = block.meta.ulid.as_str();
+    let mut done = 0u64;
+    for (rel, _) in &block.files {
+        let local = block.dir.join(rel);
+        let before = done;
+        let sent = bucket
+            .upload_file(&format!("{ulid}/{rel}"), &local, &|sent| {
+                progress(before + sent);
+            })
+            .await?;
+        done += sent;
+    }
+    let meta = upload_meta_from(block, labels, source);
+    bucket
+        .put(&format!("{ulid}/meta.json"), Bytes::from(meta.to_json()))
+        .await?;
+    Ok(done)
 }
 
 #[cfg(test)]
