@@ -237,6 +237,10 @@ pub struct SidecarArgs {
     /// Data directory of that Prometheus; needed to ship blocks to object storage.
     #[arg(long = "tsdb.path", value_name = "DIR")]
     pub tsdb_path: Option<PathBuf>,
+    /// Ship compacted blocks (level > 1) too, e.g. once to migrate existing data; only with
+    /// compaction disabled in Prometheus.
+    #[arg(long = "shipper.upload-compacted")]
+    pub shipper_upload_compacted: bool,
     /// Prometheus configuration file to watch; changes trigger a reload of Prometheus.
     #[arg(long = "reloader.config-file", value_name = "FILE", value_parser = readable_file)]
     pub reloader_config_file: Option<PathBuf>,

@@ -101,11 +101,14 @@ async fn dispatch(command: Command) -> Result<(), RunError> {
         Command::Query(args) => Ok(crate::query::querier::run(&args, shutdown).await?),
         Command::Store(args) => crate::store::serve::run(&args, shutdown).await,
         Command::Sidecar(args)
-            if args.objstore.objstore_config_file.is_some()
-                || args.objstore.objstore_config.is_some() =>
+            if (args.objstore.objstore_config_file.is_some()
+                || args.objstore.objstore_config.is_some())
+                && args.tsdb_path.is_none() =>
         {
-            Err(RunError::NotImplemented(
-                "sidecar --objstore.config-file (shipping blocks)",
+            Err(RunError::Usage(
+                "sidecar: shipping blocks to object storage needs --tsdb.path, the data \
+                 directory of Prometheus"
+                    .to_owned(),
             ))
         }
         Command::Sidecar(args) => Ok(crate::sidecar::run(&args, shutdown).await?),

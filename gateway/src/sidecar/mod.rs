@@ -10,10 +10,12 @@
 //!
 //! A Prometheus that is down never stops the sidecar: calls fail with `unavailable` (the
 //! querier turns them into warnings), `gauntlet_sidecar_prometheus_up` drops to 0, and
-//! everything recovers by itself when Prometheus answers again. Shipping blocks to object
-//! storage is not implemented yet; `--objstore.config-file` is refused.
+//! everything recovers by itself when Prometheus answers again. With `--objstore.config-file`
+//! (or `--objstore.config`) and `--tsdb.path`, the [`shipper`] uploads the blocks Prometheus
+//! writes to object storage.
 
 pub mod reloader;
+pub mod shipper;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -299,6 +301,7 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
                 args.prometheus_url
             )
         })?;
+    let shipper = shipper_for(args)?;
     let http_listener = http::bind(args.server.http_address, "--http-address").await?;
     let grpc_listener = http::bind(args.server.grpc_address, "--grpc-address").await?;
     let runtime_dir = private_temp_dir()?;
@@ -327,6 +330,15 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         };
         tokio::spawn(reloader.run(shutdown.clone()));
     }
+    if let Some(shipper) = shipper {
+        tracing::info!(
+            tsdb = %shipper.data_dir.display(),
+            bucket = shipper.bucket.location(),
+            upload_compacted = shipper.upload_compacted,
+            "shipping blocks to object storage"
+        );
+        tokio::spawn(shipper.run(store.clone(), shipper::SYNC_INTERVAL, shutdown.clone()));
+    }
     tracing::info!(
         prometheus = %prometheus_url,
         http = %args.server.http_address,
@@ -338,6 +350,36 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     http::serve(http_listener, http::common_routes(readiness), shutdown).await?;
     grpc_server.await??;
     Ok(())
+}
+
+/// The shipper the flags ask for: none without an objstore configuration; an error naming
+/// the flag when the configuration or `--tsdb.path` is unusable.
+fn shipper_for(args: &SidecarArgs) -> anyhow::Result<Option<shipper::Shipper>> {
+    let objstore = &args.objstore;
+    if objstore.objstore_config_file.is_none() && objstore.objstore_config.is_none() {
+        return Ok(None);
+    }
+    let data_dir = args
+        .tsdb_path
+        .clone()
+        .context("shipping blocks needs --tsdb.path, the data directory of Prometheus")?;
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "--tsdb.path {} is not a directory: pass the data directory of Prometheus \
+         (its --storage.tsdb.path)",
+        data_dir.display()
+    );
+    let bucket = crate::objstore::Bucket::from_flags(
+        objstore.objstore_config_file.as_deref(),
+        objstore.objstore_config.as_deref(),
+        &crate::objstore::ClientTuning::default(),
+    )
+    .context("--objstore.config")?;
+    Ok(Some(shipper::Shipper {
+        data_dir,
+        bucket,
+        upload_compacted: args.shipper_upload_compacted,
+    }))
 }
 
 /// The per-user folder for compiled components (`$XDG_CACHE_HOME/gauntlet/plugins` or
