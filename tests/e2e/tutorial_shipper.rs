@@ -91,13 +91,21 @@ fn make_blocks(dir: &Path, data: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Starts Prometheus on `data` with external labels and compaction off (as Thanos asks), so
 /// the blocks stay as promtool wrote them.
-async fn start_prometheus(dir: &Path, data: &Path) -> anyhow::Result<(Process, SocketAddr)> {
+async fn start_prometheus(
+    dir: &Path,
+    data: &Path,
+    external_labels: bool,
+) -> anyhow::Result<(Process, SocketAddr)> {
     let address = free_loopback_address()?;
     let config = dir.join("prometheus.yml");
+    let labels = if external_labels {
+        "  external_labels:\n    cluster: \"eu1\"\n    replica: \"0\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &config,
-        "global:\n  scrape_interval: 15s\n  external_labels:\n    cluster: \"eu1\"\n    \
-         replica: \"0\"\nscrape_configs: []\n",
+        format!("global:\n  scrape_interval: 15s\n{labels}scrape_configs: []\n"),
     )?;
     let process = Process::spawn(
         "shipper-prometheus",
@@ -139,6 +147,19 @@ async fn start_moto(moto: &Path) -> anyhow::Result<(Process, SocketAddr)> {
         .await?;
     anyhow::ensure!(created.status().is_success(), "create bucket: {created:?}");
     Ok((process, address))
+}
+
+/// Writes the objstore configuration of [`BUCKET`] on moto.
+fn s3_config(dir: &Path, moto: SocketAddr) -> anyhow::Result<PathBuf> {
+    let config = dir.join("s3.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "type: S3\nconfig:\n  bucket: {BUCKET}\n  endpoint: {moto}\n  access_key: test\n  \
+             secret_key: test\n  insecure: true\n"
+        ),
+    )?;
+    Ok(config)
 }
 
 /// A running `gauntlet sidecar` with the shipper on.
@@ -222,17 +243,9 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let ulids = make_blocks(&dir, &data)?;
-    let (_prometheus, prometheus) = start_prometheus(&dir, &data).await?;
+    let (_prometheus, prometheus) = start_prometheus(&dir, &data, true).await?;
     let (_moto, moto) = start_moto(&moto).await?;
-    let config = dir.join("s3.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "type: S3\nconfig:\n  bucket: {BUCKET}\n  endpoint: {moto}\n  access_key: test\n  \
-             secret_key: test\n  insecure: true\n"
-        ),
-    )?;
-
+    let config = s3_config(&dir, moto)?;
     let bucket = Bucket::from_flags(Some(&config), None, &ClientTuning::fail_fast())?;
 
     // First run: every block is shipped.
@@ -359,5 +372,48 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
         assert_eq!(row["series"], SERIES, "{row}");
         assert_eq!(row["level"], 1, "{row}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_external_labels_nothing_is_shipped() -> anyhow::Result<()> {
+    let Some(moto) = moto_server() else {
+        return Ok(());
+    };
+    plugin_common::components();
+    gauntlet_binary()?;
+    let dir = scratch_dir("shipper-unlabelled")?;
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    make_blocks(&dir, &data)?;
+    let (_prometheus, prometheus) = start_prometheus(&dir, &data, false).await?;
+    let (_moto, moto) = start_moto(&moto).await?;
+    let config = s3_config(&dir, moto)?;
+    let bucket = Bucket::from_flags(Some(&config), None, &ClientTuning::fail_fast())?;
+    let sidecar = start_sidecar(prometheus, &data, &config)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sidecar.process.output().contains("no external labels") {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            sidecar.process.output()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let output = sidecar.process.output();
+    assert!(output.contains("global.external_labels"), "{output}");
+    // Still serving, nothing shipped, nothing recorded.
+    wait_until_ok(
+        &format!("http://{}/-/ready", sidecar.http),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let text = reqwest::get(format!("http://{}/metrics", sidecar.http))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(metric(&text, "gauntlet_shipper_uploads_total"), Some(0.0));
+    assert!(objects(&bucket).await?.is_empty());
+    assert!(!data.join("thanos.shipper.json").exists());
     Ok(())
 }

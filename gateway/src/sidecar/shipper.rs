@@ -326,6 +326,8 @@ impl Shipper {
     /// Syncs at start and every `interval` until shutdown, with the external labels `store`
     /// (the sidecar plugin) reports for Prometheus.
     pub async fn run(self, store: Arc<dyn Store>, interval: Duration, shutdown: Shutdown) {
+        // Exported from the start, at zero, so that alerts on them work before any upload.
+        shipper_metrics();
         let mut refused = false;
         loop {
             let wait = match external_labels(store.as_ref()).await {
