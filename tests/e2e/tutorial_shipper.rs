@@ -310,6 +310,14 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
         assert!(local.get("thanos").is_none(), "{local}");
     }
 
+    // The hard links made for the uploads are gone.
+    let staging = data.join("thanos/upload");
+    assert!(
+        !staging.exists() || std::fs::read_dir(&staging)?.next().is_none(),
+        "{}",
+        staging.display()
+    );
+
     let state: Value = serde_json::from_slice(&std::fs::read(data.join("thanos.shipper.json"))?)?;
     assert_eq!(state["version"], 1, "{state}");
     let mut recorded: Vec<String> = state["uploaded"]

@@ -8,7 +8,9 @@
 //! `--shipper.upload-compacted`, empty blocks never. A block already in the bucket is recorded,
 //! not uploaded again; the others go up oldest first through
 //! [`crate::objstore::blocks::upload_block`], files first and `meta.json` last, with the
-//! `thanos` section (Prometheus's external labels, source `sidecar`, files with sizes).
+//! `thanos` section (Prometheus's external labels, source `sidecar`, files with sizes). Like
+//! Thanos, the upload reads hard links under `thanos/upload/ULID/` in the data directory,
+//! removed afterwards, so retention deleting the block meanwhile cannot cut it short.
 //!
 //! Invariants: blocks are shipped only with external labels (without them blocks from
 //! different Prometheus servers cannot be told apart in the bucket); local blocks are never
@@ -35,6 +37,8 @@ pub const STATE_VERSION: u32 = 1;
 pub const SOURCE: &str = "sidecar";
 /// How often the data directory is scanned for new blocks.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Where blocks are hard-linked while they upload, relative to the data directory (Thanos's).
+pub const STAGING_DIR: &str = "thanos/upload";
 /// How soon to try again when Prometheus did not say its external labels.
 const LABELS_RETRY: Duration = Duration::from_secs(2);
 
@@ -270,7 +274,7 @@ impl Shipper {
                 }
             }
             let started = std::time::Instant::now();
-            match blocks::upload_block(&self.bucket, block, labels, SOURCE, &|_| {}).await {
+            match self.upload(block, labels).await {
                 Ok(bytes) => {
                     tracing::info!(
                         block = ulid,
@@ -287,7 +291,7 @@ impl Shipper {
                     summary.uploaded += 1;
                 }
                 Err(error) => {
-                    self.failed(ulid, &error.to_string());
+                    self.failed(ulid, &error);
                     summary.failed += 1;
                 }
             }
@@ -311,6 +315,42 @@ impl Shipper {
             metrics.dir_sync_failures.inc();
         }
         Ok(summary)
+    }
+
+    /// Uploads `block` from hard links under `thanos/upload/ULID/` in the data directory, as
+    /// Thanos does, so that Prometheus deleting the block meanwhile (retention) cannot cut
+    /// the upload short; from the block itself when links cannot be made.
+    async fn upload(&self, block: &LocalBlock, labels: &[(String, String)]) -> Result<u64, String> {
+        let staging = self
+            .data_dir
+            .join(STAGING_DIR)
+            .join(block.meta.ulid.as_str());
+        let linked = {
+            let (block, staging) = (block.clone(), staging.clone());
+            tokio::task::spawn_blocking(move || link_block(&block, &staging))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        };
+        let source = match linked {
+            Ok(linked) => linked,
+            Err(error) => {
+                tracing::warn!(
+                    block = block.meta.ulid.as_str(),
+                    staging = %staging.display(),
+                    %error,
+                    "cannot hard-link the block for upload; uploading it in place"
+                );
+                block.clone()
+            }
+        };
+        let result = blocks::upload_block(&self.bucket, &source, labels, SOURCE, &|_| {})
+            .await
+            .map_err(|e| e.to_string());
+        if source.dir != block.dir {
+            let _ = tokio::fs::remove_dir_all(&source.dir).await;
+        }
+        result
     }
 
     fn failed(&self, ulid: &str, error: &str) {
@@ -369,6 +409,31 @@ impl Shipper {
             }
         }
     }
+}
+
+/// Hard-links the files of `block` into `staging` (emptied first).
+fn link_block(block: &LocalBlock, staging: &Path) -> std::io::Result<LocalBlock> {
+    match std::fs::remove_dir_all(staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let result = (|| {
+        for (rel, _) in &block.files {
+            let target = staging.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::hard_link(block.dir.join(rel), &target)?;
+        }
+        Ok(LocalBlock {
+            dir: staging.to_owned(),
+            ..block.clone()
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
+    result
 }
 
 /// The external labels in the first label set `store` reports, sorted by name.
@@ -495,6 +560,14 @@ mod tests {
         assert_eq!(thanos.segment_files, ["000001"]);
         assert!(!bucket_dir.path().join(COMPACTED).exists());
         assert!(!bucket_dir.path().join(EMPTY).exists());
+        // The hard links made for the upload are gone; the blocks are untouched.
+        let staging = data.path().join(STAGING_DIR);
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+        assert!(data.path().join(A).join("index").is_file());
+        assert_eq!(
+            std::fs::read(bucket_dir.path().join(A).join("index")).unwrap(),
+            b"index!"
+        );
 
         // Nothing new: nothing uploaded, the state unchanged.
         let again = shipper.sync(&labels()).await.unwrap();
