@@ -15,7 +15,7 @@ use gauntlet_proto::thanos::{
 use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
 use gauntlet_tsdb::{Labels, Sample, is_stale_nan, stale_nan};
 
-use super::dedup::{dedup_chunks, is_counter_function, sole_leader};
+use super::dedup::{dedup_chunks, is_counter_function};
 use super::matchers::matcher_to_proto;
 use super::proxy::{ProxyStore, StoreStats};
 use crate::promql::{
@@ -282,22 +282,11 @@ fn deduplicate(
             });
             continue;
         }
-        let mut replicas: Vec<Vec<Chunk>> = group
+        let replicas: Vec<Vec<Chunk>> = group
             .iter_mut()
             .map(|(_, chunks)| xor_chunks(std::mem::take(chunks)))
             .collect();
-        let refs: Vec<&[Chunk]> = replicas.iter().map(Vec::as_slice).collect();
-        // Healthy replicas: the leader alone is the answer, and stays compressed.
-        if let Some(leader) = sole_leader(&refs, counter, selection.start_ms, selection.end_ms)
-            .map_err(StorageError)?
-        {
-            out.push(StoredSeries {
-                labels,
-                data: SeriesData::Chunks(std::mem::take(&mut replicas[leader])),
-            });
-            continue;
-        }
-        let replicas = refs;
+        let replicas: Vec<&[Chunk]> = replicas.iter().map(Vec::as_slice).collect();
         let merged: Arc<[Sample]> =
             dedup_chunks(&replicas, counter, selection.start_ms, selection.end_ms)
                 .map_err(StorageError)?
