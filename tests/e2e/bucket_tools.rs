@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir, wait_until_ok};
+use gauntlet_e2e::{S3Server, gauntlet_binary, moto_server, scratch_dir};
 
 const SERIES: usize = 3;
 const SAMPLES_PER_SERIES: usize = 180;
@@ -244,49 +243,13 @@ fn upload_ls_inspect_on_a_filesystem_bucket() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn moto_server() -> Option<PathBuf> {
-    let found = std::env::var_os("GAUNTLET_MOTO_SERVER")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("moto_server"))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        let message = "moto_server is not installed (pip install \"moto[server]\", or \
-                       scripts/setup.sh's ensure_objstore_test_servers)";
-        assert!(
-            std::env::var_os("GAUNTLET_REQUIRE_TEST_SERVERS").is_none(),
-            "GAUNTLET_REQUIRE_TEST_SERVERS is set but {message}"
-        );
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
-    }
-    found
-}
-
 #[tokio::test]
 async fn upload_ls_inspect_on_s3() -> anyhow::Result<()> {
     let Some(moto) = moto_server() else {
         return Ok(());
     };
-    let address = free_loopback_address()?;
-    let _server = Process::spawn(
-        "moto",
-        &moto,
-        &[
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            address.port().to_string(),
-        ],
-    )?;
-    wait_until_ok(&format!("http://{address}/"), Duration::from_secs(60)).await?;
-    let created = reqwest::Client::new()
-        .put(format!("http://{address}/blocks"))
-        .send()
-        .await?;
-    anyhow::ensure!(created.status().is_success(), "create bucket: {created:?}");
+    let server = S3Server::start(&moto, "blocks").await?;
+    let address = server.address;
 
     let dir = scratch_dir("bucket-tools-s3")?;
     let (data, ulids) = make_blocks(&dir)?;

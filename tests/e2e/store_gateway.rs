@@ -12,7 +12,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir, wait_until_ok};
+use gauntlet_e2e::{
+    Process, S3Server, free_loopback_address, gauntlet_binary, moto_server, scratch_dir,
+    wait_until_ok,
+};
 use gauntlet_tsdb::block::{BlockWriterOptions, ThanosMeta, write_block_dir};
 use gauntlet_tsdb::labels::Labels;
 use serde_json::Value;
@@ -275,7 +278,6 @@ async fn store_gateway_answers_like_prometheus_on_the_same_blocks() -> anyhow::R
         "global:\n  scrape_interval: 1h\n",
     )?;
 
-    let binary = gauntlet_binary()?;
     let prom_http = free_loopback_address()?;
     let _prometheus = Process::spawn(
         "prometheus",
@@ -287,6 +289,32 @@ async fn store_gateway_answers_like_prometheus_on_the_same_blocks() -> anyhow::R
             format!("--web.listen-address={prom_http}"),
         ],
     )?;
+    // The blocks go to a real S3 server with `gauntlet tools bucket upload`, as users move
+    // Prometheus blocks to long-term storage; without moto the filesystem bucket is served.
+    let binary = gauntlet_binary()?;
+    let s3 = match moto_server() {
+        Some(moto) => Some(S3Server::start(&moto, "blocks").await?),
+        None => None,
+    };
+    let objstore = match &s3 {
+        Some(server) => {
+            let yaml = server.objstore_yaml();
+            let upload = Command::new(&binary)
+                .args(["tools", "bucket", "upload", "--objstore.config", &yaml])
+                .arg(&bucket)
+                .output()?;
+            anyhow::ensure!(
+                upload.status.success(),
+                "upload: {}",
+                String::from_utf8_lossy(&upload.stderr)
+            );
+            yaml
+        }
+        None => format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ),
+    };
     let (store_http, store_grpc) = (free_loopback_address()?, free_loopback_address()?);
     let _store = Process::spawn(
         "store-gateway",
@@ -294,10 +322,7 @@ async fn store_gateway_answers_like_prometheus_on_the_same_blocks() -> anyhow::R
         &[
             "store".into(),
             "--objstore.config".into(),
-            format!(
-                "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-                bucket.display()
-            ),
+            objstore,
             "--data-dir".into(),
             work.join("store-data").display().to_string(),
             "--http-address".into(),

@@ -134,3 +134,73 @@ pub fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// The `moto_server` executable (`GAUNTLET_MOTO_SERVER`, else on `PATH`), or `None` with a loud
+/// message. With `GAUNTLET_REQUIRE_TEST_SERVERS` set (as `scripts/test` does) a missing server
+/// fails the test instead.
+pub fn moto_server() -> Option<PathBuf> {
+    let found = std::env::var_os("GAUNTLET_MOTO_SERVER")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("moto_server"))
+                .find(|p| p.is_file())
+        });
+    if found.is_none() {
+        let message = "moto_server is not installed (pip install \"moto[server]\", or \
+                       scripts/setup.sh's ensure_objstore_test_servers)";
+        assert!(
+            std::env::var_os("GAUNTLET_REQUIRE_TEST_SERVERS").is_none(),
+            "GAUNTLET_REQUIRE_TEST_SERVERS is set but {message}"
+        );
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+    }
+    found
+}
+
+/// A running S3 server (moto) on loopback with one empty bucket.
+pub struct S3Server {
+    /// `host:port` of the server.
+    pub address: SocketAddr,
+    /// The bucket created in it.
+    pub bucket: String,
+    _process: Process,
+}
+
+impl S3Server {
+    /// Starts `moto` and creates `bucket`.
+    pub async fn start(moto: &std::path::Path, bucket: &str) -> anyhow::Result<Self> {
+        let address = free_loopback_address()?;
+        let process = Process::spawn(
+            "moto",
+            moto,
+            &[
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                address.port().to_string(),
+            ],
+        )?;
+        wait_until_ok(&format!("http://{address}/"), Duration::from_secs(60)).await?;
+        let created = reqwest::Client::new()
+            .put(format!("http://{address}/{bucket}"))
+            .send()
+            .await?;
+        anyhow::ensure!(created.status().is_success(), "create bucket: {created:?}");
+        Ok(Self {
+            address,
+            bucket: bucket.to_owned(),
+            _process: process,
+        })
+    }
+
+    /// Thanos objstore YAML for the bucket.
+    pub fn objstore_yaml(&self) -> String {
+        format!(
+            "type: S3\nconfig:\n  bucket: {}\n  endpoint: {}\n  access_key: test\n  \
+             secret_key: test\n  insecure: true\n",
+            self.bucket, self.address
+        )
+    }
+}

@@ -38,15 +38,7 @@ pub async fn run(args: &StoreArgs, shutdown: Shutdown) -> Result<(), RunError> {
         let configured =
             args.objstore.objstore_config_file.is_some() || args.objstore.objstore_config.is_some();
         let bucket = if configured {
-            let bucket = ObjectBucket::from_flags(
-                args.objstore.objstore_config_file.as_deref(),
-                args.objstore.objstore_config.as_deref(),
-                &ClientTuning::default(),
-            )
-            .map_err(|error| match error {
-                ObjstoreError::Config { .. } => RunError::Usage(error.to_string()),
-                other => RunError::Failed(other.into()),
-            })?;
+            let bucket = objstore_bucket(args)?;
             Some(Arc::new(ObjectStoreBucket::from_objstore(&bucket)) as Arc<dyn Bucket>)
         } else {
             None
@@ -59,15 +51,7 @@ pub async fn run(args: &StoreArgs, shutdown: Shutdown) -> Result<(), RunError> {
         return Ok(serve(store, readiness, args, shutdown).await?);
     }
     let config = bucket_config(args)?;
-    let bucket = ObjectBucket::from_flags(
-        args.objstore.objstore_config_file.as_deref(),
-        args.objstore.objstore_config.as_deref(),
-        &ClientTuning::default(),
-    )
-    .map_err(|error| match error {
-        ObjstoreError::Config { .. } => RunError::Usage(error.to_string()),
-        other => RunError::Failed(other.into()),
-    })?;
+    let bucket = objstore_bucket(args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
     let store = Arc::new(BucketStore::new(bucket.store(), config));
@@ -149,7 +133,22 @@ async fn sync_loop(
     }
 }
 
-/// Loads a store plugin with a host whose bucket is the local folder `data_dir/bucket`.
+/// The bucket `--objstore.config-file`/`--objstore.config` describe; an unusable configuration
+/// is a usage error.
+fn objstore_bucket(args: &StoreArgs) -> Result<ObjectBucket, RunError> {
+    ObjectBucket::from_flags(
+        args.objstore.objstore_config_file.as_deref(),
+        args.objstore.objstore_config.as_deref(),
+        &ClientTuning::default(),
+    )
+    .map_err(|error| match error {
+        ObjstoreError::Config { .. } => RunError::Usage(error.to_string()),
+        other => RunError::Failed(other.into()),
+    })
+}
+
+/// Loads a store plugin with a host whose bucket is `bucket`, or the local folder
+/// `data_dir/bucket` without one.
 async fn load_plugin(
     manifest: &Path,
     data_dir: &Path,
