@@ -4,6 +4,9 @@
 //! as the baseline measured in the same run, through a native in-process store serving the
 //! very same series.
 //!
+//! The last row is a PromQL range query (`sum(rate(bench[5m]))` over the whole data set)
+//! evaluated through the querier's proxy over the plugin store and over the native store.
+//!
 //! It uses the `hostile` guest's `synthetic` behaviour (precomputed series) so that the
 //! numbers measure the boundary, not the guest's encoder. It never touches the network.
 
@@ -129,7 +132,7 @@ impl fmt::Display for BenchReport {
 }
 
 /// A native in-process store serving fixed series, the baseline.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct InMemoryStore {
     series: Arc<Vec<Series>>,
 }
@@ -316,6 +319,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
     });
 
     // Throughput of series batches as XOR chunks, with full and header-only chunk checks.
+    let mut promql_row = None;
     for (name, limits) in [
         ("bench-series", ""),
         ("bench-series-header", "validate_chunks = \"header\""),
@@ -351,6 +355,22 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
         let native_rate = throughput(&native, config.selects.max(1))
             .await
             .map_err(to_host)?;
+        if limits.is_empty() {
+            let span_ms = (config.samples_per_series.max(2) as i64 - 1) * 15_000;
+            let (plugin_ms, native_ms) = (
+                promql_range_ms(Arc::new(plugin_store.clone()), span_ms, config.selects).await?,
+                promql_range_ms(Arc::new(native.clone()), span_ms, config.selects).await?,
+            );
+            promql_row = Some(BenchRow {
+                name: format!(
+                    "PromQL sum(rate(bench[5m])), {} series, step 60s",
+                    config.series
+                ),
+                value: plugin_ms,
+                unit: "ms",
+                baseline: Some(native_ms),
+            });
+        }
         let checks = if limits.is_empty() { "full" } else { "header" };
         report.rows.push(BenchRow {
             name: format!(
@@ -362,6 +382,37 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
             baseline: Some(native_rate),
         });
     }
+    report.rows.extend(promql_row);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+/// Median milliseconds of a PromQL range query over `store` behind the querier's proxy.
+async fn promql_range_ms(
+    store: Arc<dyn Store>,
+    span_ms: i64,
+    runs: usize,
+) -> Result<f64, PluginError> {
+    use crate::promql::{Engine, EngineOptions};
+    use crate::query::endpoints::EndpointSet;
+    use crate::query::proxy::{ProxyLimits, ProxyStore};
+    use crate::query::queryable::{QueryOptions, StoreQueryable};
+
+    let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
+    endpoints.add_local("bench", store);
+    endpoints.refresh().await;
+    let proxy = Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()));
+    let engine = Engine::new(EngineOptions::default());
+    let mut times = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let queryable = StoreQueryable::new(proxy.clone(), QueryOptions::default());
+        let started = Instant::now();
+        engine
+            .range_query(&queryable, "sum(rate(bench[5m]))", 300_000, span_ms, 60_000)
+            .await
+            .map_err(|e| PluginError::Host(format!("bench query: {e}")))?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
