@@ -16,34 +16,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gauntlet::objstore::{Bucket, ClientTuning};
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir, wait_until_ok};
+use gauntlet_e2e::{
+    Process, S3Server, free_loopback_address, gauntlet_binary, moto_server, scratch_dir,
+    wait_until_ok,
+};
 use serde_json::Value;
 
 const SERIES: usize = 3;
 /// Hours of data: one 2h-aligned block each.
 const HOURS: i64 = 6;
 const BUCKET: &str = "shipped";
-
-fn moto_server() -> Option<PathBuf> {
-    let found = std::env::var_os("GAUNTLET_MOTO_SERVER")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("moto_server"))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        let message = "moto_server is not installed (pip install \"moto[server]\", or \
-                       scripts/setup.sh's ensure_objstore_test_servers)";
-        assert!(
-            std::env::var_os("GAUNTLET_REQUIRE_TEST_SERVERS").is_none(),
-            "GAUNTLET_REQUIRE_TEST_SERVERS is set but {message}"
-        );
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
-    }
-    found
-}
 
 /// Writes blocks with promtool into `data`, for [`HOURS`] hours ending at least two hours
 /// before now; returns their ULIDs, sorted.
@@ -127,38 +109,10 @@ async fn start_prometheus(
     Ok((process, address))
 }
 
-/// Starts moto and creates [`BUCKET`].
-async fn start_moto(moto: &Path) -> anyhow::Result<(Process, SocketAddr)> {
-    let address = free_loopback_address()?;
-    let process = Process::spawn(
-        "shipper-moto",
-        moto,
-        &[
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            address.port().to_string(),
-        ],
-    )?;
-    wait_until_ok(&format!("http://{address}/"), Duration::from_secs(60)).await?;
-    let created = reqwest::Client::new()
-        .put(format!("http://{address}/{BUCKET}"))
-        .send()
-        .await?;
-    anyhow::ensure!(created.status().is_success(), "create bucket: {created:?}");
-    Ok((process, address))
-}
-
-/// Writes the objstore configuration of [`BUCKET`] on moto.
-fn s3_config(dir: &Path, moto: SocketAddr) -> anyhow::Result<PathBuf> {
+/// Writes the objstore configuration of the S3 server's bucket.
+fn s3_config(dir: &Path, s3: &S3Server) -> anyhow::Result<PathBuf> {
     let config = dir.join("s3.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "type: S3\nconfig:\n  bucket: {BUCKET}\n  endpoint: {moto}\n  access_key: test\n  \
-             secret_key: test\n  insecure: true\n"
-        ),
-    )?;
+    std::fs::write(&config, s3.objstore_yaml())?;
     Ok(config)
 }
 
@@ -244,8 +198,8 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
     std::fs::create_dir_all(&data)?;
     let ulids = make_blocks(&dir, &data)?;
     let (_prometheus, prometheus) = start_prometheus(&dir, &data, true).await?;
-    let (_moto, moto) = start_moto(&moto).await?;
-    let config = s3_config(&dir, moto)?;
+    let s3 = S3Server::start(&moto, BUCKET).await?;
+    let config = s3_config(&dir, &s3)?;
     let bucket = Bucket::from_flags(Some(&config), None, &ClientTuning::fail_fast())?;
 
     // First run: every block is shipped.
@@ -395,8 +349,8 @@ async fn without_external_labels_nothing_is_shipped() -> anyhow::Result<()> {
     std::fs::create_dir_all(&data)?;
     make_blocks(&dir, &data)?;
     let (_prometheus, prometheus) = start_prometheus(&dir, &data, false).await?;
-    let (_moto, moto) = start_moto(&moto).await?;
-    let config = s3_config(&dir, moto)?;
+    let s3 = S3Server::start(&moto, BUCKET).await?;
+    let config = s3_config(&dir, &s3)?;
     let bucket = Bucket::from_flags(Some(&config), None, &ClientTuning::fail_fast())?;
     let sidecar = start_sidecar(prometheus, &data, &config)?;
     let deadline = Instant::now() + Duration::from_secs(60);
