@@ -13,9 +13,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{Server, wait_ready};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,18 +176,6 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Server {
-    base: String,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_gauntlet() -> anyhow::Result<Server> {
     let mut child = Command::new(std::env::current_exe()?)
         .env(SERVE_ENV, "1")
@@ -214,44 +206,7 @@ fn start_prometheus(openmetrics: &Path) -> anyhow::Result<Server> {
             .status()?;
         anyhow::ensure!(status.success(), "promtool failed");
     }
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        "global:\n  scrape_interval: 1h\n",
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg("--storage.tsdb.retention.time=10y")
-        .arg("--query.max-samples=500000000")
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(Server {
-        base: format!("http://127.0.0.1:{port}"),
-        child,
-    })
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if client
-            .get(format!("{base}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{base} did not become ready")
+    common::start_prometheus(&dir, &data)
 }
 
 /// Median wall time of a query through the HTTP API, and the number of result series.
@@ -295,8 +250,8 @@ async fn main() -> anyhow::Result<()> {
     let prometheus = start_prometheus(&openmetrics)?;
     let gauntlet = start_gauntlet()?;
     let client = reqwest::Client::new();
-    wait_ready(&client, &prometheus.base).await?;
-    wait_ready(&client, &gauntlet.base).await?;
+    wait_ready(&client, &prometheus.base, Duration::from_secs(60)).await?;
+    wait_ready(&client, &gauntlet.base, Duration::from_secs(60)).await?;
 
     let end = START_S + HOURS * 3600 - 10;
     println!(

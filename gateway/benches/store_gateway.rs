@@ -14,9 +14,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{Server, wait_ready};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,18 +137,6 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Server {
-    base: String,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_gateway(bucket: &Path) -> anyhow::Result<(Server, Instant)> {
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
@@ -176,44 +168,7 @@ fn start_prometheus(dir: &Path, bucket: &Path) -> anyhow::Result<Server> {
             .status()?;
         anyhow::ensure!(status.success(), "copying the block failed");
     }
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        "global:\n  scrape_interval: 1h\n",
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg("--storage.tsdb.retention.time=10y")
-        .arg("--query.max-samples=500000000")
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(Server {
-        base: format!("http://127.0.0.1:{port}"),
-        child,
-    })
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    for _ in 0..3000 {
-        if client
-            .get(format!("{base}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{base} did not become ready")
+    common::start_prometheus(dir, &data)
 }
 
 /// One query: wall time and number of result series.
@@ -353,7 +308,7 @@ async fn main() -> anyhow::Result<()> {
     let (broad_range_cold, _) = query_once(&client, &gateway.base, &broad_range).await?;
     let after_range = objstore_requests(&client, &gateway.base).await?;
 
-    wait_ready(&client, &prometheus.base).await?;
+    wait_ready(&client, &prometheus.base, Duration::from_secs(300)).await?;
     let mut rows = Vec::new();
     for (name, params, cold, requests) in [
         (
