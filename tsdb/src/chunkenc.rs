@@ -84,58 +84,63 @@ impl BitWriter {
     }
 }
 
+/// Reads bits most significant first. Every read is one unaligned 8-byte load at the current
+/// bit position (bits past the end read as zero and are never consumed).
 #[derive(Debug, Clone)]
 pub(crate) struct BitReader<'a> {
     bytes: &'a [u8],
-    /// Next byte of `bytes` to load into `buf`.
-    next: usize,
-    /// Buffered bits, left-aligned (the next bit to read is bit 63).
-    buf: u64,
-    /// Number of valid bits in `buf`.
-    valid: u32,
+    /// Position of the next bit, counted from the first bit of `bytes`.
+    pos: usize,
+    /// Number of bits in `bytes`.
+    end: usize,
 }
 
 impl<'a> BitReader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Self {
             bytes,
-            next: 0,
-            buf: 0,
-            valid: 0,
+            pos: 0,
+            end: bytes.len().saturating_mul(8),
         }
     }
 
-    /// Loads whole bytes into the buffer while there is room; returns false at end of input.
+    /// Bits not read yet.
     #[inline]
-    fn refill(&mut self) -> bool {
-        let before = self.valid;
-        if self.valid == 0 && self.bytes.len() >= self.next + 8 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&self.bytes[self.next..self.next + 8]);
-            self.buf = u64::from_be_bytes(w);
-            self.valid = 64;
-            self.next += 8;
-            return true;
-        }
-        while self.valid <= 56 {
-            let Some(&b) = self.bytes.get(self.next) else {
-                break;
-            };
-            self.buf |= u64::from(b) << (56 - self.valid);
-            self.valid += 8;
-            self.next += 1;
-        }
-        self.valid > before
+    fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// The next 64 bits, left-aligned, zero-padded past the end. At least 57 of them are
+    /// stream bits when that many remain.
+    #[inline(always)]
+    fn peek(&self) -> u64 {
+        let byte = self.pos >> 3;
+        let word = match self.bytes.get(byte..byte + 8) {
+            Some(window) => {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(window);
+                u64::from_be_bytes(w)
+            }
+            None => self.peek_tail(byte),
+        };
+        word << (self.pos & 7)
+    }
+
+    #[cold]
+    fn peek_tail(&self, byte: usize) -> u64 {
+        let mut w = [0u8; 8];
+        let rest = self.bytes.get(byte..).unwrap_or_default();
+        w[..rest.len()].copy_from_slice(rest);
+        u64::from_be_bytes(w)
     }
 
     #[inline]
     pub(crate) fn read_bit(&mut self) -> Option<bool> {
-        if self.valid == 0 && !self.refill() {
+        if self.remaining() == 0 {
             return None;
         }
-        let bit = self.buf >> 63 == 1;
-        self.buf <<= 1;
-        self.valid -= 1;
+        let bit = self.peek() >> 63 == 1;
+        self.pos += 1;
         Some(bit)
     }
 
@@ -143,87 +148,70 @@ impl<'a> BitReader<'a> {
     /// (a zero bit ends the prefix and is consumed too).
     #[inline]
     fn read_dod_prefix(&mut self) -> Option<u8> {
-        if self.valid < 4 {
-            self.refill();
+        let top = self.peek();
+        let ones = (!top).leading_zeros().min(4);
+        let consumed = if ones == 4 { 4 } else { ones + 1 } as usize;
+        if consumed > self.remaining() {
+            return None;
         }
-        if self.valid >= 4 {
-            let top = (self.buf >> 60) as u32;
-            let ones = (((!top) & 0xf) << 28).leading_zeros().min(4);
-            let consumed = if ones == 4 { 4 } else { ones + 1 };
-            self.buf <<= consumed;
-            self.valid -= consumed;
-            return Some(ones as u8);
-        }
-        let mut prefix = 0u8;
-        for _ in 0..4 {
-            if !self.read_bit()? {
-                break;
-            }
-            prefix += 1;
-        }
-        Some(prefix)
+        self.pos += consumed;
+        Some(ones as u8)
     }
 
     /// Reads a value's control bits: `0` (unchanged) → 0, `10` (same window) → 1,
     /// `11` (new window) → 2.
     #[inline]
     pub(crate) fn read_value_control(&mut self) -> Option<u8> {
-        if self.valid < 2 {
-            self.refill();
+        let (ctrl, used) = match self.peek() >> 62 {
+            0 | 1 => (0, 1),
+            2 => (1, 2),
+            _ => (2, 2),
+        };
+        if used > self.remaining() {
+            return None;
         }
-        if self.valid >= 2 {
-            let top = self.buf >> 62;
-            let (ctrl, used) = match top {
-                0 | 1 => (0, 1),
-                2 => (1, 2),
-                _ => (2, 2),
-            };
-            self.buf <<= used;
-            self.valid -= used;
-            return Some(ctrl);
-        }
-        if !self.read_bit()? {
-            return Some(0);
-        }
-        Some(if self.read_bit()? { 2 } else { 1 })
+        self.pos += used;
+        Some(ctrl)
     }
 
     /// Reads `nbits` (0..=64) bits, most significant first.
     #[inline]
     pub(crate) fn read_bits(&mut self, nbits: u8) -> Option<u64> {
-        let n = u32::from(nbits);
+        let n = usize::from(nbits);
         if n == 0 {
             return Some(0);
         }
-        if n > 64 {
+        if n > 64 || n > self.remaining() {
             return None;
         }
-        if self.valid < n {
-            self.refill();
-        }
-        if self.valid >= n {
-            let v = self.buf >> (64 - n);
-            self.buf = if n == 64 { 0 } else { self.buf << n };
-            self.valid -= n;
+        if n <= 56 {
+            let v = self.peek() >> (64 - n);
+            self.pos += n;
             return Some(v);
         }
-        // Split read: take what is buffered, refill, take the rest.
-        let first = self.valid;
-        let hi = if first == 0 {
-            0
-        } else {
-            self.buf >> (64 - first)
-        };
-        self.buf = 0;
-        self.valid = 0;
-        let rest = n - first;
-        if !self.refill() || self.valid < rest {
-            return None;
+        let hi = self.peek() >> 32;
+        self.pos += 32;
+        let rest = n - 32;
+        let lo = self.peek() >> (64 - rest);
+        self.pos += rest;
+        Some((hi << rest) | lo)
+    }
+
+    /// Reads `n` (1..=64) bits that are known to be there (callers check `remaining()`).
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> u64 {
+        debug_assert!((1..=64).contains(&n) && n <= self.remaining());
+        if n <= 56 {
+            let v = self.peek() >> (64 - n);
+            self.pos += n;
+            return v;
         }
-        let lo = self.buf >> (64 - rest);
-        self.buf = if rest == 64 { 0 } else { self.buf << rest };
-        self.valid -= rest;
-        Some(hi.checked_shl(rest).unwrap_or(0) | lo)
+        let hi = self.peek() >> 32;
+        self.pos += 32;
+        let rest = n - 32;
+        let lo = self.peek() >> (64 - rest);
+        self.pos += rest;
+        (hi << rest) | lo
     }
 
     pub(crate) fn read_byte(&mut self) -> Option<u8> {
@@ -419,6 +407,10 @@ impl XorChunk {
 
 // ---------------------------------------------------------------- iterator
 
+/// The most bits one sample after the second can take: a 4-bit prefix and a 64-bit
+/// delta-of-delta, then 2 control bits, an 11-bit window and 64 value bits.
+const MAX_SAMPLE_BITS: usize = 4 + 64 + 2 + 11 + 64;
+
 /// Decodes an XOR chunk sample by sample.
 #[derive(Debug, Clone)]
 pub struct XorIterator<'a> {
@@ -465,6 +457,13 @@ impl<'a> XorIterator<'a> {
     pub fn next_sample(&mut self) -> Result<Option<(i64, f64)>, ChunkError> {
         if self.read >= self.total {
             return Ok(None);
+        }
+        if self.read >= 2 && self.r.remaining() >= MAX_SAMPLE_BITS {
+            if !self.next_unchecked() {
+                return Err(ChunkError::Truncated("bad value window"));
+            }
+            self.read += 1;
+            return Ok(Some((self.t, self.v)));
         }
         match self.read {
             0 => {
@@ -513,6 +512,92 @@ impl<'a> XorIterator<'a> {
         }
         self.read += 1;
         Ok(Some((self.t, self.v)))
+    }
+
+    /// Decodes a sample after the second with at least [`MAX_SAMPLE_BITS`] left, so no read
+    /// can run out of input: one 8-byte load for the timestamp, one or two for the value.
+    /// Returns false on a value window wider than 64 bits.
+    #[inline(always)]
+    fn next_unchecked(&mut self) -> bool {
+        let r = &mut self.r;
+        let w = r.peek();
+        let ones = (!w).leading_zeros().min(4) as usize;
+        let dod = match ones {
+            0 => {
+                r.pos += 1;
+                0
+            }
+            4 => {
+                r.pos += 4;
+                r.take(64) as i64
+            }
+            _ => {
+                let nbits = [0, 14, 17, 20][ones];
+                let prefix = ones + 1;
+                let bits = (w << prefix) >> (64 - nbits);
+                r.pos += prefix + nbits;
+                // Prometheus reads `1 << (nbits - 1)` itself as positive.
+                if bits > (1u64 << (nbits - 1)) {
+                    (bits as i64) - (1i64 << nbits)
+                } else {
+                    bits as i64
+                }
+            }
+        };
+        self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+
+        let w = r.peek();
+        match w >> 62 {
+            0 | 1 => r.pos += 1,
+            ctrl => {
+                if ctrl == 3 {
+                    let lead = ((w >> 57) & 0x1f) as u8;
+                    let sig = match ((w >> 51) & 0x3f) as u8 {
+                        0 => 64,
+                        sig => sig,
+                    };
+                    if lead + sig > 64 {
+                        return false;
+                    }
+                    self.leading = lead;
+                    self.trailing = 64 - lead - sig;
+                    r.pos += 13;
+                } else {
+                    r.pos += 2;
+                }
+                let sig = 64 - usize::from(self.leading) - usize::from(self.trailing);
+                if sig > 0 {
+                    let bits = r.take(sig);
+                    let shifted = bits.checked_shl(u32::from(self.trailing)).unwrap_or(0);
+                    self.v = f64::from_bits(self.v.to_bits() ^ shifted);
+                }
+            }
+        }
+        true
+    }
+
+    /// Decodes the remaining samples into `f` until it returns false or the chunk ends; the
+    /// fast way to walk a whole chunk.
+    #[inline]
+    pub fn for_each_sample(
+        mut self,
+        mut f: impl FnMut(i64, f64) -> bool,
+    ) -> Result<(), ChunkError> {
+        while self.read < self.total {
+            if self.read >= 2 && self.r.remaining() >= MAX_SAMPLE_BITS {
+                if !self.next_unchecked() {
+                    return Err(ChunkError::Truncated("bad value window"));
+                }
+                self.read += 1;
+            } else if self.next_sample()?.is_none() {
+                break;
+            }
+            if !f(self.t, self.v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     #[inline]
@@ -595,18 +680,18 @@ pub fn decode_xor_into(
     maxt: i64,
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), ChunkError> {
-    let mut it = XorIterator::new(bytes)?;
+    let it = XorIterator::new(bytes)?;
     // The header is untrusted: never reserve more than the bytes could hold (>= 1 bit/sample).
     out.reserve(it.num_samples().min(bytes.len() * 8));
-    while let Some((t, v)) = it.next_sample()? {
+    it.for_each_sample(|t, v| {
         if t > maxt {
-            break;
+            return false;
         }
         if t >= mint {
             out.push((t, v));
         }
-    }
-    Ok(())
+        true
+    })
 }
 
 #[cfg(test)]
@@ -629,6 +714,20 @@ mod tests {
             assert_eq!(a.0, b.0);
             assert_eq!(a.1.to_bits(), b.1.to_bits());
         }
+        // The bulk walk and the range decoder see exactly the same samples.
+        let mut walked = Vec::new();
+        XorIterator::new(&bytes)
+            .unwrap()
+            .for_each_sample(|t, v| {
+                walked.push((t, v.to_bits()));
+                true
+            })
+            .unwrap();
+        let bits: Vec<(i64, u64)> = got.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+        assert_eq!(walked, bits);
+        let mut ranged = Vec::new();
+        decode_xor_into(&bytes, i64::MIN, i64::MAX, &mut ranged).unwrap();
+        assert_eq!(ranged.len(), samples.len());
         bytes
     }
 
@@ -751,6 +850,35 @@ mod tests {
         c.append(10_000, 42.0).unwrap();
         c2.append(10_000, 42.0).unwrap();
         assert_eq!(c.bytes(), c2.bytes());
+    }
+
+    #[test]
+    fn garbage_decodes_the_same_sample_by_sample_and_in_bulk() {
+        let mut seed = 0x0123_4567_89ab_cdefu64;
+        for len in 2..400usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let Ok(it) = XorIterator::new(&bytes) else {
+                continue;
+            };
+            let mut one_by_one = Vec::new();
+            let stepped = it
+                .clone()
+                .try_for_each(|r| r.map(|(t, v)| one_by_one.push((t, v.to_bits()))));
+            let mut bulk = Vec::new();
+            let walked = it.for_each_sample(|t, v| {
+                bulk.push((t, v.to_bits()));
+                true
+            });
+            assert_eq!(stepped, walked, "{len} bytes");
+            assert_eq!(one_by_one, bulk, "{len} bytes");
+        }
     }
 
     #[test]

@@ -96,30 +96,33 @@ fn check_chunk(chunk: &Chunk, deep: bool) -> Result<(), String> {
     if chunk.encoding != ChunkEncoding::Xor {
         return Ok(());
     }
-    let mut it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
     if it.num_samples() == 0 {
         return Err("empty XOR chunk".to_owned());
     }
     if !deep {
         return Ok(());
     }
+    // The first sample outside the declared range or out of order, if any.
     let mut last: Option<i64> = None;
-    while let Some((t, _)) = it
-        .next_sample()
-        .map_err(|e| format!("corrupt XOR chunk: {e}"))?
-    {
-        if t < chunk.min_time || t > chunk.max_time {
-            return Err(format!(
-                "sample at {t} outside the chunk's range {}..={}",
-                chunk.min_time, chunk.max_time
-            ));
-        }
-        if last.is_some_and(|l| t <= l) {
-            return Err(format!("samples out of order at {t}"));
+    let mut bad: Option<i64> = None;
+    it.for_each_sample(|t, _| {
+        if t < chunk.min_time || t > chunk.max_time || last.is_some_and(|l| t <= l) {
+            bad = Some(t);
+            return false;
         }
         last = Some(t);
+        true
+    })
+    .map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    match bad {
+        Some(t) if t < chunk.min_time || t > chunk.max_time => Err(format!(
+            "sample at {t} outside the chunk's range {}..={}",
+            chunk.min_time, chunk.max_time
+        )),
+        Some(t) => Err(format!("samples out of order at {t}")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl SeriesValidator {
