@@ -13,12 +13,15 @@
 //! The merge is lazy: a replica that cannot win the next sample (its earliest admissible sample
 //! would come after the leader's) is not advanced, and replicas kept as XOR chunks decode a chunk
 //! only when a seek lands in it. A steady leader is therefore the only replica decoded in full;
-//! the others are decoded around the leader's gaps. Input samples of each replica must be sorted
-//! by timestamp.
+//! the others are decoded around the leader's gaps. While the leader's next sample comes no
+//! later than its last gap doubled, no other replica can win it, so such runs are copied
+//! straight from the leader's decoded chunk (see `Cursor::run_leader`); a steady HA pair costs
+//! little more than decoding one replica. Input samples of each replica must be sorted by
+//! timestamp.
 
 use std::cell::RefCell;
 
-use gauntlet_tsdb::chunkenc::decode_xor_into;
+use gauntlet_tsdb::chunkenc::{XorIterator, decode_xor_into};
 
 use crate::promql::Chunk;
 
@@ -40,6 +43,7 @@ pub fn dedup_replicas(replicas: &[&[Sample]], counter: bool) -> Vec<Sample> {
     merge(
         leaves.collect(),
         replicas.iter().map(|s| s.len()).max().unwrap_or(0),
+        true,
     )
 }
 
@@ -50,6 +54,15 @@ pub fn dedup_chunks(
     counter: bool,
     mint: i64,
     maxt: i64,
+) -> Result<Vec<Sample>, String> {
+    merge_chunks(replicas, counter, (mint, maxt), true)
+}
+
+fn merge_chunks(
+    replicas: &[&[Chunk]],
+    counter: bool,
+    (mint, maxt): (i64, i64),
+    fast: bool,
 ) -> Result<Vec<Sample>, String> {
     let errors = RefCell::new(None);
     let leaves: Vec<Leaf<'_>> = replicas
@@ -66,7 +79,7 @@ pub fn dedup_chunks(
         })
         .max()
         .unwrap_or(0);
-    let merged = merge(leaves, capacity);
+    let merged = merge(leaves, capacity, fast);
     match errors.into_inner() {
         Some(error) => Err(error),
         None => Ok(merged),
@@ -80,7 +93,10 @@ fn header_count(chunk: &Chunk) -> u16 {
         .map_or(0, |h| u16::from_be_bytes([h[0], h[1]]))
 }
 
-fn merge(leaves: Vec<Leaf<'_>>, capacity: usize) -> Vec<Sample> {
+/// Merges the leaves as a left-leaning chain of pairs. With `fast`, runs of samples the
+/// leading replica is certain to win are copied in a tight loop (see [`Cursor::run_leader`]);
+/// without it every sample goes through the pairs, which the tests use as the reference.
+fn merge(leaves: Vec<Leaf<'_>>, capacity: usize, fast: bool) -> Vec<Sample> {
     let mut leaves = leaves.into_iter().map(Cursor::Leaf);
     let Some(first) = leaves.next() else {
         return Vec::new();
@@ -92,6 +108,9 @@ fn merge(leaves: Vec<Leaf<'_>>, capacity: usize) -> Vec<Sample> {
     let mut merged = Vec::with_capacity(capacity);
     while cursor.next() {
         merged.push(cursor.at());
+        if fast {
+            cursor.run_leader(&mut merged);
+        }
     }
     merged
 }
@@ -138,15 +157,133 @@ impl Cursor<'_> {
     }
 }
 
-/// One replica's samples — decoded chunk by chunk on demand — with the counter correction
-/// accumulated so far.
+impl<'a> Cursor<'a> {
+    /// Appends the samples the merge is certain to return next, straight from the leading
+    /// replica, after the sample just returned (the last of `out`).
+    ///
+    /// Every pair on the way down to the leading leaf leads with the same sample, and the
+    /// sample-by-sample merge would seek each pair's other side to at least
+    /// `last + 1 + penalty` before comparing: a leader sample at or before that bound (strictly
+    /// before, when the leader is a pair's `b`, since ties go to `a`) wins whatever the other
+    /// side holds. After the first step every pair's penalty is twice the last gap. The run
+    /// stops at the first sample that might lose; the pairs are then left exactly as the
+    /// sample-by-sample merge would have left them, their other sides' seeks still deferred.
+    fn run_leader(&mut self, out: &mut Vec<Sample>) {
+        let Some(&(start, _)) = out.last() else {
+            return;
+        };
+        let mut first_bound = i64::MAX;
+        let mut constrained = false;
+        let mut strict = false;
+        let mut node: &Cursor<'_> = self;
+        let mut pairs = 0;
+        while let Cursor::Pair(pair) = node {
+            let (leader_deferred, other_ok, other_penalty) = if pair.use_a {
+                (pair.deferred_a, pair.b_ok, pair.penalty_b)
+            } else {
+                (pair.deferred_b, pair.a_ok, pair.penalty_a)
+            };
+            if pair.last_t != Some(start) || !pair.current_ok() || leader_deferred.is_some() {
+                return;
+            }
+            if other_ok {
+                let target = start.saturating_add(1).saturating_add(other_penalty);
+                let bound = if pair.use_a { target } else { target - 1 };
+                first_bound = first_bound.min(bound);
+                constrained = true;
+                strict |= !pair.use_a;
+            }
+            node = if pair.use_a { &pair.a } else { &pair.b };
+            pairs += 1;
+        }
+        if pairs == 0 {
+            return;
+        }
+        let leaf = self.leading_leaf();
+        let correction = leaf.correction;
+        let (mut previous, mut current) = (start, start);
+        let mut bound = first_bound;
+        // Seek targets of the other sides from the second step on (the same for every pair).
+        let mut common_target: Option<i64> = None;
+        let mut next_target = i64::MIN;
+        let mut steps = 0usize;
+        while let Some((t, v)) = leaf.peek_next() {
+            if t <= current || (constrained && t > bound) {
+                break;
+            }
+            leaf.step();
+            out.push((t, v + correction));
+            if steps > 0 {
+                common_target = Some(common_target.map_or(next_target, |c| c.max(next_target)));
+            }
+            steps += 1;
+            (previous, current) = (current, t);
+            next_target = t
+                .saturating_add(1)
+                .saturating_add(t.saturating_sub(previous).saturating_mul(2));
+            bound = if strict { next_target - 1 } else { next_target };
+        }
+        if steps == 0 {
+            return;
+        }
+        let penalty = current.saturating_sub(previous).saturating_mul(2);
+        let mut node: &mut Cursor<'_> = self;
+        while let Cursor::Pair(pair) = node {
+            let first_target = |penalty: i64| start.saturating_add(1).saturating_add(penalty);
+            let defer = |deferred: &mut Option<i64>, first: i64| {
+                let target = common_target.map_or(first, |c| c.max(first));
+                *deferred = Some(deferred.map_or(target, |d| d.max(target)));
+            };
+            pair.last_t = Some(current);
+            if pair.use_a {
+                if pair.b_ok {
+                    defer(&mut pair.deferred_b, first_target(pair.penalty_b));
+                }
+                pair.penalty_a = 0;
+                pair.penalty_b = penalty;
+                node = &mut pair.a;
+            } else {
+                if pair.a_ok {
+                    defer(&mut pair.deferred_a, first_target(pair.penalty_a));
+                }
+                pair.penalty_b = 0;
+                pair.penalty_a = penalty;
+                node = &mut pair.b;
+            }
+        }
+    }
+
+    /// The leaf the chain of pairs currently takes its samples from.
+    fn leading_leaf(&mut self) -> &mut Leaf<'a> {
+        match self {
+            Cursor::Leaf(leaf) => leaf,
+            Cursor::Pair(pair) => {
+                if pair.use_a {
+                    pair.a.leading_leaf()
+                } else {
+                    pair.b.leading_leaf()
+                }
+            }
+        }
+    }
+}
+
+/// One replica's samples — decoded on demand — with the counter correction accumulated so far.
+///
+/// Stepping with `next` decodes whole chunks at a time (the leader reads them all); a `seek`
+/// into a chunk not decoded yet decodes only up to the sample it lands on and keeps the rest
+/// of the chunk as a live decoder, so a replica that is only sought around the leader's
+/// samples decodes a few samples instead of whole chunks.
 struct Leaf<'a> {
-    /// Chunks not decoded yet.
+    /// Chunks not started yet.
     pending: &'a [Chunk],
-    /// Decoded samples of the current chunk (or all samples of a decoded replica).
+    /// Decoded samples; the current one is `buffer[position]`.
     buffer: Vec<Sample>,
     /// Index into `buffer`; `None` before the first `next` or `seek`.
     position: Option<usize>,
+    /// The rest of the current chunk, not decoded yet; only while the current sample is the
+    /// last of `buffer`.
+    stream: Option<XorIterator<'a>>,
     range: (i64, i64),
     counter: bool,
     correction: f64,
@@ -159,6 +296,7 @@ impl<'a> Leaf<'a> {
             pending: &[],
             buffer: samples.to_vec(),
             position: None,
+            stream: None,
             range: (i64::MIN, i64::MAX),
             counter,
             correction: 0.0,
@@ -176,6 +314,7 @@ impl<'a> Leaf<'a> {
             pending: chunks,
             buffer: Vec::new(),
             position: None,
+            stream: None,
             range,
             counter,
             correction: 0.0,
@@ -196,16 +335,20 @@ impl<'a> Leaf<'a> {
         leaf
     }
 
+    fn fail(&self, error: impl std::fmt::Display) {
+        self.errors
+            .borrow_mut()
+            .get_or_insert_with(|| format!("decoding chunk: {error}"));
+    }
+
     fn decode(&self, chunk: &Chunk, out: &mut Vec<Sample>) {
         if let Err(error) = decode_xor_into(&chunk.data, self.range.0, self.range.1, out) {
-            self.errors
-                .borrow_mut()
-                .get_or_insert_with(|| format!("decoding chunk: {error}"));
+            self.fail(error);
         }
     }
 
-    /// Replaces the buffer with the next pending chunk that holds samples; false when none.
-    fn load_next_chunk(&mut self, at_least: i64) -> bool {
+    /// The next pending chunk that can hold samples at or after `at_least` inside the range.
+    fn next_chunk(&mut self, at_least: i64) -> Option<&'a Chunk> {
         while let Some((chunk, rest)) = self.pending.split_first() {
             self.pending = rest;
             if chunk.max_time < at_least
@@ -214,6 +357,15 @@ impl<'a> Leaf<'a> {
             {
                 continue;
             }
+            return Some(chunk);
+        }
+        None
+    }
+
+    /// Replaces the buffer with the next chunk that holds samples, decoded whole; false when
+    /// none is left.
+    fn load_next_chunk(&mut self) -> bool {
+        while let Some(chunk) = self.next_chunk(i64::MIN) {
             let mut buffer = std::mem::take(&mut self.buffer);
             buffer.clear();
             self.decode(chunk, &mut buffer);
@@ -226,14 +378,98 @@ impl<'a> Leaf<'a> {
         false
     }
 
+    /// Pulls the next in-range sample from the live decoder; `None` (and no decoder) at the
+    /// end of its chunk.
+    fn pull(&mut self) -> Option<Sample> {
+        let stream = self.stream.as_mut()?;
+        loop {
+            match stream.next_sample() {
+                Ok(Some((t, _))) if t < self.range.0 => continue,
+                Ok(Some((t, v))) if t <= self.range.1 => return Some((t, v)),
+                Ok(_) => break,
+                Err(error) => {
+                    self.fail(error);
+                    break;
+                }
+            }
+        }
+        self.stream = None;
+        None
+    }
+
+    /// Makes `sample` the current one, as the only sample in the buffer.
+    fn set_current(&mut self, sample: Sample) {
+        self.buffer.clear();
+        self.buffer.push(sample);
+        self.position = Some(0);
+    }
+
+    /// Decodes what is left of the live decoder's chunk behind the current sample.
+    fn drain_stream(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let (mint, maxt) = self.range;
+            let buffer = &mut self.buffer;
+            let walked = stream.for_each_sample(|t, v| {
+                if t > maxt {
+                    return false;
+                }
+                if t >= mint {
+                    buffer.push((t, v));
+                }
+                true
+            });
+            if let Err(error) = walked {
+                self.fail(error);
+            }
+        }
+    }
+
+    /// The raw sample after the current one, decoding the next chunk behind the current
+    /// sample when the buffer ends; `None` when there is none (or before the first `next`).
+    fn peek_next(&mut self) -> Option<Sample> {
+        let position = self.position?;
+        if let Some(&sample) = self.buffer.get(position + 1) {
+            return Some(sample);
+        }
+        if position >= self.buffer.len() {
+            return None;
+        }
+        self.buffer.drain(..position);
+        self.position = Some(0);
+        if self.stream.is_some() {
+            self.drain_stream();
+            if let Some(&sample) = self.buffer.get(1) {
+                return Some(sample);
+            }
+        }
+        while let Some(chunk) = self.next_chunk(i64::MIN) {
+            let mut buffer = std::mem::take(&mut self.buffer);
+            self.decode(chunk, &mut buffer);
+            self.buffer = buffer;
+            if let Some(&sample) = self.buffer.get(1) {
+                return Some(sample);
+            }
+        }
+        None
+    }
+
+    /// Moves to the sample `peek_next` returned.
+    fn step(&mut self) {
+        self.position = self.position.map(|p| p + 1);
+    }
+
     fn next(&mut self) -> bool {
         let position = self.position.map_or(0, |p| p.saturating_add(1));
         if position < self.buffer.len() {
             self.position = Some(position);
             return true;
         }
+        if let Some(sample) = self.pull() {
+            self.set_current(sample);
+            return true;
+        }
         self.position = Some(self.buffer.len());
-        self.load_next_chunk(i64::MIN)
+        self.load_next_chunk()
     }
 
     fn seek(&mut self, t: i64) -> bool {
@@ -248,15 +484,23 @@ impl<'a> Leaf<'a> {
             return true;
         }
         self.position = Some(self.buffer.len());
-        // Skip whole chunks that end before `t` without decoding them.
-        while self.load_next_chunk(t) {
-            if let Some(offset) = self.buffer.iter().position(|(ts, _)| *ts >= t) {
-                self.position = Some(offset);
-                return true;
+        // Finish the chunk being decoded, then skip whole chunks that end before `t` and
+        // decode the one `t` falls in only up to the first sample at or after `t`.
+        loop {
+            while let Some(sample) = self.pull() {
+                if sample.0 >= t {
+                    self.set_current(sample);
+                    return true;
+                }
             }
-            self.position = Some(self.buffer.len());
+            let Some(chunk) = self.next_chunk(t) else {
+                return false;
+            };
+            match XorIterator::new(&chunk.data) {
+                Ok(stream) => self.stream = Some(stream),
+                Err(error) => self.fail(error),
+            }
         }
-        false
     }
 
     fn at(&self) -> Sample {
@@ -603,6 +847,114 @@ mod tests {
             assert!(
                 ranged.iter().all(|(t, _)| (mint..=maxt).contains(t)),
                 "case {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn leader_runs_merge_exactly_like_sample_by_sample() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound.max(1)
+        };
+        let mut runs_taken = 0usize;
+        for case in 0..3000 {
+            let replicas: Vec<Vec<Sample>> = (0..2 + random(3))
+                .map(|_| {
+                    let interval = [15_000, 15_000, 10_000, 30_000, 1_000][random(5) as usize];
+                    let jitter = [0, 0, 3, 40, 2_000][random(5) as usize];
+                    let mut t = random(40_000) as i64 - 20_000;
+                    if random(4) == 0 {
+                        t = 1_000 * random(4) as i64;
+                    }
+                    let mut v = random(1000) as f64;
+                    let mut samples = Vec::new();
+                    while t < 3_600_000 {
+                        match random(200) {
+                            0..=2 => t += random(600_000) as i64,
+                            3 => v = 0.0,
+                            _ => {}
+                        }
+                        v += random(10) as f64;
+                        samples.push((t, v));
+                        t += if jitter == 3 {
+                            // Gaps at and around twice the previous one: penalty boundaries.
+                            [1_000, 2_000, 2_001, 2_002, 4_001][random(5) as usize]
+                        } else {
+                            interval + random(jitter * 2 + 1) as i64 - jitter as i64
+                        };
+                        t = t.max(samples[samples.len() - 1].0 + 1);
+                    }
+                    samples
+                })
+                .collect();
+            let chunked: Vec<Vec<Chunk>> = replicas
+                .iter()
+                .map(|r| {
+                    let size = 1 + random(130) as usize;
+                    r.chunks(size).flat_map(chunks).collect()
+                })
+                .collect();
+            let refs: Vec<&[Chunk]> = chunked.iter().map(Vec::as_slice).collect();
+            let range = match random(3) {
+                0 => (i64::MIN, i64::MAX),
+                _ => {
+                    let mint = random(2_000_000) as i64;
+                    (mint, mint + random(2_000_000) as i64)
+                }
+            };
+            for counter in [false, true] {
+                let slow = merge_chunks(&refs, counter, range, false).expect("valid chunks");
+                let fast = merge_chunks(&refs, counter, range, true).expect("valid chunks");
+                assert_eq!(
+                    fast, slow,
+                    "case {case}, counter {counter}, range {range:?}"
+                );
+                runs_taken += fast.len();
+            }
+        }
+        assert!(runs_taken > 0);
+    }
+
+    #[test]
+    fn a_tie_at_the_penalty_bound_goes_to_the_first_replica() {
+        // `b` leads after `a`'s gap; `b`'s next sample lands exactly where `a` was sought to
+        // (last + 1 + twice the last gap), where `a` has one too: the tie goes to `a`.
+        let a = [(0, 1.0), (60_001, 2.0), (75_001, 3.0)];
+        let b = [
+            (10_000, 10.0),
+            (20_000, 11.0),
+            (30_000, 12.0),
+            (40_000, 13.0),
+            (60_001, 14.0),
+            (75_001, 15.0),
+        ];
+        let expected = vec![
+            (0, 1.0),
+            (10_000, 10.0),
+            (20_000, 11.0),
+            (30_000, 12.0),
+            (40_000, 13.0),
+            (60_001, 2.0),
+            (75_001, 3.0),
+        ];
+        let (a, b) = (chunks(&a), chunks(&b));
+        for fast in [false, true] {
+            let merged = merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast);
+            assert_eq!(merged, Ok(expected.clone()), "fast {fast}");
+        }
+        // The same tie on the first sample after `b` took the lead.
+        let a = chunks(&[(0, 1.0), (30_001, 2.0)]);
+        let b = chunks(&[(10_000, 10.0), (30_001, 11.0)]);
+        for fast in [false, true] {
+            let merged = merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast);
+            assert_eq!(
+                merged,
+                Ok(vec![(0, 1.0), (10_000, 10.0), (30_001, 2.0)]),
+                "fast {fast}"
             );
         }
     }
