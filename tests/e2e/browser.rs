@@ -1,37 +1,74 @@
-//! The web UI in headless Chromium (Debian's, driven by playwright-core): query, table, the
-//! deduplication toggle, the graph, an error, and the Stores page. Screenshots are kept in
-//! `tests/artifacts/browser/`.
+//! The web UI of `gauntlet demo` in headless Chromium (Debian's, driven by playwright-core):
+//! query, table, the deduplication toggle, graphs of the Prometheus data and of the warehouse
+//! files served by the file-store plugin, an error, and the Stores page with all four stores.
+//! Every expectation comes from the demo's own API. Screenshots are kept in
+//! `tests/artifacts/browser/demo/`.
 
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "plugin_common.rs"]
+mod plugin_common;
+
 use std::time::Duration;
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, wait_until_ok};
-use serde_json::Value;
+use gauntlet_e2e::{
+    Process, api_stores, browser_artifacts, drive_ui, free_loopback_address, gauntlet_binary,
+    scratch_dir, ui_labels, ui_stores, wait_until_ok,
+};
+use serde_json::{Value, json};
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
+const GRAPH_CLUSTERS: &str = "sum by (cluster) (rate(http_requests_total[5m]))";
+const GRAPH_WAREHOUSE: &str = gauntlet::demo::files::EXAMPLE_QUERY;
+
+async fn api(base: &str, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Value> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .query(params)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(body["status"] == "success", "{path} {params:?}: {body}");
+    Ok(body)
 }
 
-/// Installs playwright-core from the lock file when it is missing.
-fn ensure_playwright() -> anyhow::Result<()> {
-    let dir = browser_dir();
-    if dir.join("node_modules/playwright-core").is_dir() {
-        return Ok(());
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()?;
-    anyhow::ensure!(status.success(), "npm ci in {} failed", dir.display());
-    Ok(())
+/// The label sets of an instant query's result, as the UI shows them.
+async fn result_labels(base: &str, query: &str, dedup: bool) -> anyhow::Result<Vec<String>> {
+    let body = api(
+        base,
+        "/api/v1/query",
+        &[
+            ("query", query),
+            ("dedup", if dedup { "true" } else { "false" }),
+        ],
+    )
+    .await?;
+    let mut out: Vec<String> = body["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| ui_labels(&s["metric"]))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    let mut out: Vec<String> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
 }
 
 #[tokio::test]
 async fn the_ui_queries_toggles_dedup_graphs_and_lists_stores() -> anyhow::Result<()> {
-    ensure_playwright()?;
+    // The demo finds the file-store component where scripts/build-plugins leaves it.
+    plugin_common::components();
     let (http, grpc) = (free_loopback_address()?, free_loopback_address()?);
-    let _demo = Process::spawn(
+    let data_dir = scratch_dir("browser-demo")?;
+    let demo = Process::spawn(
         "demo",
         &gauntlet_binary()?,
         &[
@@ -40,72 +77,103 @@ async fn the_ui_queries_toggles_dedup_graphs_and_lists_stores() -> anyhow::Resul
             http.to_string(),
             "--grpc-address".into(),
             grpc.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
         ],
     )?;
-    wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(30)).await?;
-
-    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("artifacts")
-        .join("browser");
-    let output = Command::new("node")
-        .arg(browser_dir().join("ui.mjs"))
-        .arg(format!("http://{http}"))
-        .arg(&artifacts)
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(60)).await?;
+    let base = format!("http://{http}");
     assert!(
-        output.status.success(),
-        "browser run failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
+        !demo.output().contains("starting without"),
+        "the demo started without a store: {}",
+        demo.output()
     );
-    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())?;
 
-    assert_eq!(seen["dedupRows"], 12, "{seen}");
-    assert_eq!(
-        seen["rawRows"], 18,
-        "unticking deduplication shows both us1 replicas: {seen}"
+    let seen = drive_ui(
+        &base,
+        "demo",
+        &json!({ "query": "up", "graphQueries": [GRAPH_CLUSTERS, GRAPH_WAREHOUSE] }),
+    )?;
+
+    // The table shows what the API answers, with and without deduplication.
+    let deduped = result_labels(&base, "up", true).await?;
+    let raw = result_labels(&base, "up", false).await?;
+    assert!(raw.len() > deduped.len(), "{raw:?} vs {deduped:?}");
+    assert_eq!(strings(&seen["dedupSeries"]), deduped, "{seen}");
+    assert_eq!(strings(&seen["rawSeries"]), raw, "{seen}");
+    assert_eq!(seen["dedupRows"], deduped.len(), "{seen}");
+    assert_eq!(seen["rawRows"], raw.len(), "{seen}");
+    assert!(
+        deduped.iter().all(|s| !s.contains("replica=")),
+        "{deduped:?}"
     );
-    assert_eq!(seen["rawHasReplica"], true);
+    assert!(
+        raw.iter().any(|s| s.contains("replica=\"1\"")),
+        "unticking deduplication shows both us1 replicas: {raw:?}"
+    );
     assert!(
         seen["statsText"]
             .as_str()
-            .is_some_and(|s| s.contains("Result series: 12")),
+            .is_some_and(|s| s.contains(&format!("Result series: {}", deduped.len()))),
         "{seen}"
     );
-    let legend = seen["legend"].to_string();
-    assert!(
-        legend.contains("cluster=\\\"eu1\\\"") && legend.contains("cluster=\\\"us1\\\""),
-        "{legend}"
-    );
+
+    // Graphs: one line per cluster, then one per region of the warehouse's orders.
+    for (i, query) in [GRAPH_CLUSTERS, GRAPH_WAREHOUSE].iter().enumerate() {
+        let expected = result_labels(&base, query, true).await?;
+        assert!(!expected.is_empty(), "{query}: empty");
+        assert_eq!(strings(&seen["legends"][i]), expected, "{query}: {seen}");
+    }
+    let legend = seen["legends"].to_string();
+    for needle in [
+        "cluster=\\\"eu1\\\"",
+        "cluster=\\\"us1\\\"",
+        "region=\\\"eu-west\\\"",
+    ] {
+        assert!(legend.contains(needle), "{needle} not in {legend}");
+    }
     assert!(
         seen["errorText"]
             .as_str()
             .is_some_and(|e| e.contains("bad_data")),
         "{seen}"
     );
-    assert_eq!(seen["storeRows"], 3, "{seen}");
-    let stores = seen["storesText"].as_str().unwrap_or_default();
-    for needle in [
-        "prometheus-eu1-0",
-        "prometheus-us1-1",
-        "cluster=\"us1\"",
-        "replica=\"1\"",
-        "UP",
-    ] {
-        assert!(
-            stores.contains(needle),
-            "Stores page lacks {needle}: {stores}"
-        );
-    }
+
+    // The Stores page lists every store the API knows, with its label sets and state.
+    let stores = api_stores(&api(&base, "/api/v1/stores", &[]).await?);
+    assert_eq!(ui_stores(&seen), stores, "{seen}");
+    assert_eq!(seen["storeRows"], stores.len());
+    let names: Vec<&str> = stores.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "file-store-warehouse",
+            "prometheus-eu1-0",
+            "prometheus-us1-0",
+            "prometheus-us1-1"
+        ]
+    );
+    assert_eq!(
+        stores[0].1,
+        ["{environment=\"production\", source=\"warehouse\"}"]
+    );
+    let rows = seen["stores"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter()
+            .all(|r| r["text"].as_str().is_some_and(|t| t.contains("UP"))),
+        "{rows:?}"
+    );
     assert_eq!(
         seen["failures"],
-        serde_json::json!([]),
+        json!([]),
         "page errors or failed requests"
     );
+    let artifacts = browser_artifacts("demo");
     for shot in [
         "1-table-dedup.png",
         "2-table-no-dedup.png",
-        "3-graph.png",
+        "3-graph-1.png",
+        "3-graph-2.png",
         "4-stores.png",
     ] {
         assert!(artifacts.join(shot).is_file(), "missing screenshot {shot}");

@@ -1,10 +1,15 @@
 //! The querier as users run it: `gauntlet demo` and `gauntlet query` processes on loopback,
-//! a querier stacked on another over the StoreAPI, and promtool as a real client.
+//! a querier stacked on another over the StoreAPI, and promtool as a real client; the demo
+//! without its file-store plugin.
 
+#[path = "plugin_common.rs"]
+mod plugin_common;
+
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, wait_until_ok};
+use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir, wait_until_ok};
 use serde_json::Value;
 
 /// A running `gauntlet demo` and a `gauntlet query` stacked on its StoreAPI.
@@ -16,6 +21,8 @@ struct Stack {
 }
 
 async fn start_stack() -> anyhow::Result<Stack> {
+    // The demo's warehouse store is the file-store plugin, found where this build leaves it.
+    plugin_common::components();
     let binary = gauntlet_binary()?;
     let (demo_http, demo_grpc) = (free_loopback_address()?, free_loopback_address()?);
     let demo = Process::spawn(
@@ -97,6 +104,9 @@ async fn a_querier_stacked_on_another_returns_the_same_answers() -> anyhow::Resu
         "histogram_quantile(0.9, sum by (le, cluster) (rate(http_request_duration_seconds_bucket[5m])))",
         "topk(3, node_memory_MemAvailable_bytes)",
         "count_over_time(up[1h])",
+        gauntlet::demo::files::EXAMPLE_QUERY,
+        "sum by (provider) (increase(shop_payments_total{status=\"failed\"}[30m]))",
+        "time() - batch_job_last_success_timestamp_seconds",
     ] {
         for dedup in ["true", "false"] {
             let instant = [
@@ -213,6 +223,83 @@ async fn promtool_is_a_working_client() -> anyhow::Result<()> {
     );
     let labels = promtool(&["query", "labels", server, "job"])?;
     assert_eq!(labels.lines().collect::<Vec<_>>(), ["api", "node"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_demo_starts_without_its_plugin_and_says_how_to_build_it() -> anyhow::Result<()> {
+    // A binary outside the source tree, with an empty plugin folder: no file-store.wasm.
+    let dir = scratch_dir("demo-no-plugin")?;
+    let binary = dir.join("gauntlet");
+    if std::fs::hard_link(gauntlet_binary()?, &binary).is_err() {
+        std::fs::copy(gauntlet_binary()?, &binary)?;
+    }
+    let empty = dir.join("no-plugins");
+    std::fs::create_dir_all(&empty)?;
+    let (http, grpc) = (free_loopback_address()?, free_loopback_address()?);
+    let demo = Process::spawn_with_env(
+        "demo-no-plugin",
+        &binary,
+        &[
+            "demo".into(),
+            "--http-address".into(),
+            http.to_string(),
+            "--grpc-address".into(),
+            grpc.to_string(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+        ],
+        &[("GAUNTLET_PLUGIN_DIR", empty.as_os_str())],
+    )?;
+    wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(60)).await?;
+    let base = format!("http://{http}");
+    let output = demo.output();
+    assert!(
+        output.contains("warning: starting without the warehouse's file store")
+            && output.contains("file-store.wasm")
+            && output.contains("bash scripts/build-plugins"),
+        "{output}"
+    );
+    let stores = get(&base, "/api/v1/stores", &[]).await?;
+    let mut names: Vec<String> = stores["data"]
+        .as_object()
+        .into_iter()
+        .flat_map(|t| t.values())
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["prometheus-eu1-0", "prometheus-us1-0", "prometheus-us1-1"]
+    );
+    // The block stores answer; the warehouse's files were written, only their store is
+    // missing.
+    let body = get(&base, "/api/v1/query", &[("query", "up".into())]).await?;
+    assert!(
+        body["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    let written: Vec<PathBuf> = std::fs::read_dir(dir.join("data"))?
+        .filter_map(Result::ok)
+        .map(|generation| {
+            generation
+                .path()
+                .join("bucket/warehouse/shop_orders_total.csv")
+        })
+        .filter(|csv| csv.is_file())
+        .collect();
+    assert_eq!(written.len(), 1, "{output}");
+    let warehouse = get(
+        &base,
+        "/api/v1/query",
+        &[("query", gauntlet::demo::files::EXAMPLE_QUERY.into())],
+    )
+    .await?;
+    assert_eq!(warehouse["data"]["result"], Value::Array(Vec::new()));
     Ok(())
 }
 

@@ -7,6 +7,9 @@
 //! 2. An HA pair plus a second cluster: deduplication, a replica killed, rate at failover.
 //! 3. The reloader: a changed configuration and a new rule file reach Prometheus.
 //! 4. Prometheus down at start: warnings first, then answers once it is up.
+//! 6. The UI in headless Chromium over an HA pair and a second cluster: a query with and
+//!    without deduplication, a graph, and the Stores page, each compared with what the
+//!    Prometheus servers themselves hold.
 
 #[path = "plugin_common.rs"]
 mod plugin_common;
@@ -16,7 +19,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir, wait_until_ok};
+use gauntlet_e2e::{
+    Process, api_stores, browser_artifacts, drive_ui, free_loopback_address, gauntlet_binary,
+    scratch_dir, ui_labels, ui_stores, wait_until_ok,
+};
 use serde_json::Value;
 
 fn now_seconds() -> f64 {
@@ -785,6 +791,209 @@ async fn a_prometheus_down_at_start_gives_warnings_then_answers() -> anyhow::Res
         },
     )
     .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ 6: the UI in a browser
+
+/// The label sets (as the UI shows them) of `query` asked of one Prometheus, with its external
+/// labels added as its sidecar adds them.
+async fn labels_at_prometheus(
+    server: &Prometheus,
+    external: &[(&str, &str)],
+    query: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let body = get(
+        &server.url(),
+        "/api/v1/query",
+        &[("query", query.to_owned())],
+    )
+    .await?;
+    Ok(result(&body)
+        .into_iter()
+        .map(|series| {
+            let mut metric = series["metric"].clone();
+            for (name, value) in external {
+                metric[*name] = Value::from(*value);
+            }
+            metric
+        })
+        .collect())
+}
+
+fn shown(metrics: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = metrics.iter().map(ui_labels).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    let mut out: Vec<String> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyhow::Result<()> {
+    setup()?;
+    let dir = scratch_dir("ui")?;
+    // Each server scrapes all three: `up` has three series per server.
+    let addresses = [
+        free_loopback_address()?,
+        free_loopback_address()?,
+        free_loopback_address()?,
+    ];
+    let targets: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    let topology: [(&str, [(&str, &str); 2]); 3] = [
+        ("eu1", [("cluster", "eu1"), ("replica", "0")]),
+        ("us1-0", [("cluster", "us1"), ("replica", "0")]),
+        ("us1-1", [("cluster", "us1"), ("replica", "1")]),
+    ];
+    let mut servers = Vec::new();
+    for ((name, external), address) in topology.iter().zip(addresses) {
+        let mut server = prometheus(&dir, name, external, &targets, "1s")?;
+        server.address = address;
+        server.start()?;
+        servers.push(server);
+    }
+    for server in &servers {
+        server.ready().await?;
+    }
+    let sidecars: Vec<Sidecar> = servers
+        .iter()
+        .map(|s| sidecar(&s.url(), &[]))
+        .collect::<anyhow::Result<_>>()?;
+    let grpc: Vec<SocketAddr> = sidecars.iter().map(|s| s.grpc).collect();
+    let querier = querier(&grpc).await?;
+    let base = querier.url();
+
+    // What the topology has, asked of each Prometheus: every `up` series with its server's
+    // external labels; deduplication drops `replica`.
+    let raw = eventually(
+        "every server scrapes all three targets",
+        Duration::from_secs(60),
+        || {
+            let servers = &servers;
+            async move {
+                let mut all = Vec::new();
+                for (server, (_, external)) in servers.iter().zip(&topology) {
+                    let seen = labels_at_prometheus(server, external, "up").await?;
+                    if seen.len() != addresses.len() {
+                        return Ok(None);
+                    }
+                    all.extend(seen);
+                }
+                Ok(Some(all))
+            }
+        },
+    )
+    .await?;
+    let deduped: Vec<Value> = raw
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            m.as_object_mut().map(|o| o.remove("replica"));
+            m
+        })
+        .collect();
+    let (raw, deduped) = (shown(&raw), shown(&deduped));
+    assert!(raw.len() > deduped.len(), "{raw:?} vs {deduped:?}");
+    eventually(
+        "the querier answers with every series",
+        Duration::from_secs(60),
+        || {
+            let (base, expected) = (base.clone(), raw.len());
+            async move {
+                let body = instant(&base, "up", now_seconds(), false).await?;
+                Ok((result(&body).len() == expected).then_some(()))
+            }
+        },
+    )
+    .await?;
+
+    let graph = "sum by (cluster) (prometheus_tsdb_head_series)";
+    let seen = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            drive_ui(
+                &base,
+                "tutorial",
+                &serde_json::json!({ "query": "up", "graphQueries": [graph] }),
+            )
+        }
+    })
+    .await??;
+
+    // Deduplicated: one row per target and cluster, `cluster` shown, `replica` gone.
+    assert_eq!(strings(&seen["dedupSeries"]), deduped, "{seen}");
+    assert_eq!(seen["dedupRows"], deduped.len(), "{seen}");
+    assert!(
+        deduped
+            .iter()
+            .all(|s| s.contains("cluster=") && !s.contains("replica=")),
+        "{deduped:?}"
+    );
+    assert!(
+        seen["statsText"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("Result series: {}", deduped.len()))),
+        "{seen}"
+    );
+    // Unticked: both replicas of us1, `replica` shown.
+    assert_eq!(strings(&seen["rawSeries"]), raw, "{seen}");
+    assert_eq!(seen["rawRows"], raw.len(), "{seen}");
+    for replica in ["replica=\"0\"", "replica=\"1\""] {
+        assert!(raw.iter().any(|s| s.contains(replica)), "{raw:?}");
+    }
+    // The graph: one line per cluster of the topology.
+    let mut clusters: Vec<String> = topology
+        .iter()
+        .map(|(_, external)| format!("{{cluster=\"{}\"}}", external[0].1))
+        .collect();
+    clusters.dedup();
+    assert_eq!(strings(&seen["legends"][0]), clusters, "{seen}");
+    // The Stores page: the three sidecars, up, with their Prometheus's external labels.
+    let mut expected_stores: Vec<(String, Vec<String>)> = sidecars
+        .iter()
+        .zip(&topology)
+        .map(|(sidecar, (_, external))| {
+            let set = serde_json::Value::Object(
+                external
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                    .collect(),
+            );
+            (sidecar.grpc.to_string(), vec![ui_labels(&set)])
+        })
+        .collect();
+    expected_stores.sort();
+    assert_eq!(ui_stores(&seen), expected_stores, "{seen}");
+    assert_eq!(
+        api_stores(&get(&base, "/api/v1/stores", &[]).await?),
+        expected_stores
+    );
+    let rows = seen["stores"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter()
+            .all(|r| r["text"].as_str().is_some_and(|t| t.contains("UP"))),
+        "{rows:?}"
+    );
+    assert_eq!(seen["failures"], serde_json::json!([]), "{seen}");
+    let artifacts = browser_artifacts("tutorial");
+    for shot in [
+        "1-table-dedup.png",
+        "2-table-no-dedup.png",
+        "3-graph-1.png",
+        "4-stores.png",
+    ] {
+        assert!(artifacts.join(shot).is_file(), "missing screenshot {shot}");
+    }
     Ok(())
 }
 

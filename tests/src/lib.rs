@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end suites in `tests/e2e/`: locating the `gauntlet` binary built by
-//! this workspace, free loopback ports, and waiting for servers to come up.
+//! this workspace, free loopback ports, waiting for servers to come up, and driving the web UI
+//! in headless Chromium.
 //!
 //! Tests only ever bind and connect to loopback addresses.
 
@@ -124,6 +125,126 @@ impl Drop for Process {
             eprintln!("---- {} output ----\n{}", self.name, self.output());
         }
     }
+}
+
+/// The folder of the browser driver (`tests/browser/`, playwright-core).
+pub fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Installs playwright-core from the lock file when it is missing.
+fn ensure_playwright() -> anyhow::Result<()> {
+    let dir = browser_dir();
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()?;
+    anyhow::ensure!(status.success(), "npm ci in {} failed", dir.display());
+    Ok(())
+}
+
+/// Runs `tests/browser/ui.mjs` in headless Chromium against the UI at `base` (`http://host:port`)
+/// with `spec` (the queries to run; see the script), screenshots into
+/// `tests/artifacts/browser/<test>/`; returns what the browser saw.
+pub fn drive_ui(
+    base: &str,
+    test: &str,
+    spec: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    ensure_playwright()?;
+    let output = std::process::Command::new("node")
+        .arg(browser_dir().join("ui.mjs"))
+        .arg(base)
+        .arg(browser_artifacts(test))
+        .arg(spec.to_string())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "browser run failed:\n{}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_str(
+        stdout.trim().lines().last().unwrap_or_default(),
+    )?)
+}
+
+/// A label set as the web UI shows it: `name{a="1", b="2"}`, or the bare metric name.
+pub fn ui_labels(metric: &serde_json::Value) -> String {
+    let Some(map) = metric.as_object() else {
+        return String::new();
+    };
+    let name = map.get("__name__").and_then(|v| v.as_str()).unwrap_or("");
+    let mut pairs: Vec<String> = map
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__name__")
+        .map(|(k, v)| {
+            let value = v.as_str().unwrap_or_default();
+            format!(
+                "{k}=\"{}\"",
+                value.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        })
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() && !name.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{}}}", pairs.join(", "))
+    }
+}
+
+/// The stores of a `/api/v1/stores` answer as (name, label sets as the UI shows them), sorted.
+pub fn api_stores(body: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = body["data"]
+        .as_object()
+        .into_iter()
+        .flat_map(|types| types.values())
+        .filter_map(serde_json::Value::as_array)
+        .flatten()
+        .map(|store| {
+            let sets = store["labelSets"]
+                .as_array()
+                .map(|sets| sets.iter().map(ui_labels).collect())
+                .unwrap_or_default();
+            (store["name"].as_str().unwrap_or_default().to_owned(), sets)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The rows of the Stores page that [`drive_ui`] saw, in the shape of [`api_stores`].
+pub fn ui_stores(seen: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = seen["stores"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            let sets = row["labelSets"]
+                .as_array()
+                .map(|sets| {
+                    sets.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (row["name"].as_str().unwrap_or_default().to_owned(), sets)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Where [`drive_ui`] puts the screenshots of `test`.
+pub fn browser_artifacts(test: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("artifacts")
+        .join("browser")
+        .join(test)
 }
 
 /// A fresh directory for one test's files under the system temp dir.

@@ -1,5 +1,6 @@
-//! The demo's data as TSDB blocks in a filesystem bucket: written once per generation, with
-//! progress on stderr, then reused by later starts while it still reaches the present.
+//! The demo's data as TSDB blocks in a filesystem bucket, and the warehouse's export files
+//! beside them ([`files`]): written once per generation, with progress on stderr, then reused
+//! by later starts while it still reaches the present.
 //!
 //! A generation is written into a temporary folder and renamed into place, so a concurrent
 //! start never sees half of one; older generations are removed only once they are a day old,
@@ -12,6 +13,7 @@ use anyhow::Context;
 use gauntlet_tsdb::block::{BlockWriterOptions, ThanosMeta, write_block_dir};
 
 use super::data::{self, DemoShape};
+use super::files;
 use super::{Generation, REPLICA_LABEL};
 
 /// A generation whose newest sample is at most this old is reused: queries at "now" still find
@@ -82,10 +84,15 @@ fn read_generation(dir: &Path) -> anyhow::Result<Generation> {
         .filter_map(|n| n.as_str().map(str::to_owned))
         .collect();
     let series = summary["series"].as_u64().unwrap_or(0);
+    // A generation written before the warehouse files existed is not reused.
+    let file_series = summary["file_series"]
+        .as_u64()
+        .context("no warehouse files")?;
     Ok(Generation {
         dir: dir.to_path_buf(),
         names,
         series: usize::try_from(series).unwrap_or(usize::MAX),
+        file_series: usize::try_from(file_series).unwrap_or(usize::MAX),
     })
 }
 
@@ -159,7 +166,13 @@ fn write_generation(data_dir: &Path, end: i64) -> anyhow::Result<Generation> {
         }
         names.push(name);
     }
-    let summary = serde_json::json!({ "stores": names, "series": series_total, "end": end });
+    let file_series = write_files(&bucket, end)?;
+    let summary = serde_json::json!({
+        "stores": names,
+        "series": series_total,
+        "file_series": file_series,
+        "end": end,
+    });
     std::fs::write(tmp.join(SUMMARY_FILE), summary.to_string())?;
     match std::fs::rename(&tmp, &final_dir) {
         Ok(()) => {}
@@ -172,12 +185,31 @@ fn write_generation(data_dir: &Path, end: i64) -> anyhow::Result<Generation> {
         }
     }
     eprintln!(
-        "demo: {series_total} series written to {}",
-        final_dir.display()
+        "demo: {series_total} series written to {}, and {file_series} series of warehouse exports to {}",
+        final_dir.display(),
+        final_dir.join("bucket").join(files::PREFIX).display()
     );
     Ok(Generation {
         dir: final_dir,
         names,
         series: series_total,
+        file_series,
     })
+}
+
+/// Writes the warehouse's export files under their prefix of `bucket`; returns their series.
+fn write_files(bucket: &Path, end: i64) -> anyhow::Result<usize> {
+    let dir = bucket.join(files::PREFIX);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (data_files, series) = files::generate(end);
+    for file in data_files {
+        let path = dir.join(file.name);
+        std::fs::write(&path, file.contents)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "demo: wrote {series} series of warehouse exports to {}",
+        dir.display()
+    );
+    Ok(series)
 }

@@ -293,7 +293,7 @@ fn with(base: &[(&str, &str)], extra: &[(&str, &str)]) -> Labels {
 }
 
 /// SplitMix64: a tiny, well-distributed deterministic mixer.
-fn splitmix(mut x: u64) -> u64 {
+pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -301,7 +301,7 @@ fn splitmix(mut x: u64) -> u64 {
 }
 
 /// Deterministic noise in [-1, 1) for a seed and a slot.
-fn noise(seed: u64, slot: i64) -> f64 {
+pub(crate) fn noise(seed: u64, slot: i64) -> f64 {
     let bits = splitmix(seed ^ slot as u64) >> 11;
     bits as f64 / (1u64 << 52) as f64 - 1.0
 }

@@ -9,9 +9,16 @@
 //! a later start reuses the blocks while they are recent enough to reach the present (a demo
 //! whose newest sample is minutes old shows empty "now" panels, so older data is generated
 //! anew in a new folder, never under a running demo).
+//!
+//! A fourth store is not Prometheus at all: a shop's data warehouse that exports business and
+//! batch job metrics once a minute as CSV and JSON Lines files ([`files`]), written beside the
+//! blocks under their own bucket prefix and served by the example store plugin
+//! (`plugins/file-store`) in this process's plugin host. When that component is not built the
+//! demo starts without it and says how to build it; it never fails for want of it.
 
 pub mod blocks;
 pub mod data;
+pub mod files;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,15 +31,23 @@ use object_store::prefix::PrefixStore;
 
 use crate::cli::DemoArgs;
 use crate::http::api::ApiOptions;
+use crate::plugin::bucket::{Bucket, ObjectStoreBucket};
+use crate::plugin::manifest::sha256_hex;
+use crate::plugin::{HostConfig, HostServices, PluginHost, PluginSlot, World};
 use crate::promql::EngineOptions;
 use crate::query::endpoints::EndpointSet;
 use crate::query::proxy::ProxyLimits;
 use crate::query::querier::{self, QuerierConfig};
+use crate::query::store::Store;
 use crate::shutdown::Shutdown;
 use crate::store::bucket::{BucketStore, BucketStoreConfig};
 
 /// The label that tells the demo's HA replicas apart.
 pub const REPLICA_LABEL: &str = "replica";
+/// File name of the example store plugin's component.
+pub const FILE_STORE_COMPONENT: &str = "file-store.wasm";
+/// The store name of the warehouse's files served by the plugin.
+pub const FILE_STORE_NAME: &str = "file-store-warehouse";
 
 /// Opens the demo's stores over the bucket at `bucket_dir` (one prefix per simulated
 /// Prometheus), index-headers under `headers_dir`: name and store, each synced once.
@@ -63,6 +78,87 @@ pub async fn open_stores(
     Ok(stores)
 }
 
+/// The manifest of the example store plugin over the warehouse's prefix of the demo bucket.
+pub fn file_store_manifest(component: &std::path::Path, sha256: &str) -> String {
+    let toml_string = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let external_labels = files::EXTERNAL_LABELS
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "name = \"file-store\"\nversion = \"{}\"\nworld = \"store-backend\"\npath = {}\nsha256 = \"{sha256}\"\nfailure_policy = \"fail-open\"\n\n[capabilities]\nbucket_prefix = {}\n\n[limits]\nmemory = \"256MiB\"\ntime_per_call = \"30s\"\n\n[config]\nexternal_labels = {}\n",
+        crate::build_info::VERSION,
+        toml_string(&component.display().to_string()),
+        toml_string(files::PREFIX),
+        toml_string(&external_labels),
+    )
+}
+
+/// Loads the example store plugin (`component`) over the warehouse's files in the
+/// generation's bucket, in a plugin host of its own; its manifest is written beside the data
+/// for the load and removed after it.
+pub async fn open_file_store(
+    generation: &Generation,
+    component: &std::path::Path,
+) -> anyhow::Result<Arc<PluginSlot>> {
+    let bytes = tokio::fs::read(component)
+        .await
+        .with_context(|| format!("reading {}", component.display()))?;
+    let bucket_dir = generation.bucket_dir();
+    let bucket: Arc<dyn Bucket> = Arc::new(
+        ObjectStoreBucket::local(&bucket_dir)
+            .with_context(|| format!("opening the demo bucket {}", bucket_dir.display()))?,
+    );
+    let host = PluginHost::new(
+        HostConfig {
+            cache_dir: crate::sidecar::compiled_cache_dir(),
+            ..HostConfig::default()
+        },
+        HostServices {
+            bucket: Some(bucket),
+            ..HostServices::default()
+        },
+    )?;
+    let manifest = generation
+        .dir
+        .join(format!("file-store.{}.toml", std::process::id()));
+    tokio::fs::write(
+        &manifest,
+        file_store_manifest(component, &sha256_hex(&bytes)),
+    )
+    .await
+    .with_context(|| format!("writing {}", manifest.display()))?;
+    let slot = PluginSlot::load_async(&host, &manifest).await;
+    let _ = tokio::fs::remove_file(&manifest).await;
+    let slot = slot?;
+    let world = slot.current().manifest().world;
+    anyhow::ensure!(
+        world == World::StoreBackend,
+        "{}: world is {world}, not store-backend",
+        component.display()
+    );
+    Ok(slot)
+}
+
+/// The warehouse's store, or `None` with a warning on stderr saying why and how to build it.
+async fn warehouse_store(generation: &Generation) -> Option<Arc<dyn Store>> {
+    let opened = match crate::sidecar::locate_builtin(FILE_STORE_COMPONENT, "file-store") {
+        Ok(component) => open_file_store(generation, &component).await,
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(slot) => Some(Arc::new(slot.store())),
+        Err(error) => {
+            eprintln!(
+                "demo: warning: starting without the warehouse's file store: {error:#}\n\
+                 demo: build the plugins with `bash scripts/build-plugins` (./scripts/demo does) and start the demo again"
+            );
+            None
+        }
+    }
+}
+
 /// `gauntlet demo`.
 pub async fn run(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let now = SystemTime::now()
@@ -87,8 +183,14 @@ pub async fn run(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await?;
     let blocks: usize = stores.iter().map(|(_, s)| s.blocks().len()).sum();
+    let store_count = stores.len();
     for (name, store) in stores {
         endpoints.add_local(&name, store);
+    }
+    let warehouse = warehouse_store(&generation).await;
+    let with_warehouse = warehouse.is_some();
+    if let Some(store) = warehouse {
+        endpoints.add_local(FILE_STORE_NAME, store);
     }
     let config = QuerierConfig {
         http_address: args.http_address,
@@ -102,14 +204,24 @@ pub async fn run(args: &DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         limits: ProxyLimits::default(),
     };
     println!(
-        "Gauntlet demo: {} series in {blocks} blocks of 3 stores (cluster eu1, HA pair us1 with replica 0/1), 6h at 15s, bucket {}",
+        "Gauntlet demo: {} series in {blocks} blocks of {store_count} stores (cluster eu1, HA pair us1 with replica 0/1), 6h at 15s, bucket {}",
         generation.series,
         generation.bucket_dir().display()
     );
+    if with_warehouse {
+        println!(
+            "  and {} series of a shop's data warehouse, 6h at 1m, from CSV and JSON Lines files in {}/ through the file-store plugin (store {FILE_STORE_NAME})",
+            generation.file_series,
+            files::PREFIX,
+        );
+    }
     println!(
         "Open http://{}/ — try  sum by (cluster) (rate(http_requests_total[5m]))",
         args.http_address
     );
+    if with_warehouse {
+        println!("  and  {}", files::EXAMPLE_QUERY);
+    }
     querier::serve(endpoints, &config, shutdown).await
 }
 
@@ -120,8 +232,10 @@ pub struct Generation {
     pub dir: PathBuf,
     /// Names of the simulated Prometheus servers (bucket prefixes and store names).
     pub names: Vec<String>,
-    /// Series written (all stores).
+    /// Series written as blocks (all simulated Prometheus servers).
     pub series: usize,
+    /// Series in the warehouse's files.
+    pub file_series: usize,
 }
 
 impl Generation {
@@ -133,5 +247,31 @@ impl Generation {
     /// The store gateways' index-headers.
     pub fn headers_dir(&self) -> PathBuf {
         self.dir.join("index-headers")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_store_manifest_grants_only_the_warehouse_prefix() {
+        let text = file_store_manifest(std::path::Path::new("/x/file-store.wasm"), &"a".repeat(64));
+        let manifest =
+            crate::plugin::Manifest::parse(&text, std::path::Path::new("/tmp/file-store.toml"))
+                .expect("parse");
+        assert_eq!(manifest.world, World::StoreBackend);
+        assert_eq!(
+            manifest.capabilities.bucket_prefix,
+            Some(format!("{}/", files::PREFIX))
+        );
+        assert!(manifest.capabilities.http_hosts.is_empty());
+        assert_eq!(
+            manifest.config,
+            vec![(
+                "external_labels".to_owned(),
+                "environment=production,source=warehouse".to_owned()
+            )]
+        );
     }
 }
