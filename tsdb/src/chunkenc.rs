@@ -126,12 +126,15 @@ impl<'a> BitReader<'a> {
         word << (self.pos & 7)
     }
 
+    /// The last (fewer than 8) bytes, left-aligned.
     #[cold]
     fn peek_tail(&self, byte: usize) -> u64 {
-        let mut w = [0u8; 8];
         let rest = self.bytes.get(byte..).unwrap_or_default();
-        w[..rest.len()].copy_from_slice(rest);
-        u64::from_be_bytes(w)
+        let mut word = 0u64;
+        for (i, &b) in rest.iter().take(8).enumerate() {
+            word |= u64::from(b) << (56 - 8 * i);
+        }
+        word
     }
 
     #[inline]

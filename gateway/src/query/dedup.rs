@@ -13,15 +13,12 @@
 //! The merge is lazy: a replica that cannot win the next sample (its earliest admissible sample
 //! would come after the leader's) is not advanced, and replicas kept as XOR chunks decode a chunk
 //! only when a seek lands in it. A steady leader is therefore the only replica decoded in full;
-//! the others are decoded around the leader's gaps. While the leader's next sample comes no
-//! later than its last gap doubled, no other replica can win it, so such runs are copied
-//! straight from the leader's decoded chunk (see `Cursor::run_leader`); a steady HA pair costs
-//! little more than decoding one replica. Input samples of each replica must be sorted by
-//! timestamp.
+//! the others are decoded around the leader's gaps. Input samples of each replica must be sorted
+//! by timestamp.
 
 use std::cell::RefCell;
 
-use gauntlet_tsdb::chunkenc::{XorIterator, decode_xor_into};
+use gauntlet_tsdb::chunkenc::decode_xor_into;
 
 use crate::promql::Chunk;
 
@@ -268,22 +265,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// One replica's samples — decoded on demand — with the counter correction accumulated so far.
-///
-/// Stepping with `next` decodes whole chunks at a time (the leader reads them all); a `seek`
-/// into a chunk not decoded yet decodes only up to the sample it lands on and keeps the rest
-/// of the chunk as a live decoder, so a replica that is only sought around the leader's
-/// samples decodes a few samples instead of whole chunks.
+/// One replica's samples — decoded chunk by chunk on demand — with the counter correction
+/// accumulated so far.
 struct Leaf<'a> {
-    /// Chunks not started yet.
+    /// Chunks not decoded yet.
     pending: &'a [Chunk],
-    /// Decoded samples; the current one is `buffer[position]`.
+    /// Decoded samples of the current chunk (or all samples of a decoded replica).
     buffer: Vec<Sample>,
     /// Index into `buffer`; `None` before the first `next` or `seek`.
     position: Option<usize>,
-    /// The rest of the current chunk, not decoded yet; only while the current sample is the
-    /// last of `buffer`.
-    stream: Option<XorIterator<'a>>,
     range: (i64, i64),
     counter: bool,
     correction: f64,
@@ -296,7 +286,6 @@ impl<'a> Leaf<'a> {
             pending: &[],
             buffer: samples.to_vec(),
             position: None,
-            stream: None,
             range: (i64::MIN, i64::MAX),
             counter,
             correction: 0.0,
@@ -314,7 +303,6 @@ impl<'a> Leaf<'a> {
             pending: chunks,
             buffer: Vec::new(),
             position: None,
-            stream: None,
             range,
             counter,
             correction: 0.0,
@@ -335,20 +323,16 @@ impl<'a> Leaf<'a> {
         leaf
     }
 
-    fn fail(&self, error: impl std::fmt::Display) {
-        self.errors
-            .borrow_mut()
-            .get_or_insert_with(|| format!("decoding chunk: {error}"));
-    }
-
     fn decode(&self, chunk: &Chunk, out: &mut Vec<Sample>) {
         if let Err(error) = decode_xor_into(&chunk.data, self.range.0, self.range.1, out) {
-            self.fail(error);
+            self.errors
+                .borrow_mut()
+                .get_or_insert_with(|| format!("decoding chunk: {error}"));
         }
     }
 
-    /// The next pending chunk that can hold samples at or after `at_least` inside the range.
-    fn next_chunk(&mut self, at_least: i64) -> Option<&'a Chunk> {
+    /// Replaces the buffer with the next pending chunk that holds samples; false when none.
+    fn load_next_chunk(&mut self, at_least: i64) -> bool {
         while let Some((chunk, rest)) = self.pending.split_first() {
             self.pending = rest;
             if chunk.max_time < at_least
@@ -357,15 +341,6 @@ impl<'a> Leaf<'a> {
             {
                 continue;
             }
-            return Some(chunk);
-        }
-        None
-    }
-
-    /// Replaces the buffer with the next chunk that holds samples, decoded whole; false when
-    /// none is left.
-    fn load_next_chunk(&mut self) -> bool {
-        while let Some(chunk) = self.next_chunk(i64::MIN) {
             let mut buffer = std::mem::take(&mut self.buffer);
             buffer.clear();
             self.decode(chunk, &mut buffer);
@@ -376,52 +351,6 @@ impl<'a> Leaf<'a> {
             }
         }
         false
-    }
-
-    /// Pulls the next in-range sample from the live decoder; `None` (and no decoder) at the
-    /// end of its chunk.
-    fn pull(&mut self) -> Option<Sample> {
-        let stream = self.stream.as_mut()?;
-        loop {
-            match stream.next_sample() {
-                Ok(Some((t, _))) if t < self.range.0 => continue,
-                Ok(Some((t, v))) if t <= self.range.1 => return Some((t, v)),
-                Ok(_) => break,
-                Err(error) => {
-                    self.fail(error);
-                    break;
-                }
-            }
-        }
-        self.stream = None;
-        None
-    }
-
-    /// Makes `sample` the current one, as the only sample in the buffer.
-    fn set_current(&mut self, sample: Sample) {
-        self.buffer.clear();
-        self.buffer.push(sample);
-        self.position = Some(0);
-    }
-
-    /// Decodes what is left of the live decoder's chunk behind the current sample.
-    fn drain_stream(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            let (mint, maxt) = self.range;
-            let buffer = &mut self.buffer;
-            let walked = stream.for_each_sample(|t, v| {
-                if t > maxt {
-                    return false;
-                }
-                if t >= mint {
-                    buffer.push((t, v));
-                }
-                true
-            });
-            if let Err(error) = walked {
-                self.fail(error);
-            }
-        }
     }
 
     /// The raw sample after the current one, decoding the next chunk behind the current
@@ -436,13 +365,11 @@ impl<'a> Leaf<'a> {
         }
         self.buffer.drain(..position);
         self.position = Some(0);
-        if self.stream.is_some() {
-            self.drain_stream();
-            if let Some(&sample) = self.buffer.get(1) {
-                return Some(sample);
+        while let Some((chunk, rest)) = self.pending.split_first() {
+            self.pending = rest;
+            if chunk.max_time < self.range.0 || chunk.min_time > self.range.1 {
+                continue;
             }
-        }
-        while let Some(chunk) = self.next_chunk(i64::MIN) {
             let mut buffer = std::mem::take(&mut self.buffer);
             self.decode(chunk, &mut buffer);
             self.buffer = buffer;
@@ -464,12 +391,8 @@ impl<'a> Leaf<'a> {
             self.position = Some(position);
             return true;
         }
-        if let Some(sample) = self.pull() {
-            self.set_current(sample);
-            return true;
-        }
         self.position = Some(self.buffer.len());
-        self.load_next_chunk()
+        self.load_next_chunk(i64::MIN)
     }
 
     fn seek(&mut self, t: i64) -> bool {
@@ -484,23 +407,15 @@ impl<'a> Leaf<'a> {
             return true;
         }
         self.position = Some(self.buffer.len());
-        // Finish the chunk being decoded, then skip whole chunks that end before `t` and
-        // decode the one `t` falls in only up to the first sample at or after `t`.
-        loop {
-            while let Some(sample) = self.pull() {
-                if sample.0 >= t {
-                    self.set_current(sample);
-                    return true;
-                }
+        // Skip whole chunks that end before `t` without decoding them.
+        while self.load_next_chunk(t) {
+            if let Some(offset) = self.buffer.iter().position(|(ts, _)| *ts >= t) {
+                self.position = Some(offset);
+                return true;
             }
-            let Some(chunk) = self.next_chunk(t) else {
-                return false;
-            };
-            match XorIterator::new(&chunk.data) {
-                Ok(stream) => self.stream = Some(stream),
-                Err(error) => self.fail(error),
-            }
+            self.position = Some(self.buffer.len());
         }
+        false
     }
 
     fn at(&self) -> Sample {
