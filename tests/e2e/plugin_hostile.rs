@@ -371,6 +371,105 @@ hostile_test!(
     }
 );
 
+/// Read-only and writable folder grants: reads inside a read-only folder work, writes there
+/// are refused; writes inside a writable folder work; `..`, absolute symlinks and folders
+/// not granted are refused, as is writing through a read-only grant into a writable one's
+/// parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_directory_grants_are_enforced() {
+    let root = gauntlet_e2e::scratch_dir("hostile-dirs").expect("scratch");
+    let tsdb = root.join("tsdb");
+    std::fs::create_dir_all(tsdb.join("01BLOCK")).expect("setup");
+    std::fs::create_dir_all(tsdb.join("thanos")).expect("setup");
+    std::fs::write(tsdb.join("01BLOCK/index"), b"data").expect("setup");
+    std::fs::write(root.join("secret"), b"secret").expect("setup");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("secret"), tsdb.join("link")).expect("setup");
+    let show = |p: &std::path::Path| p.display().to_string();
+    let grant = format!(
+        "[capabilities]\nread_only_dirs = [{:?}]\nwritable_dirs = [{:?}]\n",
+        show(&tsdb),
+        show(&tsdb.join("thanos"))
+    );
+    let fx = Fixture::new();
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("wasi-filesystem", show(&tsdb.join("01BLOCK/index")), true),
+        ("wasi-write", show(&tsdb.join("thanos/state.json")), true),
+        ("wasi-write", show(&tsdb.join("01BLOCK/new")), false),
+        ("wasi-write", show(&tsdb.join("01BLOCK/index")), false),
+        (
+            "wasi-write",
+            format!("{}/thanos/../escape", show(&tsdb)),
+            false,
+        ),
+        (
+            "wasi-filesystem",
+            format!("{}/../secret", show(&tsdb)),
+            false,
+        ),
+        ("wasi-filesystem", show(&root.join("secret")), false),
+        ("wasi-write", show(&root.join("outside")), false),
+        #[cfg(unix)]
+        ("wasi-filesystem", show(&tsdb.join("link")), false),
+    ];
+    for (i, (behaviour, target, allowed)) in cases.into_iter().enumerate() {
+        let name = format!("h-dirs-{i}");
+        let extra = format!("{grant}[config]\ntarget = {target:?}\n");
+        let store = hostile(&fx, &name, &extra).await;
+        let result = run(&store, behaviour).await;
+        if allowed {
+            let (series, _) =
+                result.unwrap_or_else(|e| panic!("{behaviour} {target}: refused: {e}"));
+            assert_eq!(series.len(), 1, "{behaviour} {target}");
+        } else {
+            let err = result
+                .err()
+                .unwrap_or_else(|| panic!("{behaviour} {target}: allowed"));
+            assert!(
+                err.to_string().contains("denied: filesystem:"),
+                "{behaviour} {target}: {err}"
+            );
+        }
+        still_healthy(&store).await;
+    }
+    assert_eq!(
+        std::fs::read(tsdb.join("thanos/state.json")).expect("written"),
+        b"written by a hostile plugin"
+    );
+    assert_eq!(
+        std::fs::read(tsdb.join("01BLOCK/index")).expect("kept"),
+        b"data"
+    );
+    assert!(!tsdb.join("01BLOCK/new").exists());
+    assert!(!tsdb.join("escape").exists());
+    assert!(!root.join("outside").exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A manifest's folder grant must be absolute and without `..`, or the plugin is not loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_grants_with_dot_dot_are_refused() {
+    let fx = Fixture::new();
+    for (field, value) in [
+        ("writable_dirs", "/tmp/../etc"),
+        ("read_only_dirs", "relative/dir"),
+    ] {
+        let manifest = fx.manifest(
+            "h-dotdot",
+            "hostile",
+            &format!("[capabilities]\n{field} = [{value:?}]\n"),
+        );
+        let err = PluginSlot::load_async(&fx.host, &manifest)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{field} = {value} was accepted"));
+        assert!(
+            err.to_string().contains(&format!("capabilities.{field}")),
+            "{err}"
+        );
+    }
+}
+
 hostile_test!(wasi_environment_is_empty, "h-env", "wasi-env", "", |err| {
     assert!(err.to_string().contains("no variables visible"), "{err}");
 });
@@ -673,3 +772,4 @@ async fn query_with_the_capability_reaches_the_host() {
         series[0].labels
     );
 }
+
