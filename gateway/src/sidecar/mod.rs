@@ -116,24 +116,65 @@ pub fn locate_component() -> anyhow::Result<PathBuf> {
     locate_builtin(COMPONENT_FILE, "sidecar")
 }
 
-/// The first existing built-in component `file` of `role`, or an error listing where it was
-/// looked for and how to provide it.
+/// The built-in components this binary carries: (file name, bytes). The build embeds those
+/// `scripts/build-plugins` had built before it (`plugins/target/components/`); empty
+/// otherwise.
+pub static EMBEDDED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+
+/// The built-in component `file` of `role`: the first file of [`builtin_candidates`] that
+/// exists, else the copy built into the binary ([`EMBEDDED`]), written once per content to the
+/// per-user cache (`$XDG_CACHE_HOME/gauntlet/builtin` or `~/.cache/gauntlet/builtin`); or an
+/// error listing where it was looked for and how to provide it.
 pub fn locate_builtin(file: &str, role: &str) -> anyhow::Result<PathBuf> {
     let candidates = builtin_candidates(file);
-    candidates
-        .iter()
-        .find(|path| path.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "the {role} plugin {file} was not found (looked in {}); build it with scripts/build-plugins, set {PLUGIN_DIR_ENV}, or pass --plugin",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+    if let Some(found) = candidates.iter().find(|path| path.is_file()) {
+        return Ok(found.clone());
+    }
+    if EMBEDDED.iter().any(|(name, _)| *name == file) {
+        let dir = user_cache_dir("builtin").with_context(|| {
+            format!(
+                "the {role} plugin {file} is built into this binary, but there is no per-user cache folder to write it to (set HOME or XDG_CACHE_HOME, or {PLUGIN_DIR_ENV})"
             )
-        })
+        })?;
+        if let Some(path) = write_embedded(&dir, file, EMBEDDED)? {
+            return Ok(path);
+        }
+    }
+    Err(anyhow::anyhow!(
+        "the {role} plugin {file} was not found (looked in {}) and is not built into this binary; build it with scripts/build-plugins (before building gauntlet, to build it in), set {PLUGIN_DIR_ENV}, or pass --plugin",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Writes the copy of `file` in `table` to `dir` as `<sha256 prefix>-<file>` unless a file
+/// with the same content is there already; returns its path, or none when `table` has no
+/// `file`. Written to a temporary name and renamed, so a concurrent start never reads half a
+/// component.
+fn write_embedded(
+    dir: &Path,
+    file: &str,
+    table: &[(&str, &[u8])],
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some((_, bytes)) = table.iter().find(|(name, _)| *name == file) else {
+        return Ok(None);
+    };
+    let sha256 = sha256_hex(bytes);
+    let path = dir.join(format!("{}-{file}", &sha256[..16]));
+    if std::fs::read(&path).is_ok_and(|existing| sha256_hex(&existing) == sha256) {
+        return Ok(Some(path));
+    }
+    let temporary = dir.join(format!(".{file}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .with_context(|| format!("writing the built-in plugin to {}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })?;
+    Ok(Some(path))
 }
 
 /// The `host:port` the plugin may reach for a Prometheus URL.
@@ -567,6 +608,12 @@ fn bucket_for(args: &SidecarArgs) -> anyhow::Result<Option<crate::objstore::Buck
 /// at every start). Never a shared folder such as `/tmp`: compiled code in the cache is run
 /// as is.
 pub fn compiled_cache_dir() -> Option<PathBuf> {
+    user_cache_dir("plugins")
+}
+
+/// `$XDG_CACHE_HOME/gauntlet/<name>` or `~/.cache/gauntlet/<name>`, created; none without a
+/// usable home.
+fn user_cache_dir(name: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -576,7 +623,7 @@ pub fn compiled_cache_dir() -> Option<PathBuf> {
                 .filter(|p| p.is_absolute())
                 .map(|home| home.join(".cache"))
         })?;
-    let dir = base.join("gauntlet").join("plugins");
+    let dir = base.join("gauntlet").join(name);
     std::fs::create_dir_all(&dir).ok().map(|()| dir)
 }
 
@@ -646,6 +693,39 @@ mod tests {
             allowed_host(&reqwest::Url::parse("https://prom.example").expect("url")).expect("host"),
             "prom.example:443"
         );
+    }
+
+    #[test]
+    fn embedded_components_are_written_once_per_content() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let table: &[(&str, &[u8])] = &[("sidecar.wasm", b"\0asm component")];
+        let path = write_embedded(dir.path(), "sidecar.wasm", table)
+            .expect("write")
+            .expect("in the table");
+        assert_eq!(std::fs::read(&path).expect("read"), b"\0asm component");
+        assert!(
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("-sidecar.wasm"))
+        );
+        // A damaged copy is replaced; an intact one is reused.
+        std::fs::write(&path, b"damaged").expect("test setup");
+        let again = write_embedded(dir.path(), "sidecar.wasm", table)
+            .expect("write")
+            .expect("in the table");
+        assert_eq!(again, path);
+        assert_eq!(std::fs::read(&path).expect("read"), b"\0asm component");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert!(
+            write_embedded(dir.path(), "compactor.wasm", table)
+                .expect("write")
+                .is_none()
+        );
+        // Whatever this build carries is a component of the listed names.
+        for (name, bytes) in EMBEDDED {
+            assert!(["sidecar.wasm", "compactor.wasm"].contains(name), "{name}");
+            assert!(bytes.starts_with(b"\0asm"), "{name}");
+        }
     }
 
     #[test]
