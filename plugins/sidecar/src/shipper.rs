@@ -251,15 +251,15 @@ impl Shipper {
                 }
             }
         }
-        if state != previous || from_legacy {
-            if let Err(error) = self.write_state(&state) {
-                outside.log(
+        if (state != previous || from_legacy)
+            && let Err(error) = self.write_state(&state)
+        {
+            outside.log(
                     Level::Error,
                     &format!(
                         "cannot write the shipper state: {error} (make the state folder writable by the sidecar; until then, blocks found in the bucket after a restart are recorded again, not uploaded)"
                     ),
                 );
-            }
         }
         outside.count("shipper_dir_syncs", 1.0);
         if summary.failed > 0 {
