@@ -14,8 +14,11 @@ WORKDIR /src
 COPY . .
 # The WebAssembly guests (their own workspace), then the host binary (its build script
 # installs the web UI's npm dependencies).
+# The binary embeds the components found in plugins/target/components/.
 RUN env -u RUSTFLAGS CARGO_TARGET_DIR=/src/plugins/target \
-      cargo build --manifest-path plugins/Cargo.toml --release --target wasm32-wasip2 --locked -p sidecar \
+      cargo build --manifest-path plugins/Cargo.toml --release --target wasm32-wasip2 --locked -p sidecar -p compactor \
+ && mkdir -p plugins/target/components \
+ && cp plugins/target/wasm32-wasip2/release/sidecar.wasm plugins/target/wasm32-wasip2/release/compactor.wasm plugins/target/components/ \
  && cargo build --release --locked --bin gauntlet
 
 FROM debian:bookworm-slim

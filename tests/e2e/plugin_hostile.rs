@@ -371,6 +371,105 @@ hostile_test!(
     }
 );
 
+/// Read-only and writable folder grants: reads inside a read-only folder work, writes there
+/// are refused; writes inside a writable folder work; `..`, absolute symlinks and folders
+/// not granted are refused, as is writing through a read-only grant into a writable one's
+/// parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_directory_grants_are_enforced() {
+    let root = gauntlet_e2e::scratch_dir("hostile-dirs").expect("scratch");
+    let tsdb = root.join("tsdb");
+    std::fs::create_dir_all(tsdb.join("01BLOCK")).expect("setup");
+    std::fs::create_dir_all(tsdb.join("thanos")).expect("setup");
+    std::fs::write(tsdb.join("01BLOCK/index"), b"data").expect("setup");
+    std::fs::write(root.join("secret"), b"secret").expect("setup");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("secret"), tsdb.join("link")).expect("setup");
+    let show = |p: &std::path::Path| p.display().to_string();
+    let grant = format!(
+        "[capabilities]\nread_only_dirs = [{:?}]\nwritable_dirs = [{:?}]\n",
+        show(&tsdb),
+        show(&tsdb.join("thanos"))
+    );
+    let fx = Fixture::new();
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("wasi-filesystem", show(&tsdb.join("01BLOCK/index")), true),
+        ("wasi-write", show(&tsdb.join("thanos/state.json")), true),
+        ("wasi-write", show(&tsdb.join("01BLOCK/new")), false),
+        ("wasi-write", show(&tsdb.join("01BLOCK/index")), false),
+        (
+            "wasi-write",
+            format!("{}/thanos/../escape", show(&tsdb)),
+            false,
+        ),
+        (
+            "wasi-filesystem",
+            format!("{}/../secret", show(&tsdb)),
+            false,
+        ),
+        ("wasi-filesystem", show(&root.join("secret")), false),
+        ("wasi-write", show(&root.join("outside")), false),
+        #[cfg(unix)]
+        ("wasi-filesystem", show(&tsdb.join("link")), false),
+    ];
+    for (i, (behaviour, target, allowed)) in cases.into_iter().enumerate() {
+        let name = format!("h-dirs-{i}");
+        let extra = format!("{grant}[config]\ntarget = {target:?}\n");
+        let store = hostile(&fx, &name, &extra).await;
+        let result = run(&store, behaviour).await;
+        if allowed {
+            let (series, _) =
+                result.unwrap_or_else(|e| panic!("{behaviour} {target}: refused: {e}"));
+            assert_eq!(series.len(), 1, "{behaviour} {target}");
+        } else {
+            let err = result
+                .err()
+                .unwrap_or_else(|| panic!("{behaviour} {target}: allowed"));
+            assert!(
+                err.to_string().contains("denied: filesystem:"),
+                "{behaviour} {target}: {err}"
+            );
+        }
+        still_healthy(&store).await;
+    }
+    assert_eq!(
+        std::fs::read(tsdb.join("thanos/state.json")).expect("written"),
+        b"written by a hostile plugin"
+    );
+    assert_eq!(
+        std::fs::read(tsdb.join("01BLOCK/index")).expect("kept"),
+        b"data"
+    );
+    assert!(!tsdb.join("01BLOCK/new").exists());
+    assert!(!tsdb.join("escape").exists());
+    assert!(!root.join("outside").exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A manifest's folder grant must be absolute and without `..`, or the plugin is not loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_grants_with_dot_dot_are_refused() {
+    let fx = Fixture::new();
+    for (field, value) in [
+        ("writable_dirs", "/tmp/../etc"),
+        ("read_only_dirs", "relative/dir"),
+    ] {
+        let manifest = fx.manifest(
+            "h-dotdot",
+            "hostile",
+            &format!("[capabilities]\n{field} = [{value:?}]\n"),
+        );
+        let err = PluginSlot::load_async(&fx.host, &manifest)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{field} = {value} was accepted"));
+        assert!(
+            err.to_string().contains(&format!("capabilities.{field}")),
+            "{err}"
+        );
+    }
+}
+
 hostile_test!(wasi_environment_is_empty, "h-env", "wasi-env", "", |err| {
     assert!(err.to_string().contains("no variables visible"), "{err}");
 });
@@ -672,4 +771,163 @@ async fn query_with_the_capability_reaches_the_host() {
         "{:?}",
         series[0].labels
     );
+}
+
+/// Answers like a ready Prometheus with external labels (`/-/ready`,
+/// `/api/v1/status/config`), one connection at a time, until the test ends.
+async fn fake_prometheus() -> std::net::SocketAddr {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = server.accept().await {
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request);
+            let body = if request.contains("/api/v1/status/config") {
+                r#"{"status":"success","data":{"yaml":"global:\n  external_labels:\n    cluster: eu1\n"}}"#
+            } else {
+                "ready"
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+/// The sidecar plugin's shipper reaches the TSDB folder only through the manifest's grants:
+/// without them, or through `..` out of its writable state folder, it reads nothing and
+/// ships nothing; with them it ships the block and writes only its state file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_plugin_reads_the_tsdb_only_when_granted() {
+    const ULID: &str = "01JDQ7Y3Z5X1A2B3C4D5E6F7G8";
+    let prometheus = fake_prometheus().await;
+    let root = gauntlet_e2e::scratch_dir("hostile-sidecar").expect("scratch");
+    let tsdb = root.join("tsdb");
+    let block = tsdb.join(ULID);
+    std::fs::create_dir_all(block.join("chunks")).expect("setup");
+    std::fs::create_dir_all(tsdb.join("thanos")).expect("setup");
+    std::fs::write(block.join("index"), b"index!").expect("setup");
+    std::fs::write(block.join("chunks/000001"), b"chunks").expect("setup");
+    std::fs::write(
+        block.join("meta.json"),
+        format!(
+            r#"{{"ulid":"{ULID}","minTime":0,"maxTime":7200000,"stats":{{"numSamples":10,"numSeries":1}},"compaction":{{"level":1,"sources":["{ULID}"]}},"version":1}}"#
+        ),
+    )
+    .expect("setup");
+    let show = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let state = tsdb.join("thanos");
+    let fx = Fixture::new();
+    let cases = [
+        ("h-side-nogrant", String::new(), show(&tsdb), false),
+        (
+            "h-side-escape",
+            format!("writable_dirs = [{}]\n", show(&state)),
+            format!("{:?}", format!("{}/thanos/..", tsdb.display())),
+            false,
+        ),
+        (
+            "h-side-granted",
+            format!(
+                "read_only_dirs = [{}]\nwritable_dirs = [{}]\n",
+                show(&tsdb),
+                show(&state)
+            ),
+            show(&tsdb),
+            true,
+        ),
+    ];
+    for (name, dirs, tsdb_path, ships) in cases {
+        let manifest = plugin_common::write_manifest_world(
+            &fx.plugins_dir(),
+            name,
+            "sidecar",
+            &plugin_common::component("sidecar"),
+            &format!(
+                "[limits]\ntime_per_call = \"10s\"\n[capabilities]\nhttp_hosts = [\"{prometheus}\"]\nbucket_prefix = \"shipped/{name}\"\n{dirs}[config]\nprometheus_url = \"http://{prometheus}\"\n[config.shipper]\ntsdb_path = {tsdb_path}\nstate_dir = {}\n",
+                show(&state)
+            ),
+        );
+        let slot = PluginSlot::load_async(&fx.host, &manifest)
+            .await
+            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+        let plugin = slot.current();
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("time");
+        let ticking = plugin.clone();
+        tokio::task::spawn_blocking(move || ticking.tick(now))
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("{name}: tick failed: {e}"));
+        // The next tick runs on the same instance, which remembers that the next sync is
+        // 30 s away: no second sync.
+        tokio::task::spawn_blocking(move || plugin.tick(now + 1_000))
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("{name}: tick failed: {e}"));
+        assert_eq!(
+            metric(
+                "gauntlet_plugin_counter_total",
+                &[("plugin", name), ("name", "shipper_dir_syncs")],
+            ),
+            1.0,
+            "{name}"
+        );
+        let shipped = fx
+            .bucket
+            .list(&format!("shipped/{name}/"))
+            .await
+            .expect("list");
+        let failures = metric(
+            "gauntlet_plugin_counter_total",
+            &[("plugin", name), ("name", "shipper_dir_sync_failures")],
+        );
+        if ships {
+            let keys: Vec<String> = shipped.into_iter().map(|o| o.key).collect();
+            assert_eq!(
+                keys,
+                [
+                    format!("shipped/{name}/{ULID}/chunks/000001"),
+                    format!("shipped/{name}/{ULID}/index"),
+                    format!("shipped/{name}/{ULID}/meta.json"),
+                ]
+            );
+            assert_eq!(failures, 0.0, "{name}");
+            let written: Vec<String> = std::fs::read_dir(&state)
+                .expect("state folder")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(written, ["thanos.shipper.json"]);
+        } else {
+            assert!(shipped.is_empty(), "{name}: {shipped:?}");
+            assert_eq!(failures, 1.0, "{name}");
+            assert!(!state.join("thanos.shipper.json").exists(), "{name}");
+        }
+    }
+    // The block itself is untouched.
+    let mut files: Vec<String> = std::fs::read_dir(&block)
+        .expect("block")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["chunks", "index", "meta.json"]);
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -1128,6 +1128,58 @@ fn the_sidecar_refuses_shipping_without_tsdb_path_and_bad_urls() -> anyhow::Resu
     Ok(())
 }
 
+/// A binary built after `scripts/build-plugins` carries the sidecar plugin: copied away from
+/// the source tree, with an empty plugin folder, it writes its own copy to the per-user cache
+/// and runs it.
+#[tokio::test]
+async fn a_binary_alone_runs_its_built_in_sidecar_plugin() -> anyhow::Result<()> {
+    let components = plugin_common::components();
+    // Built after the plugins, so that it embeds them.
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--bin", "gauntlet"])
+        .current_dir(plugin_common::workspace())
+        .status()?;
+    anyhow::ensure!(status.success(), "building gauntlet failed: {status}");
+    let dir = scratch_dir("embedded")?;
+    let alone = dir.join("bin").join("gauntlet");
+    std::fs::create_dir_all(dir.join("bin"))?;
+    std::fs::copy(gauntlet_binary()?, &alone)?;
+    let (no_plugins, cache) = (dir.join("no-plugins"), dir.join("cache"));
+    std::fs::create_dir_all(&no_plugins)?;
+    let (http, grpc) = (free_loopback_address()?, free_loopback_address()?);
+    let mut sidecar = Process::spawn_with_env(
+        &format!("embedded-sidecar-{}", http.port()),
+        &alone,
+        &[
+            "sidecar".to_owned(),
+            "--prometheus.url=http://127.0.0.1:9".to_owned(),
+            format!("--http-address={http}"),
+            format!("--grpc-address={grpc}"),
+        ],
+        &[
+            ("GAUNTLET_PLUGIN_DIR", no_plugins.as_os_str()),
+            ("XDG_CACHE_HOME", cache.as_os_str()),
+        ],
+    )?;
+    let healthy = wait_until_ok(&format!("http://{http}/-/healthy"), Duration::from_secs(60)).await;
+    let output = sidecar.output();
+    healthy.map_err(|e| anyhow::anyhow!("{e}\n{output}"))?;
+    let written: Vec<PathBuf> = std::fs::read_dir(cache.join("gauntlet").join("builtin"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(
+        written[0].to_string_lossy().ends_with("-sidecar.wasm"),
+        "{written:?}"
+    );
+    assert_eq!(
+        std::fs::read(&written[0])?,
+        std::fs::read(components.join("sidecar.wasm"))?
+    );
+    assert_eq!(sidecar.terminate(Duration::from_secs(30))?, Some(0));
+    Ok(())
+}
+
 // ------------------------------------------------------------------ answers beyond one response
 
 /// Writes an OpenMetrics file of `series` gauges with `samples` random values 15 s apart,

@@ -2,8 +2,10 @@
 //! the data directory of a real Prometheus 2.42 (Debian's `prometheus`), `gauntlet sidecar
 //! --tsdb.path ... --objstore.config-file ...` next to it, S3 served by moto. Every block
 //! lands in the bucket with the `thanos` section (Prometheus's external labels, source
-//! `sidecar`, files with their sizes), `thanos.shipper.json` lists them, a restarted sidecar
-//! uploads nothing, and `gauntlet tools bucket inspect` sees the blocks.
+//! `sidecar`, files with their sizes), `thanos/thanos.shipper.json` lists them (the only file
+//! the plugin writes: the data directory is granted read-only), a restarted sidecar uploads
+//! nothing, and `gauntlet tools bucket inspect` sees the blocks. The shipper runs in the
+//! sidecar plugin's `tick`; its metrics are the plugin's (`gauntlet_plugin_counter_total`).
 //!
 //! moto missing skips the test loudly unless `GAUNTLET_REQUIRE_TEST_SERVERS` is set.
 
@@ -141,10 +143,27 @@ fn start_sidecar(prometheus: SocketAddr, data: &Path, config: &Path) -> anyhow::
     Ok(Sidecar { http, process })
 }
 
+/// The shipper metric `name` the sidecar plugin reports (a counter, or the gauge
+/// `shipper_last_successful_upload_time`).
 fn metric(text: &str, name: &str) -> Option<f64> {
+    let family = if name.ends_with("_time") {
+        "gauntlet_plugin_gauge"
+    } else {
+        "gauntlet_plugin_counter_total"
+    };
+    let series = format!("{family}{{plugin=\"sidecar\",name=\"{name}\"}} ");
+    let other_order = format!("{family}{{name=\"{name}\",plugin=\"sidecar\"}} ");
     text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(&series)
+                .or_else(|| l.strip_prefix(&other_order))
+        })
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The shipper's state file.
+fn state_file(data: &Path) -> PathBuf {
+    data.join("thanos").join("thanos.shipper.json")
 }
 
 /// Waits until the sidecar's /metrics satisfies `done`; returns the text.
@@ -166,7 +185,7 @@ async fn metrics_until(
             Instant::now() < deadline,
             "{what}: not reached within 120s; metrics:\n{}\nsidecar output:\n{}",
             text.lines()
-                .filter(|l| l.starts_with("gauntlet_shipper"))
+                .filter(|l| l.contains("name=\"shipper_"))
                 .collect::<Vec<_>>()
                 .join("\n"),
             sidecar.process.output()
@@ -206,8 +225,8 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
     let mut sidecar = start_sidecar(prometheus, &data, &config)?;
     let started = Instant::now();
     let text = metrics_until(&sidecar, "all blocks shipped", |t| {
-        metric(t, "gauntlet_shipper_uploads_total") == Some(ulids.len() as f64)
-            && metric(t, "gauntlet_shipper_dir_syncs_total").is_some_and(|n| n >= 1.0)
+        metric(t, "shipper_uploads") == Some(ulids.len() as f64)
+            && metric(t, "shipper_dir_syncs").is_some_and(|n| n >= 1.0)
     })
     .await?;
     eprintln!(
@@ -215,11 +234,8 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
         ulids.len(),
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(
-        metric(&text, "gauntlet_shipper_upload_failures_total"),
-        Some(0.0)
-    );
-    let last = metric(&text, "gauntlet_shipper_last_successful_upload_time").unwrap_or_default();
+    assert_eq!(metric(&text, "shipper_upload_failures"), Some(0.0));
+    let last = metric(&text, "shipper_last_successful_upload_time").unwrap_or_default();
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     assert!(last > now - 300.0 && last <= now + 1.0, "{last} vs {now}");
 
@@ -264,15 +280,14 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
         assert!(local.get("thanos").is_none(), "{local}");
     }
 
-    // The hard links made for the uploads are gone.
-    let staging = data.join("thanos/upload");
-    assert!(
-        !staging.exists() || std::fs::read_dir(&staging)?.next().is_none(),
-        "{}",
-        staging.display()
-    );
+    // The plugin wrote nothing but its state file.
+    let written: Vec<String> = std::fs::read_dir(data.join("thanos"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(written, ["thanos.shipper.json"]);
+    assert!(!data.join("thanos.shipper.json").exists());
 
-    let state: Value = serde_json::from_slice(&std::fs::read(data.join("thanos.shipper.json"))?)?;
+    let state: Value = serde_json::from_slice(&std::fs::read(state_file(&data))?)?;
     assert_eq!(state["version"], 1, "{state}");
     let mut recorded: Vec<String> = state["uploaded"]
         .as_array()
@@ -289,14 +304,11 @@ async fn the_sidecar_ships_every_block_once_with_the_thanos_section() -> anyhow:
     assert_eq!(sidecar.process.terminate(Duration::from_secs(30))?, Some(0));
     let mut sidecar = start_sidecar(prometheus, &data, &config)?;
     let text = metrics_until(&sidecar, "a sync after the restart", |t| {
-        metric(t, "gauntlet_shipper_dir_syncs_total").is_some_and(|n| n >= 1.0)
+        metric(t, "shipper_dir_syncs").is_some_and(|n| n >= 1.0)
     })
     .await?;
-    assert_eq!(metric(&text, "gauntlet_shipper_uploads_total"), Some(0.0));
-    assert_eq!(
-        metric(&text, "gauntlet_shipper_upload_failures_total"),
-        Some(0.0)
-    );
+    assert_eq!(metric(&text, "shipper_uploads"), Some(0.0));
+    assert_eq!(metric(&text, "shipper_upload_failures"), Some(0.0));
     assert_eq!(
         objects(&bucket).await?,
         listed,
@@ -374,8 +386,9 @@ async fn without_external_labels_nothing_is_shipped() -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    assert_eq!(metric(&text, "gauntlet_shipper_uploads_total"), Some(0.0));
+    assert_eq!(metric(&text, "shipper_uploads"), Some(0.0));
     assert!(objects(&bucket).await?.is_empty());
+    assert!(!state_file(&data).exists());
     assert!(!data.join("thanos.shipper.json").exists());
     Ok(())
 }

@@ -22,7 +22,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use crate::cli::CompactArgs;
 use crate::http::{self, Readiness};
 use crate::objstore::{Bucket as Objstore, ClientTuning};
-use crate::plugin::bucket::{Bucket, BucketError, ObjectInfo, ObjectStoreBucket};
+use crate::plugin::bucket::{Bucket, BucketError, ObjectInfo, ObjectStoreBucket, Upload};
 use crate::plugin::instance::Job;
 use crate::plugin::manifest::sha256_hex;
 use crate::plugin::{HostConfig, HostServices, LoadedPlugin, PluginHost, World};
@@ -170,6 +170,10 @@ impl Bucket for RootBucket {
 
     async fn delete(&self, key: &str) -> Result<(), BucketError> {
         self.inner.delete(Self::inner_key(key)?).await
+    }
+
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>, BucketError> {
+        self.inner.start_upload(Self::inner_key(key)?).await
     }
 }
 

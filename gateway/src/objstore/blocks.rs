@@ -180,12 +180,6 @@ pub fn find_local_blocks(dir: &Path) -> Result<Vec<LocalBlock>, BlockError> {
     block_dirs.iter().map(|d| check_local_block(d)).collect()
 }
 
-/// One block directory, checked as [`find_local_blocks`] checks each block: `meta.json`
-/// readable and naming the directory, `index` and `chunks/` present.
-pub fn read_local_block(dir: &Path) -> Result<LocalBlock, BlockError> {
-    check_local_block(dir)
-}
-
 fn check_local_block(dir: &Path) -> Result<LocalBlock, BlockError> {
     let shown = dir.display();
     let meta_path = dir.join("meta.json");

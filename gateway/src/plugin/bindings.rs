@@ -21,6 +21,9 @@ pub mod host {
         path: "../wit",
         world: "host",
         imports: { default: trappable },
+        with: {
+            "gauntlet:plugin/bucket.upload": crate::plugin::bucket::UploadHandle,
+        },
     });
 }
 

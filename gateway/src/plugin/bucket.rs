@@ -5,7 +5,8 @@
 //! Invariant: a key that is empty, absolute, has `.`/`..`/empty segments, backslashes or
 //! control characters is refused before any storage call, so a plugin can never name an
 //! object outside its prefix. Objects larger than the caller's cap are refused after a `head`,
-//! never read into memory.
+//! never read into memory. Large objects are written through an [`Upload`]: parts go to the
+//! backend as they fill, so the host holds at most a few parts of one object at a time.
 
 use std::fmt;
 use std::ops::Range;
@@ -15,7 +16,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+
+use crate::objstore::{MULTIPART_THRESHOLD, PART_SIZE};
 
 /// Why a bucket operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +63,20 @@ pub trait Bucket: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BucketError>;
     /// Deletes an object; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), BucketError>;
+    /// Starts writing an object in parts.
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>, BucketError>;
+}
+
+/// An object being written in parts: nothing is visible under its key before
+/// [`Upload::finish`]; [`Upload::abort`] (or dropping it) abandons it.
+#[async_trait]
+pub trait Upload: Send + fmt::Debug {
+    /// Appends bytes.
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), BucketError>;
+    /// Completes the object; returns its size. Any later call fails.
+    async fn finish(&mut self) -> Result<u64, BucketError>;
+    /// Abandons the object (parts already sent are discarded by the backend).
+    async fn abort(&mut self);
 }
 
 /// A [`Bucket`] over any `object_store` backend.
@@ -172,6 +189,105 @@ impl Bucket for ObjectStoreBucket {
             Err(e) => Err(map_error(key, e)),
         }
     }
+
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>, BucketError> {
+        Ok(Box::new(ObjectStoreUpload {
+            store: self.store.clone(),
+            key: key.to_owned(),
+            path: object_path(key)?,
+            buffer: Vec::new(),
+            writer: None,
+            size: 0,
+            finished: false,
+        }))
+    }
+}
+
+/// An `upload` resource of a plugin instance: the object's key and its [`Upload`].
+#[derive(Debug)]
+pub struct UploadHandle {
+    pub(crate) key: String,
+    pub(crate) upload: Box<dyn Upload>,
+}
+
+/// An [`Upload`] to an `object_store` backend: up to [`MULTIPART_THRESHOLD`] bytes are kept
+/// and written with one `put`; beyond that a multipart upload of [`PART_SIZE`] parts starts,
+/// with at most two parts in flight.
+#[derive(Debug)]
+struct ObjectStoreUpload {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    path: ObjectPath,
+    buffer: Vec<u8>,
+    writer: Option<WriteMultipart>,
+    size: u64,
+    finished: bool,
+}
+
+impl ObjectStoreUpload {
+    fn check_open(&self) -> Result<(), BucketError> {
+        if self.finished {
+            return Err(BucketError::Io(format!(
+                "upload of {} is already finished or abandoned",
+                self.key
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Upload for ObjectStoreUpload {
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), BucketError> {
+        self.check_open()?;
+        self.size += data.len() as u64;
+        if let Some(writer) = &mut self.writer {
+            writer
+                .wait_for_capacity(2)
+                .await
+                .map_err(|e| map_error(&self.key, e))?;
+            writer.write(&data);
+            return Ok(());
+        }
+        self.buffer.extend_from_slice(&data);
+        if self.buffer.len() > MULTIPART_THRESHOLD {
+            let upload = self
+                .store
+                .put_multipart(&self.path)
+                .await
+                .map_err(|e| map_error(&self.key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            writer.write(&std::mem::take(&mut self.buffer));
+            self.writer = Some(writer);
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<u64, BucketError> {
+        self.check_open()?;
+        self.finished = true;
+        match self.writer.take() {
+            Some(writer) => {
+                writer.finish().await.map_err(|e| map_error(&self.key, e))?;
+            }
+            None => {
+                let data = std::mem::take(&mut self.buffer);
+                self.store
+                    .put(&self.path, data.into())
+                    .await
+                    .map_err(|e| map_error(&self.key, e))?;
+            }
+        }
+        Ok(self.size)
+    }
+
+    async fn abort(&mut self) {
+        self.finished = true;
+        self.buffer = Vec::new();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.abort().await;
+        }
+    }
 }
 
 /// Checks a relative object key: non-empty, at most 1024 bytes, no leading `/`, no empty, `.`
@@ -268,6 +384,10 @@ impl Bucket for PrefixedBucket {
     async fn delete(&self, key: &str) -> Result<(), BucketError> {
         self.inner.delete(&self.full(key)?).await
     }
+
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>, BucketError> {
+        self.inner.start_upload(&self.full(key)?).await
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +415,49 @@ mod tests {
         assert!(validate_key("", true).is_ok());
         assert!(validate_key("data/", true).is_ok());
         assert!(validate_key("data/", false).is_err());
+    }
+
+    #[tokio::test]
+    async fn uploads_in_parts_and_abandoned_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let root: Arc<dyn Bucket> =
+            Arc::new(ObjectStoreBucket::local(dir.path()).expect("test setup"));
+        let scoped = PrefixedBucket::new(root.clone(), "blocks").expect("test setup");
+
+        // Beyond the multipart threshold, in uneven pieces.
+        let piece: Vec<u8> = (0..7 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut upload = scoped.start_upload("b/chunks/000001").await.expect("start");
+        for _ in 0..3 {
+            upload.write(piece.clone()).await.expect("write");
+        }
+        upload.write(b"tail".to_vec()).await.expect("write");
+        assert_eq!(upload.finish().await.expect("finish"), 3 * (7 << 20) + 4);
+        assert!(upload.write(b"late".to_vec()).await.is_err());
+        let stored = root.get("blocks/b/chunks/000001").await.expect("get");
+        assert_eq!(stored.len(), 3 * (7 << 20) + 4);
+        assert_eq!(&stored[..piece.len()], &piece[..]);
+        assert_eq!(&stored[stored.len() - 4..], b"tail");
+
+        // A small object goes up in one piece.
+        let mut small = scoped.start_upload("b/index").await.expect("start");
+        small.write(b"index".to_vec()).await.expect("write");
+        assert_eq!(small.finish().await.expect("finish"), 5);
+        assert_eq!(root.get("blocks/b/index").await.expect("get"), b"index");
+
+        // Abandoned, small or large: nothing under the key.
+        for size in [10usize, 20 << 20] {
+            let mut abandoned = scoped.start_upload("b/abandoned").await.expect("start");
+            abandoned.write(vec![1; size]).await.expect("write");
+            abandoned.abort().await;
+            assert!(matches!(
+                root.head("blocks/b/abandoned").await,
+                Err(BucketError::NotFound(_))
+            ));
+        }
+        assert!(matches!(
+            scoped.start_upload("../escape").await,
+            Err(BucketError::InvalidKey(_))
+        ));
     }
 
     #[tokio::test]

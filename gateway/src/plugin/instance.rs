@@ -44,6 +44,12 @@ impl StoreInstance {
     }
 }
 
+/// The instance `background.tick` runs on, kept from one tick to the next.
+struct TickInstance {
+    store: Store<HostState>,
+    exports: sidecar::Sidecar,
+}
+
 /// Metric handles of one (plugin, world, call), resolved once.
 struct CallMetrics {
     calls: prometheus::IntCounter,
@@ -58,6 +64,7 @@ pub struct LoadedPlugin {
     ctx: Arc<PluginContext>,
     pre: WorldPre,
     idle: Mutex<Vec<StoreInstance>>,
+    ticker: Mutex<Option<TickInstance>>,
     high_water: AtomicUsize,
     loaded_at: std::time::SystemTime,
     call_metrics: Mutex<std::collections::HashMap<&'static str, Arc<CallMetrics>>>,
@@ -118,6 +125,7 @@ impl LoadedPlugin {
             ctx,
             pre,
             idle: Mutex::new(Vec::new()),
+            ticker: Mutex::new(None),
             high_water: AtomicUsize::new(0),
             loaded_at: std::time::SystemTime::now(),
             call_metrics: Mutex::new(std::collections::HashMap::new()),
@@ -279,7 +287,7 @@ impl LoadedPlugin {
         let handles = self.call_metrics(call);
         handles.calls.inc();
         let tick = self.host.inner.config.epoch_tick.as_nanos().max(1);
-        let ticks = self.manifest.limits.time_per_call.as_nanos().div_ceil(tick);
+        let ticks = self.time_limit(call).as_nanos().div_ceil(tick);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
         store.data_mut().start_call();
         let started = Instant::now();
@@ -315,6 +323,16 @@ impl LoadedPlugin {
                 tracing::warn!(plugin = %self.manifest.name, call, error = %classified, "plugin call failed");
                 Err(classified)
             }
+        }
+    }
+
+    /// The wall time `call` may take: `limits.time_per_tick` for `tick`, else
+    /// `limits.time_per_call`.
+    fn time_limit(&self, call: &str) -> std::time::Duration {
+        if call == "tick" {
+            self.manifest.limits.time_per_tick
+        } else {
+            self.manifest.limits.time_per_call
         }
     }
 
@@ -356,7 +374,7 @@ impl LoadedPlugin {
             Some(Trap::Interrupt) => PluginError::Timeout {
                 plugin,
                 call,
-                limit: self.manifest.limits.time_per_call,
+                limit: self.time_limit(call),
             },
             Some(Trap::StackOverflow) => PluginError::StackOverflow { plugin, call },
             Some(_) if store.data().limiter.memory_refused() => PluginError::MemoryLimit {
@@ -445,29 +463,49 @@ impl LoadedPlugin {
         .map_err(|e| self.guest_failure("run", e))
     }
 
-    /// Runs `background.tick(now_ms)` (world `sidecar`) on a fresh instance. Blocking.
+    /// Runs `background.tick(now_ms)` (world `sidecar`). Ticks share one instance, kept
+    /// from one tick to the next so the plugin can remember what it did (a trap discards
+    /// it; the next tick starts a fresh one). Never runs two ticks at once. Blocking.
     pub fn tick(&self, now_ms: i64) -> Result<(), PluginError> {
         let (World::Sidecar, WorldPre::Store(pre)) = (self.manifest.world, &self.pre) else {
             return Err(self.wrong_world("sidecar"));
         };
-        let pre = sidecar::SidecarPre::new(pre.instance_pre().clone()).map_err(|e| {
-            PluginError::Link {
-                plugin: self.manifest.name.clone(),
-                world: self.manifest.world,
-                message: format!("{e:#}"),
+        let mut slot = self
+            .ticker
+            .lock()
+            .map_err(|_| PluginError::Host("the tick instance lock is poisoned".to_owned()))?;
+        let mut instance = match slot.take() {
+            Some(instance) => instance,
+            None => {
+                let pre = sidecar::SidecarPre::new(pre.instance_pre().clone()).map_err(|e| {
+                    PluginError::Link {
+                        plugin: self.manifest.name.clone(),
+                        world: self.manifest.world,
+                        message: format!("{e:#}"),
+                    }
+                })?;
+                let mut store = self.new_store()?;
+                let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
+                let config = self.config_pairs();
+                self.guard(&mut store, "init", |s| {
+                    exports.gauntlet_plugin_lifecycle().call_init(s, &config)
+                })?
+                .map_err(|e| self.init_error(e))?;
+                TickInstance { store, exports }
             }
-        })?;
-        let mut store = self.new_store()?;
-        let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-        let config = self.config_pairs();
-        self.guard(&mut store, "init", |s| {
-            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-        })?
-        .map_err(|e| self.init_error(e))?;
-        self.guard(&mut store, "tick", |s| {
+        };
+        let exports = &instance.exports;
+        let result = self.guard(&mut instance.store, "tick", |s| {
             exports.gauntlet_plugin_background().call_tick(s, now_ms)
-        })?
-        .map_err(|e| self.guest_failure("tick", e))
+        });
+        match result {
+            Ok(answer) => {
+                *slot = Some(instance);
+                answer.map_err(|e| self.guest_failure("tick", e))
+            }
+            // A trapped instance is never reused.
+            Err(error) => Err(error),
+        }
     }
 
     fn wrong_world(&self, wanted: &str) -> PluginError {

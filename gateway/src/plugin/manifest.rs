@@ -129,8 +129,14 @@ pub struct Capabilities {
     pub alerts: bool,
     /// Environment variables visible through WASI (name → value), none by default.
     pub env: BTreeMap<String, String>,
+    /// Whether the whole environment of the host process is visible through WASI (after
+    /// `env`, which wins on a name in both); off by default.
+    pub inherit_env: bool,
     /// Host directories preopened read-only through WASI (same path inside), none by default.
     pub read_only_dirs: Vec<PathBuf>,
+    /// Host directories preopened read-write through WASI (same path inside), none by
+    /// default. Inside a read-only directory, a writable one is the only writable part.
+    pub writable_dirs: Vec<PathBuf>,
     /// Socket addresses WASI TCP may connect to, none by default.
     pub sockets: Vec<SocketAddr>,
 }
@@ -142,6 +148,8 @@ pub struct Limits {
     pub memory: u64,
     /// Wall time of one call into the plugin (one `next-batch`, one `label-names`, ...).
     pub time_per_call: Duration,
+    /// Wall time of one `background.tick` (world `sidecar`); `time_per_call` unless set.
+    pub time_per_tick: Duration,
     /// Host calls (bucket, http, log, ...) one call into the plugin may make.
     pub host_calls_per_call: u64,
     /// Series in one batch.
@@ -159,6 +167,7 @@ impl Default for Limits {
         Self {
             memory: DEFAULT_MEMORY,
             time_per_call: DEFAULT_TIME_PER_CALL,
+            time_per_tick: DEFAULT_TIME_PER_CALL,
             host_calls_per_call: DEFAULT_HOST_CALLS_PER_CALL,
             batch_series: DEFAULT_BATCH_SERIES,
             batch_bytes: DEFAULT_BATCH_BYTES,
@@ -225,7 +234,11 @@ struct RawCapabilities {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
+    inherit_env: bool,
+    #[serde(default)]
     read_only_dirs: Vec<String>,
+    #[serde(default)]
+    writable_dirs: Vec<String>,
     #[serde(default)]
     sockets: Vec<String>,
 }
@@ -235,6 +248,7 @@ struct RawCapabilities {
 struct RawLimits {
     memory: Option<toml::Value>,
     time_per_call: Option<String>,
+    time_per_tick: Option<String>,
     host_calls_per_call: Option<u64>,
     batch_series: Option<u64>,
     batch_bytes: Option<toml::Value>,
@@ -343,17 +357,10 @@ impl Manifest {
                 ));
             }
         }
-        let mut read_only_dirs = Vec::with_capacity(caps.read_only_dirs.len());
-        for dir in caps.read_only_dirs {
-            let dir = PathBuf::from(dir);
-            if !dir.is_absolute() {
-                return Err(field(
-                    "capabilities.read_only_dirs",
-                    format!("{} is not an absolute path", dir.display()),
-                ));
-            }
-            read_only_dirs.push(dir);
-        }
+        let read_only_dirs = granted_dirs(caps.read_only_dirs)
+            .map_err(|m| field("capabilities.read_only_dirs", m))?;
+        let writable_dirs =
+            granted_dirs(caps.writable_dirs).map_err(|m| field("capabilities.writable_dirs", m))?;
         let mut sockets = Vec::with_capacity(caps.sockets.len());
         for addr in caps.sockets {
             sockets.push(addr.parse::<SocketAddr>().map_err(|_| {
@@ -373,7 +380,9 @@ impl Manifest {
             query: caps.query,
             alerts: caps.alerts,
             env: caps.env,
+            inherit_env: caps.inherit_env,
             read_only_dirs,
+            writable_dirs,
             sockets,
         };
 
@@ -390,6 +399,17 @@ impl Manifest {
             if limits.time_per_call.is_zero() {
                 return Err(field(
                     "limits.time_per_call",
+                    "must be more than zero".to_owned(),
+                ));
+            }
+        }
+        limits.time_per_tick = limits.time_per_call;
+        if let Some(time) = &raw.limits.time_per_tick {
+            limits.time_per_tick = crate::duration::parse(time)
+                .map_err(|e| field("limits.time_per_tick", e.to_string()))?;
+            if limits.time_per_tick.is_zero() {
+                return Err(field(
+                    "limits.time_per_tick",
                     "must be more than zero".to_owned(),
                 ));
             }
@@ -439,6 +459,31 @@ impl Manifest {
             config,
         })
     }
+}
+
+/// Checks granted directories: absolute, without `.` or `..` components (a grant names
+/// exactly the folder it opens).
+fn granted_dirs(dirs: Vec<String>) -> Result<Vec<PathBuf>, String> {
+    dirs.into_iter()
+        .map(|dir| {
+            let path = PathBuf::from(&dir);
+            if !path.is_absolute() {
+                return Err(format!("{dir} is not an absolute path"));
+            }
+            if path.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            }) || dir
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+            {
+                return Err(format!("{dir} has a `.` or `..` component"));
+            }
+            Ok(path)
+        })
+        .collect()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -663,6 +708,41 @@ nested = { a = "x", b = true }
             field_of(&GOOD.replace("api.example.com", "http://x/y")),
             "capabilities.http_hosts"
         );
+        let with_dirs = |line: &str| GOOD.replace("[limits]", &format!("{line}\n\n[limits]"));
+        assert_eq!(
+            field_of(&with_dirs("writable_dirs = [\"relative/dir\"]")),
+            "capabilities.writable_dirs"
+        );
+        assert_eq!(
+            field_of(&with_dirs("read_only_dirs = [\"/data/../etc\"]")),
+            "capabilities.read_only_dirs"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("1s500ms", "1s\"\ntime_per_tick = \"0s")),
+            "limits.time_per_tick"
+        );
+    }
+
+    #[test]
+    fn directory_grants_and_the_tick_limit() {
+        let text = GOOD.replace(
+            "[limits]",
+            "inherit_env = true\nread_only_dirs = [\"/data/prometheus\"]\nwritable_dirs = [\"/data/prometheus/thanos\"]\n\n[limits]\ntime_per_tick = \"10m\"",
+        );
+        let m = parse(&text).expect("test setup");
+        assert!(m.capabilities.inherit_env);
+        assert_eq!(
+            m.capabilities.read_only_dirs,
+            [PathBuf::from("/data/prometheus")]
+        );
+        assert_eq!(
+            m.capabilities.writable_dirs,
+            [PathBuf::from("/data/prometheus/thanos")]
+        );
+        assert_eq!(m.limits.time_per_tick, Duration::from_secs(600));
+        // Without time_per_tick, a tick has the time of any call.
+        let m = parse(GOOD).expect("test setup");
+        assert_eq!(m.limits.time_per_tick, m.limits.time_per_call);
     }
 
     #[test]

@@ -84,13 +84,33 @@ impl HostState {
     /// State for a new instance: WASI with only what the capabilities grant.
     pub(crate) fn new(ctx: Arc<PluginContext>, memory_limit: usize) -> Result<Self, String> {
         let mut builder = WasiCtx::builder();
+        if ctx.capabilities.inherit_env {
+            for (name, value) in std::env::vars_os() {
+                if let (Some(name), Some(value)) = (name.to_str(), value.to_str())
+                    && !ctx.capabilities.env.contains_key(name)
+                {
+                    builder.env(name, value);
+                }
+            }
+        }
         for (name, value) in &ctx.capabilities.env {
             builder.env(name, value);
         }
-        for dir in &ctx.capabilities.read_only_dirs {
+        let dirs = ctx
+            .capabilities
+            .read_only_dirs
+            .iter()
+            .map(|dir| (dir, wasmtime_wasi::FsPerms::ReadOnly))
+            .chain(
+                ctx.capabilities
+                    .writable_dirs
+                    .iter()
+                    .map(|dir| (dir, wasmtime_wasi::FsPerms::ReadWrite)),
+            );
+        for (dir, perms) in dirs {
             let guest = dir.to_string_lossy().into_owned();
             builder
-                .preopened_dir(dir, guest, wasmtime_wasi::FsPerms::ReadOnly)
+                .preopened_dir(dir, guest, perms)
                 .map_err(|e| format!("preopening {}: {e}", dir.display()))?;
         }
         if !ctx.capabilities.sockets.is_empty() {

@@ -387,16 +387,21 @@ impl fmt::Display for Inspection {
             writeln!(f, "failure policy:  {:?}", m.failure_policy)?;
             writeln!(f, "memory limit:    {} bytes", m.limits.memory)?;
             writeln!(f, "time per call:   {:?}", m.limits.time_per_call)?;
+            if m.world == crate::plugin::World::Sidecar {
+                writeln!(f, "time per tick:   {:?}", m.limits.time_per_tick)?;
+            }
             let caps = &m.capabilities;
             writeln!(
                 f,
-                "capabilities:    bucket_prefix={} http_hosts=[{}] query={} alerts={} env={} read_only_dirs={} sockets={}",
+                "capabilities:    bucket_prefix={} http_hosts=[{}] query={} alerts={} env={} inherit_env={} read_only_dirs={} writable_dirs={} sockets={}",
                 caps.bucket_prefix.as_deref().unwrap_or("-"),
                 caps.http_hosts.join(", "),
                 caps.query,
                 caps.alerts,
                 caps.env.len(),
+                caps.inherit_env,
                 caps.read_only_dirs.len(),
+                caps.writable_dirs.len(),
                 caps.sockets.len()
             )?;
         }

@@ -1,21 +1,22 @@
-//! `gauntlet sidecar`: serves the Prometheus server next to it over the StoreAPI, through the
-//! sidecar WebAssembly plugin (`plugins/sidecar`, world `sidecar`), and keeps its
-//! configuration reloaded ([`reloader`]).
+//! `gauntlet sidecar`: serves the Prometheus server next to it over the StoreAPI, keeps its
+//! configuration reloaded and ships its blocks to object storage, all through the sidecar
+//! WebAssembly plugin (`plugins/sidecar`, world `sidecar`).
 //!
 //! The plugin is the built-in component `sidecar.wasm` (see [`locate_component`]) or the one
-//! `--plugin` names. Its only capability is HTTP to the `--prometheus.url` host; it runs under
-//! the host's limits like any plugin. This module serves it as `thanos.Store` +
-//! `thanos.info.Info` on gRPC (component type `sidecar`), and HTTP with `/metrics`
-//! (`gauntlet_sidecar_prometheus_up` and the plugin metrics), `/-/healthy` and `/-/ready`.
+//! `--plugin` names. The built-in one gets a manifest built from the flags ([`Grants`]) with
+//! exactly what it needs: HTTP to the `--prometheus.url` host; with the reloader, the folder of
+//! `--reloader.config-file` and every `--reloader.rule-dir` read-only, the folder of
+//! `--reloader.config-envsubst-file` writable and this process's environment (for `$(ENV)`
+//! substitution; only then); with the shipper, `--tsdb.path` read-only, its `thanos/` folder
+//! writable (the shipper's state), and the bucket of `--objstore.config`. It runs under the
+//! host's limits like any plugin. This module serves it as `thanos.Store` +
+//! `thanos.info.Info` on gRPC (component type `sidecar`), HTTP with `/metrics`
+//! (`gauntlet_sidecar_prometheus_up` and the plugin metrics), `/-/healthy` and `/-/ready`,
+//! and calls its `tick` every [`TICK_INTERVAL`] (health, reloader, shipper).
 //!
 //! A Prometheus that is down never stops the sidecar: calls fail with `unavailable` (the
 //! querier turns them into warnings), `gauntlet_sidecar_prometheus_up` drops to 0, and
-//! everything recovers by itself when Prometheus answers again. With `--objstore.config-file`
-//! (or `--objstore.config`) and `--tsdb.path`, the [`shipper`] uploads the blocks Prometheus
-//! writes to object storage.
-
-pub mod reloader;
-pub mod shipper;
+//! everything recovers by itself when Prometheus answers again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -27,10 +28,12 @@ use gauntlet_proto::thanos::info::InfoResponse;
 use gauntlet_proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest,
 };
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use prometheus::IntGauge;
 
 use crate::cli::SidecarArgs;
+use crate::compact::RootBucket;
 use crate::http::{self, Readiness};
+use crate::plugin::bucket::{Bucket, ObjectStoreBucket};
 use crate::plugin::manifest::sha256_hex;
 use crate::plugin::{HostConfig, HostServices, PluginHost, PluginSlot, PluginStore, World};
 use crate::query::store::{SeriesStream, Store, StoreError};
@@ -40,18 +43,20 @@ use crate::shutdown::Shutdown;
 pub const COMPONENT_FILE: &str = "sidecar.wasm";
 /// Environment variable naming a folder to look for [`COMPONENT_FILE`] in first.
 pub const PLUGIN_DIR_ENV: &str = "GAUNTLET_PLUGIN_DIR";
-/// How often Prometheus's health is checked (and the plugin's `tick` runs).
-pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-/// How often the reloader looks at its files.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the plugin's `tick` runs (Prometheus's health, a reloader round, a shipper
+/// sync when one is due).
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// The bucket folder the built-in plugin is granted: the whole bucket (see [`RootBucket`]).
+pub const BUCKET_GRANT: &str = crate::compact::ROOT_ALIAS;
+/// The folder of `--tsdb.path` the shipper may write (its state file), as Thanos keeps its
+/// upload staging there.
+pub const STATE_DIR: &str = "thanos";
 
 /// Metrics of the sidecar role.
 #[derive(Debug)]
 pub struct SidecarMetrics {
     /// `gauntlet_sidecar_prometheus_up`: 1 when the last health check of Prometheus passed.
     pub prometheus_up: IntGauge,
-    /// `gauntlet_sidecar_reloads_total{result}`: reloads of Prometheus by the reloader.
-    pub reloads: IntCounterVec,
 }
 
 // The metric definitions are constants prometheus accepts; only an edit to an invalid name
@@ -70,21 +75,8 @@ pub fn sidecar_metrics() -> &'static SidecarMetrics {
             "Whether the Prometheus server next to this sidecar answered its last health check (1) or not (0).",
         )
         .unwrap_or_else(|_| invalid_metric("gauntlet_sidecar_prometheus_up"));
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "gauntlet_sidecar_reloads_total",
-                "Reloads of Prometheus triggered by configuration or rule changes, by result.",
-            ),
-            &["result"],
-        )
-        .unwrap_or_else(|_| invalid_metric("gauntlet_sidecar_reloads_total"));
-        let registry = crate::metrics::registry();
-        let _ = registry.register(Box::new(prometheus_up.clone()));
-        let _ = registry.register(Box::new(reloads.clone()));
-        SidecarMetrics {
-            prometheus_up,
-            reloads,
-        }
+        let _ = crate::metrics::registry().register(Box::new(prometheus_up.clone()));
+        SidecarMetrics { prometheus_up }
     })
 }
 
@@ -124,24 +116,65 @@ pub fn locate_component() -> anyhow::Result<PathBuf> {
     locate_builtin(COMPONENT_FILE, "sidecar")
 }
 
-/// The first existing built-in component `file` of `role`, or an error listing where it was
-/// looked for and how to provide it.
+/// The built-in components this binary carries: (file name, bytes). The build embeds those
+/// `scripts/build-plugins` had built before it (`plugins/target/components/`); empty
+/// otherwise.
+pub static EMBEDDED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+
+/// The built-in component `file` of `role`: the first file of [`builtin_candidates`] that
+/// exists, else the copy built into the binary ([`EMBEDDED`]), written once per content to the
+/// per-user cache (`$XDG_CACHE_HOME/gauntlet/builtin` or `~/.cache/gauntlet/builtin`); or an
+/// error listing where it was looked for and how to provide it.
 pub fn locate_builtin(file: &str, role: &str) -> anyhow::Result<PathBuf> {
     let candidates = builtin_candidates(file);
-    candidates
-        .iter()
-        .find(|path| path.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "the {role} plugin {file} was not found (looked in {}); build it with scripts/build-plugins, set {PLUGIN_DIR_ENV}, or pass --plugin",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+    if let Some(found) = candidates.iter().find(|path| path.is_file()) {
+        return Ok(found.clone());
+    }
+    if EMBEDDED.iter().any(|(name, _)| *name == file) {
+        let dir = user_cache_dir("builtin").with_context(|| {
+            format!(
+                "the {role} plugin {file} is built into this binary, but there is no per-user cache folder to write it to (set HOME or XDG_CACHE_HOME, or {PLUGIN_DIR_ENV})"
             )
-        })
+        })?;
+        if let Some(path) = write_embedded(&dir, file, EMBEDDED)? {
+            return Ok(path);
+        }
+    }
+    Err(anyhow::anyhow!(
+        "the {role} plugin {file} was not found (looked in {}) and is not built into this binary; build it with scripts/build-plugins (before building gauntlet, to build it in), set {PLUGIN_DIR_ENV}, or pass --plugin",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Writes the copy of `file` in `table` to `dir` as `<sha256 prefix>-<file>` unless a file
+/// with the same content is there already; returns its path, or none when `table` has no
+/// `file`. Written to a temporary name and renamed, so a concurrent start never reads half a
+/// component.
+fn write_embedded(
+    dir: &Path,
+    file: &str,
+    table: &[(&str, &[u8])],
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some((_, bytes)) = table.iter().find(|(name, _)| *name == file) else {
+        return Ok(None);
+    };
+    let sha256 = sha256_hex(bytes);
+    let path = dir.join(format!("{}-{file}", &sha256[..16]));
+    if std::fs::read(&path).is_ok_and(|existing| sha256_hex(&existing) == sha256) {
+        return Ok(Some(path));
+    }
+    let temporary = dir.join(format!(".{file}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .with_context(|| format!("writing the built-in plugin to {}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })?;
+    Ok(Some(path))
 }
 
 /// The `host:port` the plugin may reach for a Prometheus URL.
@@ -158,21 +191,220 @@ pub fn allowed_host(url: &reqwest::Url) -> anyhow::Result<String> {
     ))
 }
 
-/// The manifest of the built-in plugin for one Prometheus.
+/// What the built-in plugin is granted beyond HTTP to Prometheus, derived from the flags.
+/// Paths are absolute and free of `.`/`..`; a folder granted writable is not also listed
+/// read-only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// `--reloader.config-file` (its folder granted read-only).
+    pub config_file: Option<PathBuf>,
+    /// `--reloader.config-envsubst-file` (its folder granted writable, and the environment).
+    pub envsubst_file: Option<PathBuf>,
+    /// `--reloader.rule-dir` folders (read-only).
+    pub rule_dirs: Vec<PathBuf>,
+    /// `--tsdb.path` when shipping (read-only).
+    pub tsdb: Option<PathBuf>,
+    /// `<tsdb>/thanos` when it exists or could be created (writable).
+    pub state_dir: Option<PathBuf>,
+    /// `--shipper.upload-compacted`.
+    pub upload_compacted: bool,
+}
+
+impl Grants {
+    /// The grants the flags ask for; `ship` says whether object storage is configured. Files
+    /// and folders that must exist are checked here, with errors naming the flag.
+    pub fn from_args(args: &SidecarArgs, ship: bool) -> anyhow::Result<Self> {
+        let mut grants = Self {
+            upload_compacted: args.shipper_upload_compacted,
+            ..Self::default()
+        };
+        if let Some(file) = &args.reloader_config_file {
+            grants.config_file = Some(file_in_real_folder(file, "--reloader.config-file")?);
+        }
+        if let Some(file) = &args.reloader_config_envsubst_file {
+            anyhow::ensure!(
+                grants.config_file.is_some(),
+                "--reloader.config-envsubst-file needs --reloader.config-file"
+            );
+            grants.envsubst_file = Some(file_in_real_folder(
+                file,
+                "--reloader.config-envsubst-file",
+            )?);
+        }
+        for dir in &args.reloader_rule_dirs {
+            grants
+                .rule_dirs
+                .push(real_folder(dir, "--reloader.rule-dir")?);
+        }
+        if ship {
+            let tsdb = args
+                .tsdb_path
+                .as_deref()
+                .context("shipping blocks needs --tsdb.path, the data directory of Prometheus")?;
+            let tsdb = real_folder(tsdb, "--tsdb.path").context(
+                "pass the data directory of Prometheus (its --storage.tsdb.path) as --tsdb.path",
+            )?;
+            let state = tsdb.join(STATE_DIR);
+            match std::fs::create_dir_all(&state) {
+                Ok(()) => grants.state_dir = Some(state),
+                Err(error) => tracing::error!(
+                    folder = %state.display(),
+                    %error,
+                    "cannot create the shipper's state folder: make it writable by the sidecar (until then, blocks found in the bucket after a restart are recorded again, not uploaded)"
+                ),
+            }
+            grants.tsdb = Some(tsdb);
+        }
+        Ok(grants)
+    }
+
+    /// Folders preopened read-only: the configuration's, the rule folders and the TSDB.
+    pub fn read_only_dirs(&self) -> Vec<PathBuf> {
+        let writable = self.writable_dirs();
+        let mut dirs: Vec<PathBuf> = self
+            .config_file
+            .iter()
+            .filter_map(|file| file.parent().map(Path::to_path_buf))
+            .chain(self.rule_dirs.iter().cloned())
+            .chain(self.tsdb.iter().cloned())
+            .filter(|dir| !writable.contains(dir))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Folders preopened writable: the envsubst file's and the shipper's state folder.
+    pub fn writable_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .envsubst_file
+            .iter()
+            .filter_map(|file| file.parent().map(Path::to_path_buf))
+            .chain(self.state_dir.iter().cloned())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// `path` as an absolute path without symlinks or `..` in its folder; the last component is
+/// kept as given (a configuration file swapped through a symlink stays watched by name).
+fn file_in_real_folder(path: &Path, flag: &str) -> anyhow::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{flag} {}: not a file name", path.display()))?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    Ok(real_folder(parent, flag)?.join(name))
+}
+
+/// An existing folder as an absolute path without symlinks or `..`.
+fn real_folder(dir: &Path, flag: &str) -> anyhow::Result<PathBuf> {
+    let real = dir
+        .canonicalize()
+        .with_context(|| format!("{flag} {}", dir.display()))?;
+    anyhow::ensure!(real.is_dir(), "{flag} {} is not a directory", dir.display());
+    anyhow::ensure!(
+        real.to_str().is_some(),
+        "{flag} {}: the path is not valid UTF-8",
+        dir.display()
+    );
+    Ok(real)
+}
+
+fn path_value(path: &Path) -> toml::Value {
+    toml::Value::String(path.to_string_lossy().into_owned())
+}
+
+/// The manifest of the built-in plugin for one Prometheus, with `grants`.
 pub fn builtin_manifest(
     component: &Path,
     sha256: &str,
     prometheus_url: &reqwest::Url,
+    grants: &Grants,
 ) -> anyhow::Result<String> {
+    use toml::{Table, Value};
     let host = allowed_host(prometheus_url)?;
-    let toml_string = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    Ok(format!(
-        "name = \"sidecar\"\nversion = \"{}\"\nworld = \"sidecar\"\npath = {}\nsha256 = \"{sha256}\"\nfailure_policy = \"fail-closed\"\n\n[capabilities]\nhttp_hosts = [{}]\n\n[limits]\nmemory = \"512MiB\"\ntime_per_call = \"60s\"\nhost_calls_per_call = 1000\nvalidate_chunks = \"header\"\n\n[config]\nprometheus_url = {}\n",
-        crate::build_info::VERSION,
-        toml_string(&component.display().to_string()),
-        toml_string(&host),
-        toml_string(prometheus_url.as_str()),
-    ))
+    let strings = |items: Vec<PathBuf>| Value::Array(items.iter().map(|p| path_value(p)).collect());
+    let mut root = Table::new();
+    root.insert("name".into(), Value::String("sidecar".into()));
+    root.insert(
+        "version".into(),
+        Value::String(crate::build_info::VERSION.into()),
+    );
+    root.insert("world".into(), Value::String("sidecar".into()));
+    root.insert("path".into(), path_value(component));
+    root.insert("sha256".into(), Value::String(sha256.into()));
+    root.insert("failure_policy".into(), Value::String("fail-closed".into()));
+
+    let mut capabilities = Table::new();
+    capabilities.insert("http_hosts".into(), Value::Array(vec![Value::String(host)]));
+    let read_only = grants.read_only_dirs();
+    if !read_only.is_empty() {
+        capabilities.insert("read_only_dirs".into(), strings(read_only));
+    }
+    let writable = grants.writable_dirs();
+    if !writable.is_empty() {
+        capabilities.insert("writable_dirs".into(), strings(writable));
+    }
+    if grants.envsubst_file.is_some() {
+        capabilities.insert("inherit_env".into(), Value::Boolean(true));
+    }
+    if grants.tsdb.is_some() {
+        capabilities.insert("bucket_prefix".into(), Value::String(BUCKET_GRANT.into()));
+    }
+    root.insert("capabilities".into(), Value::Table(capabilities));
+
+    let mut limits = Table::new();
+    limits.insert("memory".into(), Value::String("512MiB".into()));
+    limits.insert("time_per_call".into(), Value::String("60s".into()));
+    // One tick may upload a block of several gigabytes.
+    limits.insert("time_per_tick".into(), Value::String("30m".into()));
+    limits.insert("host_calls_per_call".into(), Value::Integer(100_000));
+    limits.insert("validate_chunks".into(), Value::String("header".into()));
+    root.insert("limits".into(), Value::Table(limits));
+
+    let mut config = Table::new();
+    config.insert(
+        "prometheus_url".into(),
+        Value::String(prometheus_url.as_str().into()),
+    );
+    let mut reloader = Table::new();
+    if let Some(file) = &grants.config_file {
+        reloader.insert("config_file".into(), path_value(file));
+    }
+    if let Some(file) = &grants.envsubst_file {
+        reloader.insert("envsubst_file".into(), path_value(file));
+    }
+    if !grants.rule_dirs.is_empty() {
+        let dirs: Table = grants
+            .rule_dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| (i.to_string(), path_value(dir)))
+            .collect();
+        reloader.insert("rule_dirs".into(), Value::Table(dirs));
+    }
+    if !reloader.is_empty() {
+        config.insert("reloader".into(), Value::Table(reloader));
+    }
+    if let Some(tsdb) = &grants.tsdb {
+        let mut shipper = Table::new();
+        shipper.insert("tsdb_path".into(), path_value(tsdb));
+        if let Some(state) = &grants.state_dir {
+            shipper.insert("state_dir".into(), path_value(state));
+        }
+        shipper.insert(
+            "upload_compacted".into(),
+            Value::Boolean(grants.upload_compacted),
+        );
+        config.insert("shipper".into(), Value::Table(shipper));
+    }
+    root.insert("config".into(), Value::Table(config));
+    Ok(root.to_string())
 }
 
 /// The plugin as the sidecar's [`Store`]: Info says component type `sidecar`, and every Info
@@ -220,19 +452,32 @@ impl Store for SidecarStore {
     }
 }
 
-/// Loads the sidecar plugin: the `--plugin` manifest, or the built-in component with a
-/// manifest written to `runtime_dir`.
+/// Loads the sidecar plugin: the `--plugin` manifest (its `bucket_prefix` is a folder of the
+/// bucket), or the built-in component with a manifest for `grants` written to `runtime_dir`
+/// (granted the whole bucket).
 async fn load_plugin(
     args: &SidecarArgs,
     prometheus_url: &reqwest::Url,
+    grants: &Grants,
+    bucket: Option<&crate::objstore::Bucket>,
     runtime_dir: &Path,
 ) -> anyhow::Result<Arc<PluginSlot>> {
+    let objects: Option<Arc<dyn Bucket>> = bucket.map(|bucket| {
+        let objects: Arc<dyn Bucket> = Arc::new(ObjectStoreBucket::from_objstore(bucket));
+        match &args.plugin {
+            Some(_) => objects,
+            None => Arc::new(RootBucket::new(objects)) as Arc<dyn Bucket>,
+        }
+    });
     let host = PluginHost::new(
         HostConfig {
             cache_dir: compiled_cache_dir(),
             ..HostConfig::default()
         },
-        HostServices::default(),
+        HostServices {
+            bucket: objects,
+            ..HostServices::default()
+        },
     )?;
     let manifest = match &args.plugin {
         Some(manifest) => manifest.clone(),
@@ -241,7 +486,7 @@ async fn load_plugin(
             let bytes = tokio::fs::read(&component)
                 .await
                 .with_context(|| format!("reading {}", component.display()))?;
-            let text = builtin_manifest(&component, &sha256_hex(&bytes), prometheus_url)?;
+            let text = builtin_manifest(&component, &sha256_hex(&bytes), prometheus_url, grants)?;
             let path = runtime_dir.join("sidecar.toml");
             tokio::fs::write(&path, text)
                 .await
@@ -260,9 +505,10 @@ async fn load_plugin(
     Ok(slot)
 }
 
-/// Checks Prometheus every [`HEALTH_INTERVAL`] through the plugin's `tick`, until shutdown.
-/// The first success marks the sidecar ready (it then knows the external labels).
-async fn watch_health(slot: Arc<PluginSlot>, readiness: Readiness, shutdown: Shutdown) {
+/// Runs the plugin's `tick` every [`TICK_INTERVAL`] until shutdown: Prometheus's health (the
+/// tick's result), a reloader round and, when due, a shipper sync. The first success marks
+/// the sidecar ready (it then knows the external labels).
+async fn run_ticks(slot: Arc<PluginSlot>, readiness: Readiness, shutdown: Shutdown) {
     let mut was_up: Option<bool> = None;
     loop {
         let plugin = slot.current();
@@ -284,7 +530,7 @@ async fn watch_health(slot: Arc<PluginSlot>, readiness: Readiness, shutdown: Shu
             was_up = Some(up);
         }
         tokio::select! {
-            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            () = tokio::time::sleep(TICK_INTERVAL) => {}
             () = shutdown.clone().requested() => return,
         }
     }
@@ -301,43 +547,33 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
                 args.prometheus_url
             )
         })?;
-    let shipper = shipper_for(args)?;
+    let bucket = bucket_for(args)?;
+    let grants = Grants::from_args(args, bucket.is_some())?;
     let http_listener = http::bind(args.server.http_address, "--http-address").await?;
     let grpc_listener = http::bind(args.server.grpc_address, "--grpc-address").await?;
     let runtime_dir = private_temp_dir()?;
-    let slot = load_plugin(args, &prometheus_url, &runtime_dir).await;
+    let slot = load_plugin(
+        args,
+        &prometheus_url,
+        &grants,
+        bucket.as_ref(),
+        &runtime_dir,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
     let slot = slot?;
     sidecar_metrics().prometheus_up.set(0);
 
     let readiness = Readiness::default();
     let store: Arc<dyn Store> = Arc::new(SidecarStore::new(slot.store()));
-    tokio::spawn(watch_health(
-        slot.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
-    if args.reloader_config_file.is_some() || !args.reloader_rule_dirs.is_empty() {
-        let reloader = reloader::Reloader {
-            reload_url: prometheus_url
-                .join("-/reload")
-                .context("--prometheus.url: cannot derive the reload URL")?,
-            config_file: args.reloader_config_file.clone(),
-            envsubst_file: args.reloader_config_envsubst_file.clone(),
-            rule_dirs: args.reloader_rule_dirs.clone(),
-            interval: RELOAD_INTERVAL,
-            retry_for: Duration::from_secs(120),
-        };
-        tokio::spawn(reloader.run(shutdown.clone()));
-    }
-    if let Some(shipper) = shipper {
+    tokio::spawn(run_ticks(slot.clone(), readiness.clone(), shutdown.clone()));
+    if let (Some(bucket), Some(tsdb)) = (&bucket, &grants.tsdb) {
         tracing::info!(
-            tsdb = %shipper.data_dir.display(),
-            bucket = shipper.bucket.location(),
-            upload_compacted = shipper.upload_compacted,
+            tsdb = %tsdb.display(),
+            bucket = bucket.location(),
+            upload_compacted = grants.upload_compacted,
             "shipping blocks to object storage"
         );
-        tokio::spawn(shipper.run(store.clone(), shipper::SYNC_INTERVAL, shutdown.clone()));
     }
     tracing::info!(
         prometheus = %prometheus_url,
@@ -352,34 +588,19 @@ pub async fn run(args: &SidecarArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The shipper the flags ask for: none without an objstore configuration; an error naming
-/// the flag when the configuration or `--tsdb.path` is unusable.
-fn shipper_for(args: &SidecarArgs) -> anyhow::Result<Option<shipper::Shipper>> {
+/// The object storage the flags configure, if any: blocks are shipped to it.
+fn bucket_for(args: &SidecarArgs) -> anyhow::Result<Option<crate::objstore::Bucket>> {
     let objstore = &args.objstore;
     if objstore.objstore_config_file.is_none() && objstore.objstore_config.is_none() {
         return Ok(None);
     }
-    let data_dir = args
-        .tsdb_path
-        .clone()
-        .context("shipping blocks needs --tsdb.path, the data directory of Prometheus")?;
-    anyhow::ensure!(
-        data_dir.is_dir(),
-        "--tsdb.path {} is not a directory: pass the data directory of Prometheus \
-         (its --storage.tsdb.path)",
-        data_dir.display()
-    );
-    let bucket = crate::objstore::Bucket::from_flags(
+    crate::objstore::Bucket::from_flags(
         objstore.objstore_config_file.as_deref(),
         objstore.objstore_config.as_deref(),
         &crate::objstore::ClientTuning::default(),
     )
-    .context("--objstore.config")?;
-    Ok(Some(shipper::Shipper {
-        data_dir,
-        bucket,
-        upload_compacted: args.shipper_upload_compacted,
-    }))
+    .context("--objstore.config")
+    .map(Some)
 }
 
 /// The per-user folder for compiled components (`$XDG_CACHE_HOME/gauntlet/plugins` or
@@ -387,6 +608,12 @@ fn shipper_for(args: &SidecarArgs) -> anyhow::Result<Option<shipper::Shipper>> {
 /// at every start). Never a shared folder such as `/tmp`: compiled code in the cache is run
 /// as is.
 pub fn compiled_cache_dir() -> Option<PathBuf> {
+    user_cache_dir("plugins")
+}
+
+/// `$XDG_CACHE_HOME/gauntlet/<name>` or `~/.cache/gauntlet/<name>`, created; none without a
+/// usable home.
+fn user_cache_dir(name: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -396,7 +623,7 @@ pub fn compiled_cache_dir() -> Option<PathBuf> {
                 .filter(|p| p.is_absolute())
                 .map(|home| home.join(".cache"))
         })?;
-    let dir = base.join("gauntlet").join("plugins");
+    let dir = base.join("gauntlet").join(name);
     std::fs::create_dir_all(&dir).ok().map(|()| dir)
 }
 
@@ -438,11 +665,23 @@ mod tests {
     #[test]
     fn manifest_allows_only_the_prometheus_host() {
         let url = reqwest::Url::parse("http://127.0.0.1:9091").expect("url");
-        let text = builtin_manifest(Path::new("/x/sidecar.wasm"), &"a".repeat(64), &url)
-            .expect("manifest");
+        let text = builtin_manifest(
+            Path::new("/x/sidecar.wasm"),
+            &"a".repeat(64),
+            &url,
+            &Grants::default(),
+        )
+        .expect("manifest");
         let manifest =
             crate::plugin::Manifest::parse(&text, Path::new("/tmp/sidecar.toml")).expect("parse");
         assert_eq!(manifest.capabilities.http_hosts, vec!["127.0.0.1:9091"]);
+        assert_eq!(
+            manifest.capabilities,
+            crate::plugin::manifest::Capabilities {
+                http_hosts: vec!["127.0.0.1:9091".to_owned()],
+                ..Default::default()
+            }
+        );
         assert_eq!(
             manifest.config,
             vec![(
@@ -453,6 +692,113 @@ mod tests {
         assert_eq!(
             allowed_host(&reqwest::Url::parse("https://prom.example").expect("url")).expect("host"),
             "prom.example:443"
+        );
+    }
+
+    #[test]
+    fn embedded_components_are_written_once_per_content() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let table: &[(&str, &[u8])] = &[("sidecar.wasm", b"\0asm component")];
+        let path = write_embedded(dir.path(), "sidecar.wasm", table)
+            .expect("write")
+            .expect("in the table");
+        assert_eq!(std::fs::read(&path).expect("read"), b"\0asm component");
+        assert!(
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("-sidecar.wasm"))
+        );
+        // A damaged copy is replaced; an intact one is reused.
+        std::fs::write(&path, b"damaged").expect("test setup");
+        let again = write_embedded(dir.path(), "sidecar.wasm", table)
+            .expect("write")
+            .expect("in the table");
+        assert_eq!(again, path);
+        assert_eq!(std::fs::read(&path).expect("read"), b"\0asm component");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert!(
+            write_embedded(dir.path(), "compactor.wasm", table)
+                .expect("write")
+                .is_none()
+        );
+        // Whatever this build carries is a component of the listed names.
+        for (name, bytes) in EMBEDDED {
+            assert!(["sidecar.wasm", "compactor.wasm"].contains(name), "{name}");
+            assert!(bytes.starts_with(b"\0asm"), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_manifest_grants_exactly_what_the_reloader_and_shipper_need() {
+        let grants = Grants {
+            config_file: Some(PathBuf::from("/etc/prometheus/prometheus.yml.tmpl")),
+            envsubst_file: Some(PathBuf::from("/shared/prometheus.yml")),
+            rule_dirs: vec![PathBuf::from("/etc/rules"), PathBuf::from("/shared")],
+            tsdb: Some(PathBuf::from("/data/prom \"x\"")),
+            state_dir: Some(PathBuf::from("/data/prom \"x\"/thanos")),
+            upload_compacted: true,
+        };
+        let url = reqwest::Url::parse("http://127.0.0.1:9091").expect("url");
+        let text = builtin_manifest(Path::new("/x/sidecar.wasm"), &"a".repeat(64), &url, &grants)
+            .expect("manifest");
+        let manifest =
+            crate::plugin::Manifest::parse(&text, Path::new("/tmp/sidecar.toml")).expect("parse");
+        let caps = &manifest.capabilities;
+        // `/shared` is writable (the envsubst output), so it is not also listed read-only.
+        assert_eq!(
+            caps.read_only_dirs,
+            [
+                PathBuf::from("/data/prom \"x\""),
+                PathBuf::from("/etc/prometheus"),
+                PathBuf::from("/etc/rules"),
+            ]
+        );
+        assert_eq!(
+            caps.writable_dirs,
+            [
+                PathBuf::from("/data/prom \"x\"/thanos"),
+                PathBuf::from("/shared")
+            ]
+        );
+        assert!(caps.inherit_env);
+        assert!(caps.env.is_empty());
+        assert_eq!(caps.bucket_prefix.as_deref(), Some(BUCKET_GRANT));
+        assert!(!caps.query && !caps.alerts && caps.sockets.is_empty());
+        assert_eq!(manifest.limits.time_per_tick, Duration::from_secs(1800));
+        let config: std::collections::BTreeMap<_, _> = manifest.config.iter().cloned().collect();
+        assert_eq!(
+            config["reloader.config_file"],
+            "/etc/prometheus/prometheus.yml.tmpl"
+        );
+        assert_eq!(config["reloader.envsubst_file"], "/shared/prometheus.yml");
+        assert_eq!(config["reloader.rule_dirs.0"], "/etc/rules");
+        assert_eq!(config["reloader.rule_dirs.1"], "/shared");
+        assert_eq!(config["shipper.tsdb_path"], "/data/prom \"x\"");
+        assert_eq!(config["shipper.state_dir"], "/data/prom \"x\"/thanos");
+        assert_eq!(config["shipper.upload_compacted"], "true");
+        // Keys are relative to the bucket grant: no prefix of the plugin's own.
+        assert!(!config.contains_key("shipper.key_prefix"));
+
+        // Without an envsubst file the environment stays closed.
+        let without = Grants {
+            envsubst_file: None,
+            ..grants
+        };
+        let text = builtin_manifest(
+            Path::new("/x/sidecar.wasm"),
+            &"a".repeat(64),
+            &url,
+            &without,
+        )
+        .expect("manifest");
+        let manifest =
+            crate::plugin::Manifest::parse(&text, Path::new("/tmp/sidecar.toml")).expect("parse");
+        assert!(!manifest.capabilities.inherit_env);
+        assert!(
+            manifest
+                .capabilities
+                .read_only_dirs
+                .contains(&PathBuf::from("/shared"))
         );
     }
 }

@@ -211,6 +211,10 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
             }]),
             Err(e) => Err(PluginError::Denied(format!("filesystem: {e}"))),
         },
+        "wasi-write" => match std::fs::write(target(), b"written by a hostile plugin") {
+            Ok(()) => Ok(vec![good_series("written")?]),
+            Err(e) => Err(PluginError::Denied(format!("filesystem: {e}"))),
+        },
         "wasi-env" => {
             let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
             if vars.is_empty() {

@@ -12,19 +12,32 @@
 //!   the matcher is dropped from the request to Prometheus; if not, the answer is empty.
 //! - `label-names` / `label-values`: `/api/v1/labels` and `/api/v1/label/NAME/values` with
 //!   `match[]`, `start` and `end`, plus the external labels.
-//! - `tick`: checks that Prometheus is ready and refreshes the external labels; the gauge
-//!   `prometheus_up` (1 or 0) reports the outcome.
+//! - `tick` (on one instance the host keeps between ticks): checks that Prometheus is ready
+//!   and refreshes the external labels (the gauge `prometheus_up`, 1 or 0, reports the
+//!   outcome, and so does the tick's result); then runs a round of the [`reloader`] and, when
+//!   one is due and the external labels are known, a sync of the [`shipper`]. Their failures
+//!   are logged and counted, never the tick's result.
 //!
 //! Configuration (`[config]` of the manifest): `prometheus_url` (required), `labels_ttl_ms`
-//! (how long external labels are reused, default 5000), `batch_series` (default 1024).
+//! (how long external labels are reused, default 5000), `batch_series` (default 1024);
+//! the reloader's `reloader.config_file`, `reloader.envsubst_file` and
+//! `reloader.rule_dirs.<n>` (absolute paths inside folders the manifest grants); the
+//! shipper's `shipper.tsdb_path` (its presence turns the shipper on), `shipper.state_dir`,
+//! `shipper.upload_compacted` (default false), `shipper.key_prefix` (prepended to object
+//! keys: the folder of the bucket grant), `shipper.sync_interval_ms` (default 30000) and
+//! `shipper.tick_budget_ms` (default 20000).
 //! A Prometheus that cannot be reached is an `unavailable` error, never a trap. Unit tests run
 //! natively: `cargo test --manifest-path plugins/Cargo.toml -p sidecar --lib`.
 
+pub mod outside;
 pub mod promconfig;
+pub mod reloader;
 pub mod remote_read;
+pub mod shipper;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use gauntlet_plugin_sdk::batch::Batcher;
 use gauntlet_plugin_sdk::config::Config;
@@ -58,6 +71,14 @@ struct Settings {
     prometheus_url: String,
     labels_ttl_ms: i64,
     batch_series: usize,
+    reloader: reloader::ReloaderSettings,
+    shipper: Option<shipper::ShipperSettings>,
+}
+
+/// What `tick` keeps from one call to the next.
+struct Background {
+    reloader: Option<reloader::Reloader>,
+    shipper: Option<shipper::Shipper>,
 }
 
 /// External labels sorted by name, and when they were fetched.
@@ -67,6 +88,85 @@ thread_local! {
     static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
     /// (fetched at, external labels sorted by name).
     static EXTERNAL: RefCell<Option<CachedLabels>> = const { RefCell::new(None) };
+    static BACKGROUND: RefCell<Option<Background>> = const { RefCell::new(None) };
+}
+
+/// An absolute path from the configuration, or an error naming the key.
+fn absolute_path(key: &str, value: &str) -> Result<PathBuf, PluginError> {
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(PluginError::InvalidArgument(format!(
+            "config.{key}: {value:?} is not an absolute path"
+        )));
+    }
+    Ok(path)
+}
+
+fn reloader_settings(config: &Config) -> Result<reloader::ReloaderSettings, PluginError> {
+    let path = |key: &str| {
+        config
+            .get(key)
+            .map(|value| absolute_path(key, value))
+            .transpose()
+    };
+    let mut rule_dirs: Vec<(u32, PathBuf)> = Vec::new();
+    for (key, value) in config.iter() {
+        if let Some(index) = key.strip_prefix("reloader.rule_dirs.") {
+            let index: u32 = index.parse().map_err(|_| {
+                PluginError::InvalidArgument(format!(
+                    "config.{key}: rule folders are numbered reloader.rule_dirs.0, .1, ..."
+                ))
+            })?;
+            rule_dirs.push((index, absolute_path(key, value)?));
+        }
+    }
+    rule_dirs.sort();
+    let settings = reloader::ReloaderSettings {
+        config_file: path("reloader.config_file")?,
+        envsubst_file: path("reloader.envsubst_file")?,
+        rule_dirs: rule_dirs.into_iter().map(|(_, dir)| dir).collect(),
+    };
+    if settings.envsubst_file.is_some() && settings.config_file.is_none() {
+        return Err(PluginError::InvalidArgument(
+            "config.reloader.envsubst_file needs config.reloader.config_file".to_owned(),
+        ));
+    }
+    Ok(settings)
+}
+
+fn shipper_settings(config: &Config) -> Result<Option<shipper::ShipperSettings>, PluginError> {
+    let Some(tsdb) = config.get("shipper.tsdb_path") else {
+        return Ok(None);
+    };
+    let positive = |key: &str, default: i64| -> Result<i64, PluginError> {
+        let value: i64 = config.parse_or(key, default)?;
+        if value <= 0 {
+            return Err(PluginError::InvalidArgument(format!(
+                "config.{key}: must be more than zero"
+            )));
+        }
+        Ok(value)
+    };
+    let key_prefix = config.get("shipper.key_prefix").unwrap_or("").to_owned();
+    if !(key_prefix.is_empty() || key_prefix.ends_with('/'))
+        || key_prefix.starts_with('/')
+        || key_prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(PluginError::InvalidArgument(format!(
+            "config.shipper.key_prefix: {key_prefix:?} must be empty or a relative folder ending with `/`"
+        )));
+    }
+    Ok(Some(shipper::ShipperSettings {
+        tsdb: absolute_path("shipper.tsdb_path", tsdb)?,
+        state_dir: config
+            .get("shipper.state_dir")
+            .map(|dir| absolute_path("shipper.state_dir", dir))
+            .transpose()?,
+        upload_compacted: config.parse_or("shipper.upload_compacted", false)?,
+        key_prefix,
+        sync_interval_ms: positive("shipper.sync_interval_ms", 30_000)?,
+        tick_budget_ms: positive("shipper.tick_budget_ms", 20_000)?,
+    }))
 }
 
 fn settings() -> Result<Settings, PluginError> {
@@ -92,6 +192,8 @@ impl lifecycle::Guest for Sidecar {
             prometheus_url: url.to_owned(),
             labels_ttl_ms: config.parse_or("labels_ttl_ms", 5000i64)?,
             batch_series: config.parse_or("batch_series", 1024usize)?,
+            reloader: reloader_settings(&config)?,
+            shipper: shipper_settings(&config)?,
         };
         SETTINGS.with(|s| *s.borrow_mut() = Some(settings));
         Ok(())
@@ -704,11 +806,11 @@ impl store::Guest for Sidecar {
 }
 
 impl background::Guest for Sidecar {
-    fn tick(_now: i64) -> Result<(), PluginError> {
+    fn tick(now: i64) -> Result<(), PluginError> {
         let settings = settings()?;
         let outcome = get(&settings, "/-/ready").and_then(|response| {
             if response.status == 200 {
-                external_labels(&settings, true).map(|_| ())
+                external_labels(&settings, true)
             } else {
                 Err(PluginError::Unavailable(format!(
                     "prometheus /-/ready: status {}",
@@ -718,8 +820,35 @@ impl background::Guest for Sidecar {
         });
         let up = if outcome.is_ok() { 1.0 } else { 0.0 };
         let _ = metrics::gauge_set("prometheus_up", up);
+        let imports = outside::Imports {
+            reload_url: format!("{}/-/reload", settings.prometheus_url),
+        };
+        BACKGROUND.with(|background| {
+            let mut background = background.borrow_mut();
+            let background = background.get_or_insert_with(|| {
+                let reloader = settings
+                    .reloader
+                    .is_enabled()
+                    .then(|| reloader::Reloader::new(settings.reloader.clone()));
+                if reloader.is_some() {
+                    reloader::Reloader::export_metrics(&imports);
+                }
+                let shipper = settings.shipper.clone().map(shipper::Shipper::new);
+                if shipper.is_some() {
+                    shipper::Shipper::export_metrics(&imports);
+                }
+                Background { reloader, shipper }
+            });
+            if let Some(reloader) = &mut background.reloader {
+                reloader.round(&imports, now);
+            }
+            // Without Prometheus's external labels there is nothing to ship with.
+            if let (Some(shipper), Ok(labels)) = (&mut background.shipper, &outcome) {
+                shipper.tick(&imports, now, labels);
+            }
+        });
         // The host logs changes of the outcome; logging every failed tick would flood.
-        outcome
+        outcome.map(|_| ())
     }
 }
 

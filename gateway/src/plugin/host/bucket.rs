@@ -1,9 +1,14 @@
 //! `gauntlet:plugin/bucket`: object storage scoped to the manifest's `bucket_prefix`. Without
 //! the capability every call is `denied`; keys are validated before any storage call; objects
-//! larger than the plugin's memory limit are refused after a `head`, never read.
+//! larger than the plugin's memory limit are refused after a `head`, never read. An `upload`
+//! lives in the instance's resource table; dropping it unfinished abandons the object.
 
-use crate::plugin::bindings::host::gauntlet::plugin::bucket::{BucketError, Host, ObjectMeta};
-use crate::plugin::bucket::{self as store, Bucket};
+use wasmtime::component::Resource;
+
+use crate::plugin::bindings::host::gauntlet::plugin::bucket::{
+    BucketError, Host, HostUpload, ObjectMeta,
+};
+use crate::plugin::bucket::{self as store, Bucket, UploadHandle};
 use crate::plugin::state::{HostState, block_on};
 
 /// Objects one `list-objects` call may return.
@@ -86,7 +91,65 @@ fn meta(info: store::ObjectInfo) -> ObjectMeta {
     }
 }
 
+impl HostUpload for HostState {
+    fn write(
+        &mut self,
+        upload: Resource<UploadHandle>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), BucketError>> {
+        self.enter("bucket")?;
+        let handle = self.table.get_mut(&upload)?;
+        match block_on(handle.upload.write(data)) {
+            Ok(result) => Ok(result.map_err(convert)),
+            Err(message) => Ok(Err(BucketError::Io(message))),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        upload: Resource<UploadHandle>,
+    ) -> wasmtime::Result<Result<u64, BucketError>> {
+        self.enter("bucket")?;
+        let handle = self.table.get_mut(&upload)?;
+        let key = handle.key.clone();
+        let result = match block_on(handle.upload.finish()) {
+            Ok(result) => result.map_err(convert),
+            Err(message) => Err(BucketError::Io(message)),
+        };
+        if let Err(error) = &result {
+            tracing::debug!(plugin = %self.ctx.name, key, ?error, "plugin upload failed");
+        }
+        Ok(result)
+    }
+
+    fn drop(&mut self, upload: Resource<UploadHandle>) -> wasmtime::Result<()> {
+        let mut handle = self.table.delete(upload)?;
+        // Abandons an unfinished object; after `finish` this does nothing.
+        let _ = block_on(handle.upload.abort());
+        Ok(())
+    }
+}
+
 impl Host for HostState {
+    fn start_upload(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<UploadHandle>, BucketError>> {
+        let k = key.clone();
+        let started =
+            self.bucket_call(
+                &key,
+                false,
+                move |bucket: std::sync::Arc<dyn Bucket>, _| async move {
+                    bucket.start_upload(&k).await
+                },
+            )?;
+        Ok(match started {
+            Ok(upload) => Ok(self.table.push(UploadHandle { key, upload })?),
+            Err(error) => Err(error),
+        })
+    }
+
     fn get(&mut self, key: String) -> wasmtime::Result<Result<Vec<u8>, BucketError>> {
         let k = key.clone();
         self.bucket_call(
