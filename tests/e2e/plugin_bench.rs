@@ -31,7 +31,7 @@ async fn every_figure_is_measured() {
     })
     .await
     .expect("bench");
-    assert_eq!(report.rows.len(), 6, "{report}");
+    assert_eq!(report.rows.len(), 7, "{report}");
     assert!(report.rows.iter().all(|r| r.value > 0.0), "{report}");
     println!("{report}");
 }

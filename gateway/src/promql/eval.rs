@@ -779,9 +779,11 @@ impl<'a> Evaluator<'a> {
             let (labels, drop_name, pts): (&Labels, bool, &[Point]) = match &input.lazy {
                 Some(l) => {
                     let s = &l.series[si];
-                    let buf = self.decode(s, l.mint, l.maxt)?;
-                    decoded.clear();
-                    decoded.extend(buf.iter().filter(|x| !x.is_stale()).cloned());
+                    // Stale markers dropped in place; the previous series' buffer is handed
+                    // back for the next decode.
+                    let mut buf = self.decode(s, l.mint, l.maxt)?;
+                    buf.retain(|x| !x.is_stale());
+                    std::mem::swap(&mut decoded, &mut buf);
                     self.buf = buf;
                     (&s.labels, false, decoded.as_slice())
                 }
