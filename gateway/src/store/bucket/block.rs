@@ -130,6 +130,13 @@ impl BucketBlock {
         Some(out)
     }
 
+    /// Whether one of the block's external labels is also a label name in its index.
+    pub fn external_labels_in_index(&self) -> bool {
+        self.external_labels
+            .iter()
+            .any(|l| self.header.postings.label_names().any(|n| n == l.name))
+    }
+
     /// Label names in the index (external labels added), without reading the bucket.
     pub fn label_names(&self) -> impl Iterator<Item = &str> {
         self.header
