@@ -209,6 +209,15 @@ pub struct StoreArgs {
         default_value = "0"
     )]
     pub chunk_cache_size: String,
+    /// Keep one postings offset table value in this many in memory per label name; the rest
+    /// is read from the local index-header when a lookup needs it (1 keeps every value).
+    #[arg(
+        long = "store.index-header-posting-offsets-in-mem-sampling",
+        value_name = "N",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub postings_offsets_sampling: u64,
     /// How often to look for new and deleted blocks in the bucket.
     #[arg(long = "sync-block-duration", value_name = "DURATION", default_value = "15m", value_parser = duration)]
     pub sync_block_duration: Duration,

@@ -89,6 +89,8 @@ fn bucket_config(args: &StoreArgs) -> Result<BucketStoreConfig, RunError> {
         series_limit: args.request_series_limit,
         samples_limit: args.request_samples_limit,
         series_batch_size: SERIES_BATCH_SIZE,
+        postings_offsets_sampling: usize::try_from(args.postings_offsets_sampling)
+            .unwrap_or(usize::MAX),
     };
     if let (Some(min), Some(max)) = (config.min_time, config.max_time)
         && min >= max

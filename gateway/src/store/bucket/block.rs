@@ -69,12 +69,14 @@ impl BucketBlock {
         id: Ulid,
         meta: BlockMeta,
         data_dir: &FsPath,
+        postings_sampling: usize,
     ) -> Result<(Self, bool), ReadError> {
         let prefix = id.to_string();
         let index_path = Path::from(format!("{prefix}/index"));
         let local = data_dir.join(&prefix).join("index-header");
         let (header, built) =
-            IndexHeader::load_or_build(bucket.as_ref(), &index_path, &local).await?;
+            IndexHeader::load_or_build(bucket.as_ref(), &index_path, &local, postings_sampling)
+                .await?;
         let segments = list_segments(bucket.as_ref(), &prefix, &meta).await?;
         let external_labels = Labels::from_pairs(
             &meta
@@ -147,11 +149,11 @@ impl BucketBlock {
 
     /// Values of `name` in the index (or the external label's value), without reading the
     /// bucket.
-    pub fn label_values(&self, name: &str) -> Vec<&str> {
+    pub fn label_values(&self, name: &str) -> Result<Vec<String>, ReadError> {
         if let Some(value) = self.external_labels.get(name) {
-            return vec![value];
+            return Ok(vec![value.to_owned()]);
         }
-        self.header.postings.label_values(name).collect()
+        self.header.postings.label_values(name)
     }
 
     /// References of the series selected by `matchers` (already reduced by
@@ -168,21 +170,15 @@ impl BucketBlock {
         let mut any_positive = false;
         for m in matchers {
             if m.matches("") {
-                let ranges: Vec<Range<u64>> = table
-                    .ranges_matching(&m.name, |v| !m.matches(v))
-                    .map(|(_, r)| r)
-                    .collect();
+                let ranges = table.ranges_matching(&m.name, |v| !m.matches(v))?;
                 if !ranges.is_empty() {
                     plan.push((true, ranges));
                 }
             } else {
                 let ranges: Vec<Range<u64>> = if m.kind == MatchKind::Equal {
-                    table.range(&m.name, &m.value).into_iter().collect()
+                    table.range(&m.name, &m.value)?.into_iter().collect()
                 } else {
-                    table
-                        .ranges_matching(&m.name, |v| m.matches(v))
-                        .map(|(_, r)| r)
-                        .collect()
+                    table.ranges_matching(&m.name, |v| m.matches(v))?
                 };
                 if ranges.is_empty() {
                     return Ok(Vec::new());
@@ -192,7 +188,7 @@ impl BucketBlock {
             }
         }
         if !any_positive {
-            match table.all_postings_range() {
+            match table.all_postings_range()? {
                 Some(r) => plan.push((false, vec![r])),
                 None => return Ok(Vec::new()),
             }

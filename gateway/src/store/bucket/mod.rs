@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod header;
 pub mod metrics;
 pub mod parse;
+pub mod postings_table;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct BucketStoreConfig {
     pub samples_limit: u64,
     /// Series whose entries and chunks are read, and answered, at a time per block.
     pub series_batch_size: usize,
+    /// One postings offset table value in this many is kept in memory per label name.
+    pub postings_offsets_sampling: usize,
 }
 
 impl BucketStoreConfig {
@@ -82,6 +85,7 @@ impl BucketStoreConfig {
             series_limit: 0,
             samples_limit: 0,
             series_batch_size: SERIES_BATCH_SIZE,
+            postings_offsets_sampling: postings_table::DEFAULT_SAMPLING,
         }
     }
 }
@@ -208,7 +212,15 @@ impl BucketStore {
                 tracing::debug!(block = %dir, resolution = meta.resolution(), "downsampled block not served");
                 continue;
             }
-            match BucketBlock::load(self.bucket.clone(), id, meta, &self.config.data_dir).await {
+            let loaded = BucketBlock::load(
+                self.bucket.clone(),
+                id,
+                meta,
+                &self.config.data_dir,
+                self.config.postings_offsets_sampling,
+            )
+            .await;
+            match loaded {
                 Ok((block, built)) => {
                     summary.added += 1;
                     summary.headers_built += usize::from(built);
@@ -915,20 +927,19 @@ impl Store for BucketStore {
         let matchers = compile_matchers(&request.matchers)?.0;
         let mut values = BTreeSet::new();
         let mut by_series = Vec::new();
+        let mut failures = Vec::new();
         for (block, m) in self.selected(&matchers, request.start, request.end) {
-            if m.is_empty() {
-                values.extend(
-                    block
-                        .label_values(&request.label)
-                        .into_iter()
-                        .map(str::to_owned),
-                );
-            } else {
+            if !m.is_empty() {
                 by_series.push((block, m));
+                continue;
+            }
+            match block.label_values(&request.label) {
+                Ok(found) => values.extend(found),
+                Err(error) => failures.push(BlockFailure::read(&block, &error)),
             }
         }
         let label = request.label.as_str();
-        let failures = self
+        let mut by_series_failures = self
             .matching_labels(by_series, |labels| {
                 if let Some(v) = labels.get(label)
                     && !values.contains(v)
@@ -937,6 +948,7 @@ impl Store for BucketStore {
                 }
             })
             .await;
+        failures.append(&mut by_series_failures);
         let warnings = warnings(failures, request.partial_response_disabled)?;
         Ok(LabelValuesResponse {
             values: values.into_iter().collect(),
