@@ -5,7 +5,11 @@
 //! still being uploaded (no `meta.json`), marked for deletion (`deletion-mark.json`) or
 //! downsampled (not decoded yet) are never served, and blocks that vanish are dropped. Each
 //! block keeps a small index-header on local disk ([`header`]); postings, series and chunks are
-//! read with range requests on demand and cached in byte-bounded LRU caches. A block whose
+//! read with range requests on demand, postings and series entries cached in a byte-bounded LRU
+//! cache (chunks too when a chunk cache is configured). A Series answer never exists whole: each
+//! block's postings are resolved when the request arrives (series references only), then series
+//! entries and chunks are read one batch per block at a time as the frames are taken, so the
+//! gRPC stream's flow control bounds the memory a request holds. A block whose
 //! files are corrupt or unreadable fails alone: its error becomes a warning (partial response)
 //! or the request's error when partial response is disabled. Nothing here panics on bucket
 //! contents.
