@@ -352,7 +352,9 @@ impl BucketBlock {
             let ranges: Vec<Range<u64>> = wanted.iter().map(|(_, r)| r.clone()).collect();
             let got = fetch::get_ranges(&self.bucket, &path, &ranges).await?;
             for ((i, range), bytes) in wanted.into_iter().zip(got) {
-                let exact = self.exact_chunk(segment, &path, range.start, bytes).await?;
+                let exact = self
+                    .exact_chunk(segment, &path, range.start, bytes, cache.is_enabled())
+                    .await?;
                 cache.put(self.key(ItemKind::Chunk, metas[i].chunk_ref), exact.clone());
                 raw[i] = Some(exact);
             }
@@ -382,6 +384,7 @@ impl BucketBlock {
         path: &Path,
         offset: u64,
         bytes: Bytes,
+        cached: bool,
     ) -> Result<Bytes, ReadError> {
         let Ok(offset32) = u32::try_from(offset) else {
             return Err(BlockError::invalid(
@@ -392,7 +395,10 @@ impl BucketBlock {
             .into());
         };
         match decode_chunk(&bytes, offset, segment, offset32) {
-            Ok((_, total)) => Ok(Bytes::copy_from_slice(&bytes[..total])),
+            // A cached chunk must not pin the coalesced read it was cut from; an uncached one
+            // is dropped with its batch, the read with it.
+            Ok((_, total)) if cached => Ok(Bytes::copy_from_slice(&bytes[..total])),
+            Ok((_, total)) => Ok(bytes.slice(..total)),
             Err(e) if e.is_truncated() && bytes.len() >= MAX_CHUNK_LEN_FIELD => {
                 let total = chunk_total_len(&bytes).ok_or(e)?;
                 let full =

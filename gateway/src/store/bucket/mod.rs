@@ -51,6 +51,10 @@ use crate::query::store::{SeriesStream, Store, StoreError};
 /// bytes a series), its series entries and chunks one batch at a time as the answer is consumed.
 pub const SERIES_BATCH_SIZE: usize = 4096;
 
+/// A Series answer that read at least this many bytes of chunks hands the memory back to the
+/// operating system when it ends.
+const RELEASE_MEMORY_AFTER_BYTES: u64 = 8 << 20;
+
 /// Settings of a [`BucketStore`].
 #[derive(Debug, Clone)]
 pub struct BucketStoreConfig {
@@ -338,6 +342,7 @@ impl BucketStore {
             max_time,
             skip_chunks,
             budget,
+            chunk_bytes: 0.into(),
         }
     }
 
@@ -511,6 +516,8 @@ struct SeriesRead {
     max_time: i64,
     skip_chunks: bool,
     budget: SeriesBudget,
+    /// Bytes of chunks read so far.
+    chunk_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl SeriesRead {
@@ -555,9 +562,10 @@ impl SeriesRead {
             .await
             .map_err(fail)?;
         drop(wanted);
-        let lease = self
-            .chunk_pool
-            .lease(chunks.iter().map(|c| c.data.len() as u64).sum())?;
+        let bytes = chunks.iter().map(|c| c.data.len() as u64).sum();
+        self.chunk_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        let lease = self.chunk_pool.lease(bytes)?;
         for (i, range) in owners {
             let mut aggr = Vec::with_capacity(range.len());
             for c in &chunks[range] {
@@ -804,6 +812,21 @@ impl SeriesMerge {
                     chunks,
                 })),
             }));
+        }
+    }
+}
+
+impl Drop for SeriesMerge {
+    fn drop(&mut self) {
+        // The answer's batches are freed now; after a large one, the allocator is asked to
+        // give the memory back rather than keep it for the next.
+        let read = self
+            .read
+            .chunk_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if read >= RELEASE_MEMORY_AFTER_BYTES {
+            self.cursors.clear();
+            crate::allocator::release_free_memory();
         }
     }
 }
