@@ -225,9 +225,14 @@ impl BucketBlock {
             let want: Vec<Range<u64>> = missing.iter().map(|&i| ranges[i].clone()).collect();
             let got = fetch::get_ranges(&self.bucket, &self.index_path, &want).await?;
             for (i, bytes) in missing.into_iter().zip(got) {
-                // Keep just the list, not the coalesced buffer it was cut from.
-                let bytes = Bytes::copy_from_slice(&bytes);
-                cache.put(self.key(ItemKind::Postings, ranges[i].start), bytes.clone());
+                // The cache keeps a copy of just the list, never the coalesced read it was cut
+                // from; this request decodes from the read, freed with it.
+                if cache.is_enabled() {
+                    cache.put(
+                        self.key(ItemKind::Postings, ranges[i].start),
+                        Bytes::copy_from_slice(&bytes),
+                    );
+                }
                 raw[i] = Some(bytes);
             }
         }
@@ -289,11 +294,12 @@ impl BucketBlock {
                     fetch::get_range(self.bucket.as_ref(), &self.index_path, range.start..end)
                         .await?
                 };
-                let exact = Bytes::copy_from_slice(&exact);
-                cache.put(
-                    self.key(ItemKind::Series, u64::from(refs[i])),
-                    exact.clone(),
-                );
+                if cache.is_enabled() {
+                    cache.put(
+                        self.key(ItemKind::Series, u64::from(refs[i])),
+                        Bytes::copy_from_slice(&exact),
+                    );
+                }
                 raw[i] = Some(exact);
             }
         }
