@@ -173,13 +173,7 @@ impl IndexHeader {
             return Err(None);
         }
         let table_at = (body.len() - table.len()) as u64;
-        let file = match local {
-            Some(path) => Some((
-                std::fs::File::open(path).map_err(|e| Some(e.into()))?,
-                table_at,
-            )),
-            None => None,
-        };
+        let file = local.map(|path| (path.to_owned(), table_at));
         Ok(Self {
             index_size,
             toc,

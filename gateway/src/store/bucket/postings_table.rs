@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
 
 use gauntlet_tsdb::block::{BlockError, PostingsOffsetEntries};
 
@@ -57,8 +58,10 @@ pub struct SampledPostingsTable {
     names: Vec<Name>,
     /// Where the postings section ends, bounding the last list's range.
     postings_end: u64,
-    /// The local index-header holding the whole table; `None` when every entry is in memory.
-    file: Option<File>,
+    /// The local index-header holding the whole table, opened for each read (a store with
+    /// thousands of blocks keeps no descriptor per block); `None` when every entry is in
+    /// memory.
+    file: Option<PathBuf>,
 }
 
 fn invalid(detail: impl Into<String>) -> BlockError {
@@ -67,15 +70,15 @@ fn invalid(detail: impl Into<String>) -> BlockError {
 
 impl SampledPostingsTable {
     /// Builds the table from its bytes as found in the index (from [`Toc::postings_table`]),
-    /// which `file` holds from position `table_at`; keeps one value in `sampling` of each name.
-    /// Without a file, every entry is kept.
+    /// which the file at `file` holds from position `table_at`; keeps one value in `sampling`
+    /// of each name. Without a file, every entry is kept.
     ///
     /// [`Toc::postings_table`]: gauntlet_tsdb::block::Toc::postings_table
     pub fn parse(
         table: &[u8],
         postings_end: u64,
         sampling: usize,
-        file: Option<(File, u64)>,
+        file: Option<(PathBuf, u64)>,
     ) -> Result<Self, BlockError> {
         let (body, count) = PostingsOffsetEntries::table_body(table)?;
         let sampling = if file.is_some() { sampling.max(1) } else { 1 };
@@ -266,7 +269,7 @@ impl SampledPostingsTable {
         let len = usize::try_from(end.saturating_sub(start))
             .map_err(|_| invalid("entries past the address space"))?;
         let mut buf = vec![0; len];
-        file.read_exact_at(&mut buf, start)?;
+        File::open(file)?.read_exact_at(&mut buf, start)?;
         let mut out = Vec::new();
         for entry in PostingsOffsetEntries::new(&buf) {
             let entry = entry?;
@@ -355,9 +358,8 @@ mod tests {
         file.write_all(&prefix).expect("write");
         file.write_all(bytes).expect("write");
         file.flush().expect("flush");
-        let handle = File::open(file.path()).expect("open");
-        let t =
-            SampledPostingsTable::parse(bytes, end, sampling, Some((handle, 13))).expect("parse");
+        let at = Some((file.path().to_owned(), 13));
+        let t = SampledPostingsTable::parse(bytes, end, sampling, at).expect("parse");
         (t, file)
     }
 
