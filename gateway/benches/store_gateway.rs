@@ -6,7 +6,8 @@
 //! Run with `cargo bench -p gauntlet --bench store_gateway`; `STORE_GATEWAY_BENCH_SERIES`
 //! sets the number of series (default 100,000; the block for a count is written once under
 //! `target/bench-store-gateway/` and reused). Each series has 2 h of samples at 30 s (two XOR
-//! chunks). The gateway runs with its default flags. Printed: its resident memory against the
+//! chunks). The gateway runs with its default flags plus those in `STORE_GATEWAY_BENCH_FLAGS`
+//! (space-separated, e.g. `--index-cache-size=0`). Printed: its resident memory against the
 //! total index size right after start (index-headers loaded, caches empty), its high-water
 //! mark over the queries, right after them and after 10 s idle; the time from process start
 //! to the first answered query (cold: index-headers built from the bucket; restart: read from
@@ -31,6 +32,8 @@ use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::block::{BlockWriter, BlockWriterOptions, DirSink, ThanosMeta, Ulid};
 
 const SERIES_ENV: &str = "STORE_GATEWAY_BENCH_SERIES";
+/// Extra flags for `gauntlet store`, separated by spaces (e.g. `--index-cache-size=0`).
+const FLAGS_ENV: &str = "STORE_GATEWAY_BENCH_FLAGS";
 const DEFAULT_SERIES: usize = 100_000;
 /// 2023-11-14T20:00:00Z.
 const START_MS: i64 = 1_699_992_000_000;
@@ -156,6 +159,11 @@ async fn start_gateway(
         .arg(format!("--data-dir={}", data_dir.display()))
         .arg(format!("--http-address=127.0.0.1:{http_port}"))
         .arg(format!("--grpc-address=127.0.0.1:{grpc_port}"))
+        .args(
+            std::env::var(FLAGS_ENV)
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -378,11 +386,12 @@ async fn main() -> anyhow::Result<()> {
     let ratio = |kib: f64| kib * 1024.0 / index_size as f64;
     println!();
     println!(
-        "store gateway: {series} series, 1 block, index {:.1} MiB, chunks {:.1} MiB, local index-headers {:.1} MiB; Prometheus RSS {:.1} MiB",
+        "store gateway: {series} series, 1 block, index {:.1} MiB, chunks {:.1} MiB, local index-headers {:.1} MiB; Prometheus RSS {:.1} MiB; extra flags: {:?}",
         index_size as f64 / 1048576.0,
         chunks as f64 / 1048576.0,
         headers as f64 / 1048576.0,
-        mib(prom_rss)
+        mib(prom_rss),
+        std::env::var(FLAGS_ENV).unwrap_or_default()
     );
     println!();
     println!("| store gateway resident memory | MiB | ÷ index size (goal ≤ 0.5) |");
