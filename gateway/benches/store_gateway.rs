@@ -1,15 +1,18 @@
-//! Store gateway benchmark: one block of many series in a filesystem bucket, served by a
-//! `BucketStore` behind a querier (a child process: this binary in server mode) and by
-//! Prometheus 2.42 opened on a copy of the same block, side by side in one run.
+//! Store gateway benchmark: one block of many series in a filesystem bucket, served by
+//! `gauntlet store` (its own process, so its resident memory is the gateway's alone) behind an
+//! in-process querier, and by Prometheus 2.42 opened on a copy of the same block, side by side
+//! in one run.
 //!
 //! Run with `cargo bench -p gauntlet --bench store_gateway`; `STORE_GATEWAY_BENCH_SERIES`
 //! sets the number of series (default 100,000; the block for a count is written once under
 //! `target/bench-store-gateway/` and reused). Each series has 2 h of samples at 30 s (two XOR
-//! chunks). Printed: the gateway's resident memory against the total index size, the time
-//! from process start to the first answered query (cold: index-headers built from the bucket;
-//! restart: read from disk), the latency of a selective and a broad query against Prometheus
-//! (ratio), and the object-store requests each query made with empty caches. Resident memory
-//! is read right after start (index-headers loaded, caches empty) and after the queries.
+//! chunks). The gateway runs with its default flags plus those in `STORE_GATEWAY_BENCH_FLAGS`
+//! (space-separated, e.g. `--index-cache-size=0`). Printed: its resident memory against the
+//! total index size right after start (index-headers loaded, caches empty), its high-water
+//! mark over the queries, right after them and after 10 s idle; the time from process start
+//! to the first answered query (cold: index-headers built from the bucket; restart: read from
+//! disk); the latency of a selective and a broad query against Prometheus (ratio); and the
+//! object-store requests each query made with empty caches.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,20 +21,19 @@ mod support;
 mod common;
 
 use common::{Server, wait_ready};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gauntlet::grpc::GrpcStore;
 use gauntlet::query::proxy::ProxyLimits;
-use gauntlet::store::bucket::{BucketStore, BucketStoreConfig};
 use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::block::{BlockWriter, BlockWriterOptions, DirSink, ThanosMeta, Ulid};
-use object_store::local::LocalFileSystem;
 
-const SERVE_ENV: &str = "GAUNTLET_BENCH_STORE_GATEWAY_SERVE";
 const SERIES_ENV: &str = "STORE_GATEWAY_BENCH_SERIES";
+/// Extra flags for `gauntlet store`, separated by spaces (e.g. `--index-cache-size=0`).
+const FLAGS_ENV: &str = "STORE_GATEWAY_BENCH_FLAGS";
 const DEFAULT_SERIES: usize = 100_000;
 /// 2023-11-14T20:00:00Z.
 const START_MS: i64 = 1_699_992_000_000;
@@ -39,6 +41,8 @@ const SPAN_MS: i64 = 2 * 3_600_000;
 const INTERVAL_MS: i64 = 30_000;
 const METRICS: usize = 20;
 const RUNS: usize = 5;
+/// How long the gateway idles before its resident memory is read once more.
+const SETTLE: Duration = Duration::from_secs(10);
 
 fn series_count() -> usize {
     std::env::var(SERIES_ENV)
@@ -119,40 +123,68 @@ fn write_bucket(bucket: &Path, series: usize) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(dir.join("index"))?.len())
 }
 
-/// Server mode: a store gateway over the bucket behind a querier; prints the querier's URL.
-async fn serve() -> anyhow::Result<()> {
-    let bucket_dir = PathBuf::from(std::env::var(SERVE_ENV)?);
-    let data_dir = bucket_dir.with_file_name("store-data");
-    let bucket = Arc::new(LocalFileSystem::new_with_prefix(&bucket_dir)?);
-    let store = BucketStore::new(bucket, BucketStoreConfig::new(data_dir));
-    store.sync().await?;
+/// A running store gateway (`gauntlet store` over the bucket, its own process so its resident
+/// memory is the gateway's alone) and an in-process querier over its gRPC StoreAPI.
+struct Gateway {
+    /// The querier's `http://host:port`.
+    base: String,
+    /// The store gateway's HTTP `http://host:port` (`/metrics`, `/-/ready`).
+    store_http: String,
+    process: Server,
+    _querier: support::Querier,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `gauntlet store` over `bucket` with index-headers in `data_dir`, waits until its
+/// first block sync is done, and puts a querier in front of it. Returns it with the instant
+/// the process was started.
+async fn start_gateway(
+    client: &reqwest::Client,
+    bucket: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<(Gateway, Instant)> {
+    let (http_port, grpc_port) = (free_port()?, free_port()?);
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_gauntlet"))
+        .arg("store")
+        .arg(format!(
+            "--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg(format!("--http-address=127.0.0.1:{http_port}"))
+        .arg(format!("--grpc-address=127.0.0.1:{grpc_port}"))
+        .args(
+            std::env::var(FLAGS_ENV)
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let store_http = format!("http://127.0.0.1:{http_port}");
+    let process = Server {
+        base: store_http.clone(),
+        child,
+    };
+    wait_ready(client, &store_http, Duration::from_secs(600)).await?;
+    let store = GrpcStore::connect_lazy(&format!("127.0.0.1:{grpc_port}"))?;
     let querier = support::Querier::start(
         vec![("store-gateway", Arc::new(store))],
         ProxyLimits::default(),
     )
     .await?;
-    println!("{}", querier.base);
-    std::io::stdout().flush()?;
-    tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-    Ok(())
-}
-
-fn start_gateway(bucket: &Path) -> anyhow::Result<(Server, Instant)> {
-    let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
-        .env(SERVE_ENV, bucket)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
     Ok((
-        Server {
-            base: line.trim().to_owned(),
-            child,
+        Gateway {
+            base: querier.base.clone(),
+            store_http,
+            process,
+            _querier: querier,
         },
         started,
     ))
@@ -263,14 +295,12 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::var_os(SERVE_ENV).is_some() {
-        return serve().await;
-    }
     let series = series_count();
     let dir = work_dir(series);
     let bucket = dir.join("bucket");
+    let data_dir = dir.join("store-data");
     let index_size = write_bucket(&bucket, series)?;
-    let _ = std::fs::remove_dir_all(dir.join("store-data"));
+    let _ = std::fs::remove_dir_all(&data_dir);
     let client = reqwest::Client::new();
     let prometheus = start_prometheus(&dir, &bucket)?;
 
@@ -291,22 +321,23 @@ async fn main() -> anyhow::Result<()> {
     ];
 
     // Cold start: index-headers built from the bucket.
-    let (gateway, started) = start_gateway(&bucket)?;
+    let (gateway, started) = start_gateway(&client, &bucket, &data_dir).await?;
     let (_, n) = query_once(&client, &gateway.base, &selective).await?;
     let first_query_cold = started.elapsed();
     anyhow::ensure!(n == 1, "the selective query found {n} series");
     drop(gateway);
     // Restart: index-headers from disk, empty caches.
-    let (gateway, started) = start_gateway(&bucket)?;
-    let idle_rss = status_kib(gateway.child.id(), "VmRSS:") / 1024.0;
-    let before = objstore_requests(&client, &gateway.base).await?;
+    let (gateway, started) = start_gateway(&client, &bucket, &data_dir).await?;
+    let pid = gateway.process.child.id();
+    let idle_rss = status_kib(pid, "VmRSS:");
+    let before = objstore_requests(&client, &gateway.store_http).await?;
     let (selective_cold, _) = query_once(&client, &gateway.base, &selective).await?;
     let first_query_restart = started.elapsed();
-    let after_selective = objstore_requests(&client, &gateway.base).await?;
+    let after_selective = objstore_requests(&client, &gateway.store_http).await?;
     let (broad_cold, _) = query_once(&client, &gateway.base, &broad).await?;
-    let after_broad = objstore_requests(&client, &gateway.base).await?;
+    let after_broad = objstore_requests(&client, &gateway.store_http).await?;
     let (broad_range_cold, _) = query_once(&client, &gateway.base, &broad_range).await?;
-    let after_range = objstore_requests(&client, &gateway.base).await?;
+    let after_range = objstore_requests(&client, &gateway.store_http).await?;
 
     wait_ready(&client, &prometheus.base, Duration::from_secs(300)).await?;
     let mut rows = Vec::new();
@@ -343,24 +374,37 @@ async fn main() -> anyhow::Result<()> {
             n_ours,
         ));
     }
-    let pid = gateway.child.id();
-    let rss = status_kib(pid, "VmRSS:") / 1024.0;
-    let peak = status_kib(pid, "VmHWM:") / 1024.0;
-    let prom_rss = status_kib(prometheus.child.id(), "VmRSS:") / 1024.0;
-    let headers = dir_size(&dir.join("store-data"));
+    let final_rss = status_kib(pid, "VmRSS:");
+    let peak_rss = status_kib(pid, "VmHWM:");
+    tokio::time::sleep(SETTLE).await;
+    let settled_rss = status_kib(pid, "VmRSS:");
+    let prom_rss = status_kib(prometheus.child.id(), "VmRSS:");
+    let headers = dir_size(&data_dir);
     let chunks = dir_size(&bucket) - index_size;
 
+    let mib = |kib: f64| kib / 1024.0;
+    let ratio = |kib: f64| kib * 1024.0 / index_size as f64;
     println!();
     println!(
-        "store gateway: {series} series, 1 block, index {:.1} MiB, chunks {:.1} MiB, local index-headers {:.1} MiB",
+        "store gateway: {series} series, 1 block, index {:.1} MiB, chunks {:.1} MiB, local index-headers {:.1} MiB; Prometheus RSS {:.1} MiB; extra flags: {:?}",
         index_size as f64 / 1048576.0,
         chunks as f64 / 1048576.0,
-        headers as f64 / 1048576.0
+        headers as f64 / 1048576.0,
+        mib(prom_rss),
+        std::env::var(FLAGS_ENV).unwrap_or_default()
     );
-    println!(
-        "gateway RSS after start {idle_rss:.1} MiB = {:.2}x the index size; after the queries {rss:.1} MiB (peak {peak:.1} MiB, caches filled); Prometheus RSS {prom_rss:.1} MiB",
-        idle_rss * 1048576.0 / index_size as f64
-    );
+    println!();
+    println!("| store gateway resident memory | MiB | ÷ index size (goal ≤ 0.5) |");
+    println!("|---|---:|---:|");
+    for (what, kib) in [
+        ("after start (index-headers loaded)", idle_rss),
+        ("high-water mark over the queries", peak_rss),
+        ("after the queries", final_rss),
+        ("after the queries + 10 s idle", settled_rss),
+    ] {
+        println!("| {what} | {:.1} | {:.2} |", mib(kib), ratio(kib));
+    }
+    println!();
     println!(
         "time to first query: {:.0} ms cold (index-headers built), {:.0} ms after a restart (index-headers on disk)",
         ms(first_query_cold),

@@ -3,6 +3,7 @@
 //! One binary hosts every role (querier, store gateway, sidecar, receiver, compactor, ruler,
 //! demo); `cli` picks the role, the other modules are the pieces roles are built from.
 
+pub mod allocator;
 pub mod build_info;
 pub mod cli;
 pub mod compact;

@@ -3,5 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    gauntlet::allocator::tune();
     gauntlet::cli::main()
 }

@@ -536,6 +536,19 @@ async fn limits_are_clear_errors() {
         error.to_string().contains("exceeded samples limit of 1000"),
         "{error}"
     );
+    // Chunks held by requests in flight are bounded by the chunk pool.
+    let mut config = BucketStoreConfig::new(&f.data_dir);
+    config.chunk_pool_bytes = 100;
+    let pooled = BucketStore::new(local(&f.bucket_dir), config);
+    pooled.sync().await.expect("sync");
+    let error = series(&pooled, &[m(Type::Eq, "__name__", "up")], 0, 4 * HOUR)
+        .await
+        .expect_err("over the chunk pool");
+    assert!(
+        error.to_string().contains("chunk pool exhausted")
+            && error.to_string().contains("--chunk-pool-size"),
+        "{error}"
+    );
     // Within the limits.
     let (got, _) = series(
         &store,
@@ -649,7 +662,9 @@ async fn a_corrupt_chunk_file_fails_its_block_only() {
         .filter(|(l, _)| l.get("cluster") == Some("a"))
         .collect();
     assert!(got == want, "cluster a is served whole");
-    let error = store
+    // Without partial response the block's failure ends the answer with an error (the
+    // chunks are read as the answer streams, so it may follow series of other blocks).
+    let answer = store
         .series(SeriesRequest {
             min_time: 0,
             max_time: 4 * HOUR,
@@ -657,9 +672,21 @@ async fn a_corrupt_chunk_file_fails_its_block_only() {
             partial_response_disabled: true,
             ..SeriesRequest::default()
         })
-        .await
-        .err()
-        .expect("an error without partial response");
+        .await;
+    let error = match answer {
+        Err(error) => error,
+        Ok(mut stream) => {
+            let mut error = None;
+            while let Some(frame) = stream.next().await {
+                if let Err(e) = frame {
+                    error = Some(e);
+                    assert!(stream.next().await.is_none(), "an error ends the stream");
+                    break;
+                }
+            }
+            error.expect("an error without partial response")
+        }
+    };
     assert!(error.to_string().contains("chunks/000001"), "{error}");
     // A corrupt index: its block is not loaded, the others are.
     let index = f.cluster_b.join("index");
@@ -686,7 +713,10 @@ async fn a_restart_reuses_the_local_index_headers() {
         inner: local(&f.bucket_dir),
         gets: AtomicUsize::new(0),
     });
-    let store = open(counting.clone(), &f.data_dir).await;
+    let mut config = BucketStoreConfig::new(&f.data_dir);
+    config.chunk_cache_bytes = 64 << 20;
+    let store = BucketStore::new(counting.clone(), config);
+    store.sync().await.expect("sync");
     let first = counting.gets.swap(0, Ordering::SeqCst);
     assert_eq!(store.blocks().len(), 6);
     // meta.json + TOC + header + symbols + postings offset table per block.
@@ -732,4 +762,115 @@ async fn a_restart_reuses_the_local_index_headers() {
         .await
         .expect("series");
     assert_eq!(after, got);
+}
+
+/// Reads a Series answer to the end, counting the bucket's reads before the first frame, after
+/// it and at the end.
+async fn read_lazily(
+    store: &BucketStore,
+    counting: &Counting,
+    matchers: &[LabelMatcher],
+) -> (Data, [usize; 3]) {
+    let start = counting.gets.load(Ordering::SeqCst);
+    let mut stream = store
+        .series(SeriesRequest {
+            min_time: 0,
+            max_time: 10 * HOUR,
+            matchers: matchers.to_vec(),
+            ..SeriesRequest::default()
+        })
+        .await
+        .expect("series");
+    let selected = counting.gets.load(Ordering::SeqCst) - start;
+    let mut after_first = None;
+    let mut out = Data::new();
+    while let Some(frame) = stream.next().await {
+        if after_first.is_none() {
+            after_first = Some(counting.gets.load(Ordering::SeqCst) - start);
+        }
+        if let Some(Frame::Series(s)) = frame.expect("frame").result {
+            let l = gauntlet::query::endpoints::labels_from_proto(&s.labels);
+            let mut samples = Vec::new();
+            for c in &s.chunks {
+                let raw = c.raw.as_ref().expect("raw chunk");
+                for sample in XorIterator::new(&raw.data).expect("xor") {
+                    samples.push(sample.expect("sample"));
+                }
+            }
+            assert!(out.insert(l, samples).is_none(), "series unique");
+        }
+    }
+    let total = counting.gets.load(Ordering::SeqCst) - start;
+    (out, [selected, after_first.unwrap_or(total), total])
+}
+
+#[tokio::test]
+async fn a_series_answer_is_read_one_batch_at_a_time() {
+    let f = fixture();
+    let matchers = [m(Type::Eq, "__name__", "http_requests_total")];
+    let want = expected(&f.data, &matchers, 0, 10 * HOUR);
+    let mut reads = Vec::new();
+    for batch in [4, 1000] {
+        let counting = Arc::new(Counting {
+            inner: local(&f.bucket_dir),
+            gets: AtomicUsize::new(0),
+        });
+        let mut config = BucketStoreConfig::new(f.data_dir.join(batch.to_string()));
+        config.series_batch_size = batch;
+        let store = BucketStore::new(counting.clone(), config);
+        store.sync().await.expect("sync");
+        let (got, counts) = read_lazily(&store, &counting, &matchers).await;
+        assert!(
+            got == want,
+            "batches of {batch}: the answer differs from the data"
+        );
+        reads.push(counts);
+    }
+    let [small, large] = [reads[0], reads[1]];
+    // Both resolve the same postings before answering.
+    assert_eq!(small[0], large[0]);
+    // With batches smaller than a block's 36 series, the first frame is answered before
+    // every series entry and chunk is read: the rest is read as the answer is consumed.
+    assert!(
+        small[1] < small[2],
+        "batches of 4 read everything before the first frame: {small:?}"
+    );
+    assert!(
+        small[2] > large[2],
+        "batches of 4 should take more, smaller reads than one batch: {small:?} vs {large:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_external_label_also_in_the_index_keeps_series_sorted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket_dir = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket_dir).expect("mkdir");
+    // In the index the series are in the order of `a`, which the external label `a="z"`
+    // replaces: the answer must follow `b`, the reverse.
+    let block_series: Vec<(Labels, Vec<(i64, f64)>)> = (0..10u32)
+        .map(|i| {
+            let a = i.to_string();
+            let b = (9 - i).to_string();
+            let samples = (0..240u32)
+                .map(|k| (i64::from(k) * STEP, f64::from(i * k)))
+                .collect();
+            (labels(&[("__name__", "m"), ("a", &a), ("b", &b)]), samples)
+        })
+        .collect();
+    let mut data = Data::new();
+    write_block(&bucket_dir, &[("a", "z")], &block_series, &mut data);
+    let mut config = BucketStoreConfig::new(dir.path().join("data"));
+    config.series_batch_size = 3;
+    let store = BucketStore::new(local(&bucket_dir), config);
+    store.sync().await.expect("sync");
+    let matchers = [m(Type::Eq, "__name__", "m")];
+    let (got, warnings) = series(&store, &matchers, 0, 4 * HOUR)
+        .await
+        .expect("series");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(
+        got == expected(&data, &matchers, 0, 4 * HOUR),
+        "answer differs from the data"
+    );
 }

@@ -189,16 +189,35 @@ pub struct StoreArgs {
     /// Serve only blocks starting before this time (RFC3339 or relative like -1d).
     #[arg(long = "max-time", value_name = "TIME")]
     pub max_time: Option<String>,
-    /// Maximum size of the in-memory index cache (e.g. 250MB).
+    /// Maximum size of the in-memory index cache: postings lists and series entries (e.g.
+    /// 250MB).
     #[arg(
         long = "index-cache-size",
         value_name = "SIZE",
         default_value = "250MB"
     )]
     pub index_cache_size: String,
-    /// Maximum size of the in-memory chunk cache (e.g. 2GB).
+    /// Maximum bytes of chunks the Series requests in flight hold at once; a request that
+    /// would need more fails with resource exhausted (e.g. 2GB).
     #[arg(long = "chunk-pool-size", value_name = "SIZE", default_value = "2GB")]
     pub chunk_pool_size: String,
+    /// Maximum size of the in-memory chunk cache; 0 reads every chunk from the bucket, as
+    /// Thanos does without a caching bucket (e.g. 512MB).
+    #[arg(
+        long = "store.chunk-cache-size",
+        value_name = "SIZE",
+        default_value = "0"
+    )]
+    pub chunk_cache_size: String,
+    /// Keep one postings offset table value in this many in memory per label name; the rest
+    /// is read from the local index-header when a lookup needs it (1 keeps every value).
+    #[arg(
+        long = "store.index-header-posting-offsets-in-mem-sampling",
+        value_name = "N",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub postings_offsets_sampling: u64,
     /// How often to look for new and deleted blocks in the bucket.
     #[arg(long = "sync-block-duration", value_name = "DURATION", default_value = "15m", value_parser = duration)]
     pub sync_block_duration: Duration,

@@ -27,7 +27,7 @@ use crate::plugin::{HostConfig, HostServices, PluginHost, PluginSlot, World};
 use crate::query::store::Store;
 use crate::shutdown::Shutdown;
 use crate::store::bucket::parse::{parse_size, parse_time};
-use crate::store::bucket::{BucketStore, BucketStoreConfig};
+use crate::store::bucket::{BucketStore, BucketStoreConfig, SERIES_BATCH_SIZE};
 
 /// How often the plugin's manifest and component are checked for changes.
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -84,9 +84,13 @@ fn bucket_config(args: &StoreArgs) -> Result<BucketStoreConfig, RunError> {
         min_time: time("min-time", &args.min_time)?,
         max_time: time("max-time", &args.max_time)?,
         index_cache_bytes: size("index-cache-size", &args.index_cache_size)?,
-        chunk_cache_bytes: size("chunk-pool-size", &args.chunk_pool_size)?,
+        chunk_cache_bytes: size("store.chunk-cache-size", &args.chunk_cache_size)?,
+        chunk_pool_bytes: size("chunk-pool-size", &args.chunk_pool_size)?,
         series_limit: args.request_series_limit,
         samples_limit: args.request_samples_limit,
+        series_batch_size: SERIES_BATCH_SIZE,
+        postings_offsets_sampling: usize::try_from(args.postings_offsets_sampling)
+            .unwrap_or(usize::MAX),
     };
     if let (Some(min), Some(max)) = (config.min_time, config.max_time)
         && min >= max

@@ -272,6 +272,89 @@ struct ValueOffset {
     offset: u64,
 }
 
+/// One entry of the postings offset table, with where it starts among the bytes decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostingsOffsetEntry<'a> {
+    /// Label name (empty for the list of every series).
+    pub name: &'a str,
+    /// Label value.
+    pub value: &'a str,
+    /// Where the postings list starts in the index file.
+    pub offset: u64,
+    /// Where the entry starts in the bytes given to [`PostingsOffsetEntries`].
+    pub at: usize,
+}
+
+/// Decodes postings offset table entries one after the other from bytes that start at an
+/// entry, e.g. a part of a table's body between two entries a reader kept the positions of.
+#[derive(Debug, Clone)]
+pub struct PostingsOffsetEntries<'a> {
+    bytes: &'a [u8],
+    d: Decbuf<'a>,
+    failed: bool,
+}
+
+impl<'a> PostingsOffsetEntries<'a> {
+    /// Entries of `bytes`, which start at an entry and end at one's end.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            d: Decbuf::new(bytes),
+            failed: false,
+        }
+    }
+
+    /// The body of a whole postings offset table (bytes starting at [`Toc::postings_table`])
+    /// after its CRC is checked, and its entry count. The body's entries start at offset 4.
+    pub fn table_body(bytes: &[u8]) -> Result<(&[u8], u32), BlockError> {
+        const S: &str = "postings offset table";
+        let body = checked_section(bytes).map_err(err(S))?;
+        let count = Decbuf::new(body).be32().map_err(err(S))?;
+        if u64::from(count) * 4 > body.len() as u64 {
+            return Err(BlockError::invalid(
+                FILE,
+                S,
+                format!("{count} entries cannot fit in {} bytes", body.len()),
+            ));
+        }
+        Ok((body, count))
+    }
+}
+
+impl<'a> Iterator for PostingsOffsetEntries<'a> {
+    type Item = Result<PostingsOffsetEntry<'a>, BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        const S: &str = "postings offset table";
+        if self.failed || self.d.is_empty() {
+            return None;
+        }
+        let at = self.bytes.len() - self.d.len();
+        let mut entry = || -> Result<PostingsOffsetEntry<'a>, BlockError> {
+            let keys = self.d.uvarint().map_err(err(S))?;
+            if keys != 2 {
+                return Err(BlockError::invalid(
+                    FILE,
+                    S,
+                    format!("entry has {keys} keys, expected 2"),
+                ));
+            }
+            let name = self.d.uvarint_str().map_err(err(S))?;
+            let value = self.d.uvarint_str().map_err(err(S))?;
+            let offset = self.d.uvarint().map_err(err(S))?;
+            Ok(PostingsOffsetEntry {
+                name,
+                value,
+                offset,
+                at,
+            })
+        };
+        let result = entry();
+        self.failed = result.is_err();
+        Some(result)
+    }
+}
+
 /// The postings offset table: for every label name and value, where its postings list starts.
 /// The entry with empty name and value lists every series.
 #[derive(Debug, Clone, Default)]

@@ -19,8 +19,9 @@ pub mod writer;
 pub use chunks::{ChunkRef, ChunksReader, RawChunk, decode_chunk};
 pub use error::{BlockError, ErrorKind, WriteError};
 pub use index::{
-    ChunkMeta, IndexReader, MatchType, Matcher, PostingsList, PostingsOffsetTable, SeriesEntry,
-    Symbols, Toc, decode_postings, decode_series,
+    ChunkMeta, IndexReader, MatchType, Matcher, PostingsList, PostingsOffsetEntries,
+    PostingsOffsetEntry, PostingsOffsetTable, SeriesEntry, Symbols, Toc, decode_postings,
+    decode_series,
 };
 pub use meta::{BlockMeta, BlockStats, ThanosMeta};
 pub use tombstones::{Tombstone, encode_tombstones, parse_tombstones};

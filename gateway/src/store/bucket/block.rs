@@ -69,12 +69,14 @@ impl BucketBlock {
         id: Ulid,
         meta: BlockMeta,
         data_dir: &FsPath,
+        postings_sampling: usize,
     ) -> Result<(Self, bool), ReadError> {
         let prefix = id.to_string();
         let index_path = Path::from(format!("{prefix}/index"));
         let local = data_dir.join(&prefix).join("index-header");
         let (header, built) =
-            IndexHeader::load_or_build(bucket.as_ref(), &index_path, &local).await?;
+            IndexHeader::load_or_build(bucket.as_ref(), &index_path, &local, postings_sampling)
+                .await?;
         let segments = list_segments(bucket.as_ref(), &prefix, &meta).await?;
         let external_labels = Labels::from_pairs(
             &meta
@@ -130,6 +132,13 @@ impl BucketBlock {
         Some(out)
     }
 
+    /// Whether one of the block's external labels is also a label name in its index.
+    pub fn external_labels_in_index(&self) -> bool {
+        self.external_labels
+            .iter()
+            .any(|l| self.header.postings.label_names().any(|n| n == l.name))
+    }
+
     /// Label names in the index (external labels added), without reading the bucket.
     pub fn label_names(&self) -> impl Iterator<Item = &str> {
         self.header
@@ -140,11 +149,11 @@ impl BucketBlock {
 
     /// Values of `name` in the index (or the external label's value), without reading the
     /// bucket.
-    pub fn label_values(&self, name: &str) -> Vec<&str> {
+    pub fn label_values(&self, name: &str) -> Result<Vec<String>, ReadError> {
         if let Some(value) = self.external_labels.get(name) {
-            return vec![value];
+            return Ok(vec![value.to_owned()]);
         }
-        self.header.postings.label_values(name).collect()
+        self.header.postings.label_values(name)
     }
 
     /// References of the series selected by `matchers` (already reduced by
@@ -161,21 +170,15 @@ impl BucketBlock {
         let mut any_positive = false;
         for m in matchers {
             if m.matches("") {
-                let ranges: Vec<Range<u64>> = table
-                    .ranges_matching(&m.name, |v| !m.matches(v))
-                    .map(|(_, r)| r)
-                    .collect();
+                let ranges = table.ranges_matching(&m.name, |v| !m.matches(v))?;
                 if !ranges.is_empty() {
                     plan.push((true, ranges));
                 }
             } else {
                 let ranges: Vec<Range<u64>> = if m.kind == MatchKind::Equal {
-                    table.range(&m.name, &m.value).into_iter().collect()
+                    table.range(&m.name, &m.value)?.into_iter().collect()
                 } else {
-                    table
-                        .ranges_matching(&m.name, |v| m.matches(v))
-                        .map(|(_, r)| r)
-                        .collect()
+                    table.ranges_matching(&m.name, |v| m.matches(v))?
                 };
                 if ranges.is_empty() {
                     return Ok(Vec::new());
@@ -185,7 +188,7 @@ impl BucketBlock {
             }
         }
         if !any_positive {
-            match table.all_postings_range() {
+            match table.all_postings_range()? {
                 Some(r) => plan.push((false, vec![r])),
                 None => return Ok(Vec::new()),
             }
@@ -222,9 +225,14 @@ impl BucketBlock {
             let want: Vec<Range<u64>> = missing.iter().map(|&i| ranges[i].clone()).collect();
             let got = fetch::get_ranges(&self.bucket, &self.index_path, &want).await?;
             for (i, bytes) in missing.into_iter().zip(got) {
-                // Keep just the list, not the coalesced buffer it was cut from.
-                let bytes = Bytes::copy_from_slice(&bytes);
-                cache.put(self.key(ItemKind::Postings, ranges[i].start), bytes.clone());
+                // The cache keeps a copy of just the list, never the coalesced read it was cut
+                // from; this request decodes from the read, freed with it.
+                if cache.is_enabled() {
+                    cache.put(
+                        self.key(ItemKind::Postings, ranges[i].start),
+                        Bytes::copy_from_slice(&bytes),
+                    );
+                }
                 raw[i] = Some(bytes);
             }
         }
@@ -286,11 +294,12 @@ impl BucketBlock {
                     fetch::get_range(self.bucket.as_ref(), &self.index_path, range.start..end)
                         .await?
                 };
-                let exact = Bytes::copy_from_slice(&exact);
-                cache.put(
-                    self.key(ItemKind::Series, u64::from(refs[i])),
-                    exact.clone(),
-                );
+                if cache.is_enabled() {
+                    cache.put(
+                        self.key(ItemKind::Series, u64::from(refs[i])),
+                        Bytes::copy_from_slice(&exact),
+                    );
+                }
                 raw[i] = Some(exact);
             }
         }
@@ -349,7 +358,9 @@ impl BucketBlock {
             let ranges: Vec<Range<u64>> = wanted.iter().map(|(_, r)| r.clone()).collect();
             let got = fetch::get_ranges(&self.bucket, &path, &ranges).await?;
             for ((i, range), bytes) in wanted.into_iter().zip(got) {
-                let exact = self.exact_chunk(segment, &path, range.start, bytes).await?;
+                let exact = self
+                    .exact_chunk(segment, &path, range.start, bytes, cache.is_enabled())
+                    .await?;
                 cache.put(self.key(ItemKind::Chunk, metas[i].chunk_ref), exact.clone());
                 raw[i] = Some(exact);
             }
@@ -379,6 +390,7 @@ impl BucketBlock {
         path: &Path,
         offset: u64,
         bytes: Bytes,
+        cached: bool,
     ) -> Result<Bytes, ReadError> {
         let Ok(offset32) = u32::try_from(offset) else {
             return Err(BlockError::invalid(
@@ -389,7 +401,10 @@ impl BucketBlock {
             .into());
         };
         match decode_chunk(&bytes, offset, segment, offset32) {
-            Ok((_, total)) => Ok(Bytes::copy_from_slice(&bytes[..total])),
+            // A cached chunk must not pin the coalesced read it was cut from; an uncached one
+            // is dropped with its batch, the read with it.
+            Ok((_, total)) if cached => Ok(Bytes::copy_from_slice(&bytes[..total])),
+            Ok((_, total)) => Ok(bytes.slice(..total)),
             Err(e) if e.is_truncated() && bytes.len() >= MAX_CHUNK_LEN_FIELD => {
                 let total = chunk_total_len(&bytes).ok_or(e)?;
                 let full =

@@ -121,6 +121,11 @@ impl LruCache {
             .set(i64::try_from(inner.size).unwrap_or(i64::MAX));
     }
 
+    /// Whether the cache can hold anything (a capacity of 0 disables it).
+    pub fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// Bytes held.
     pub fn size(&self) -> u64 {
         self.inner

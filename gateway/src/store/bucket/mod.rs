@@ -5,7 +5,11 @@
 //! still being uploaded (no `meta.json`), marked for deletion (`deletion-mark.json`) or
 //! downsampled (not decoded yet) are never served, and blocks that vanish are dropped. Each
 //! block keeps a small index-header on local disk ([`header`]); postings, series and chunks are
-//! read with range requests on demand and cached in byte-bounded LRU caches. A block whose
+//! read with range requests on demand, postings and series entries cached in a byte-bounded LRU
+//! cache (chunks too when a chunk cache is configured). A Series answer never exists whole: each
+//! block's postings are resolved when the request arrives (series references only), then series
+//! entries and chunks are read one batch per block at a time as the frames are taken, so the
+//! gRPC stream's flow control bounds the memory a request holds. A block whose
 //! files are corrupt or unreadable fails alone: its error becomes a warning (partial response)
 //! or the request's error when partial response is disabled. Nothing here panics on bucket
 //! contents.
@@ -16,8 +20,9 @@ pub mod fetch;
 pub mod header;
 pub mod metrics;
 pub mod parse;
+pub mod postings_table;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -42,6 +47,14 @@ use crate::query::endpoints::labels_to_proto;
 use crate::query::matchers::compile_matchers;
 use crate::query::store::{SeriesStream, Store, StoreError};
 
+/// Series read per block and batch by default: a request's postings are resolved at once (4
+/// bytes a series), its series entries and chunks one batch at a time as the answer is consumed.
+pub const SERIES_BATCH_SIZE: usize = 4096;
+
+/// A Series answer that read at least this many bytes of chunks hands the memory back to the
+/// operating system when it ends.
+const RELEASE_MEMORY_AFTER_BYTES: u64 = 8 << 20;
+
 /// Settings of a [`BucketStore`].
 #[derive(Debug, Clone)]
 pub struct BucketStoreConfig {
@@ -53,12 +66,18 @@ pub struct BucketStoreConfig {
     pub max_time: Option<i64>,
     /// Bytes of postings and series entries kept in memory.
     pub index_cache_bytes: u64,
-    /// Bytes of chunks kept in memory.
+    /// Bytes of chunks kept in memory by the chunk cache (0: no chunk cache).
     pub chunk_cache_bytes: u64,
+    /// Most bytes of chunks the Series requests in flight hold at once.
+    pub chunk_pool_bytes: u64,
     /// Most series one request may select (0: unlimited).
     pub series_limit: u64,
     /// Most samples one request may return (0: unlimited).
     pub samples_limit: u64,
+    /// Series whose entries and chunks are read, and answered, at a time per block.
+    pub series_batch_size: usize,
+    /// One postings offset table value in this many is kept in memory per label name.
+    pub postings_offsets_sampling: usize,
 }
 
 impl BucketStoreConfig {
@@ -69,9 +88,12 @@ impl BucketStoreConfig {
             min_time: None,
             max_time: None,
             index_cache_bytes: 250 << 20,
-            chunk_cache_bytes: 2 << 30,
+            chunk_cache_bytes: 0,
+            chunk_pool_bytes: 2 << 30,
             series_limit: 0,
             samples_limit: 0,
+            series_batch_size: SERIES_BATCH_SIZE,
+            postings_offsets_sampling: postings_table::DEFAULT_SAMPLING,
         }
     }
 }
@@ -94,21 +116,24 @@ pub struct BucketStore {
     bucket: Arc<dyn ObjectStore>,
     config: BucketStoreConfig,
     blocks: RwLock<BTreeMap<Ulid, Arc<BucketBlock>>>,
-    index_cache: LruCache,
-    chunk_cache: LruCache,
+    index_cache: Arc<LruCache>,
+    chunk_cache: Arc<LruCache>,
+    chunk_pool: Arc<ChunkPool>,
 }
 
 impl BucketStore {
     /// A store over `bucket` with no blocks loaded yet: call [`Self::sync`].
     pub fn new(bucket: Arc<dyn ObjectStore>, config: BucketStoreConfig) -> Self {
-        let index_cache = LruCache::new("index", config.index_cache_bytes);
-        let chunk_cache = LruCache::new("chunks", config.chunk_cache_bytes);
+        let index_cache = Arc::new(LruCache::new("index", config.index_cache_bytes));
+        let chunk_cache = Arc::new(LruCache::new("chunks", config.chunk_cache_bytes));
+        let chunk_pool = Arc::new(ChunkPool::new(config.chunk_pool_bytes));
         Self {
             bucket,
             config,
             blocks: RwLock::new(BTreeMap::new()),
             index_cache,
             chunk_cache,
+            chunk_pool,
         }
     }
 
@@ -195,7 +220,15 @@ impl BucketStore {
                 tracing::debug!(block = %dir, resolution = meta.resolution(), "downsampled block not served");
                 continue;
             }
-            match BucketBlock::load(self.bucket.clone(), id, meta, &self.config.data_dir).await {
+            let loaded = BucketBlock::load(
+                self.bucket.clone(),
+                id,
+                meta,
+                &self.config.data_dir,
+                self.config.postings_offsets_sampling,
+            )
+            .await;
+            match loaded {
                 Ok((block, built)) => {
                     summary.added += 1;
                     summary.headers_built += usize::from(built);
@@ -271,81 +304,46 @@ impl BucketStore {
             .collect()
     }
 
-    /// The series of one block matching `matchers`, with chunks in `[min_time, max_time]`
-    /// (none when `skip_chunks`); series without such chunks are left out.
-    async fn block_series(
+    /// Resolves the postings of `blocks` concurrently (series references only, 4 bytes a
+    /// series) and returns a cursor per block that reads its series batch by batch, with the
+    /// failures of the blocks that could not.
+    async fn cursors(
         &self,
-        block: &BucketBlock,
-        matchers: &[Matcher],
+        blocks: Vec<(Arc<BucketBlock>, Vec<Matcher>)>,
+        budget: &SeriesBudget,
+    ) -> (Vec<BlockCursor>, Vec<BlockFailure>) {
+        let batch = self.config.series_batch_size.max(1);
+        self.over_blocks(blocks, |block, m| async move {
+            let refs = block
+                .select(&m, &self.index_cache)
+                .await
+                .map_err(|error| BlockFailure::read(&block, &error))?;
+            // As Thanos does, the series limit bounds what the postings select, before any
+            // series entry is read.
+            budget.check_selected(refs.len())?;
+            Ok(BlockCursor::new(block, refs, batch))
+        })
+        .await
+    }
+
+    /// How a request with this time range reads series.
+    fn series_read(
+        &self,
         min_time: i64,
         max_time: i64,
         skip_chunks: bool,
-        budget: &SeriesBudget,
-    ) -> Result<Vec<(Labels, Vec<AggrChunk>)>, BlockFailure> {
-        let fail = |error: ReadError| BlockFailure::Read(format!("block {}: {error}", block.id));
-        let refs = block
-            .select(matchers, &self.index_cache)
-            .await
-            .map_err(fail)?;
-        // As Thanos does, the series limit bounds what the postings select, before any
-        // series entry is read.
-        budget.check_selected(refs.len())?;
-        let entries: Vec<SeriesEntry> =
-            block.series(&refs, &self.index_cache).await.map_err(fail)?;
-        let mut out = Vec::with_capacity(entries.len());
-        let mut wanted = Vec::new();
-        let mut owners = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let before = wanted.len();
-            wanted.extend(
-                entry
-                    .chunks
-                    .iter()
-                    .filter(|c| c.max_time >= min_time && c.min_time <= max_time),
-            );
-            if wanted.len() == before {
-                continue;
-            }
-            budget.add_series()?;
-            owners.push((i, before..wanted.len()));
+        budget: SeriesBudget,
+    ) -> SeriesRead {
+        SeriesRead {
+            index_cache: self.index_cache.clone(),
+            chunk_cache: self.chunk_cache.clone(),
+            chunk_pool: self.chunk_pool.clone(),
+            min_time,
+            max_time,
+            skip_chunks,
+            budget,
+            chunk_bytes: 0.into(),
         }
-        if skip_chunks {
-            for (i, _) in owners {
-                out.push((entries[i].labels.clone(), Vec::new()));
-            }
-            return Ok(out);
-        }
-        let chunks = block
-            .chunks(&wanted, &self.chunk_cache)
-            .await
-            .map_err(fail)?;
-        for (i, range) in owners {
-            let mut aggr = Vec::with_capacity(range.len());
-            for c in &chunks[range] {
-                let samples = c
-                    .data
-                    .get(..2)
-                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-                budget.add_samples(u64::from(samples))?;
-                let encoding = match c.encoding {
-                    2 => Encoding::Histogram,
-                    3 => Encoding::FloatHistogram,
-                    _ => Encoding::Xor,
-                };
-                aggr.push(AggrChunk {
-                    min_time: c.meta.min_time,
-                    max_time: c.meta.max_time,
-                    raw: Some(Chunk {
-                        r#type: encoding as i32,
-                        data: c.data.clone(),
-                        hash: 0,
-                    }),
-                    ..AggrChunk::default()
-                });
-            }
-            out.push((entries[i].labels.clone(), aggr));
-        }
-        Ok(out)
     }
 
     /// Runs `each` over every selected block concurrently, collecting answers and failures.
@@ -370,26 +368,32 @@ impl BucketStore {
         (ok, failed)
     }
 
-    /// Label names or values of series matching `matchers` in the time range, from series
-    /// entries (no chunk is read).
+    /// Calls `each` with the labels of every series of `blocks` matching their matchers (no
+    /// chunk is read), one block and one batch at a time; returns the failures.
     async fn matching_labels(
         &self,
-        matchers: &[Matcher],
-        start: i64,
-        end: i64,
-    ) -> (Vec<Vec<Labels>>, Vec<BlockFailure>) {
-        let blocks = self.selected(matchers, start, end);
+        blocks: Vec<(Arc<BucketBlock>, Vec<Matcher>)>,
+        mut each: impl FnMut(&Labels) + Send,
+    ) -> Vec<BlockFailure> {
         let budget = SeriesBudget::new(self.config.series_limit, 0);
-        self.over_blocks(blocks, |block, m| {
-            let budget = &budget;
-            async move {
-                let series = self
-                    .block_series(&block, &m, i64::MIN, i64::MAX, true, budget)
-                    .await?;
-                Ok(series.into_iter().map(|(l, _)| l).collect())
+        let (cursors, mut failures) = self.cursors(blocks, &budget).await;
+        let read = self.series_read(i64::MIN, i64::MAX, true, budget);
+        for mut cursor in cursors {
+            while !cursor.is_done() {
+                if let Err(failure) = cursor.fill(&read).await {
+                    let limit = matches!(failure, BlockFailure::Limit(_));
+                    failures.push(failure);
+                    if limit {
+                        return failures;
+                    }
+                    break;
+                }
+                for (labels, _) in cursor.pending.drain(..) {
+                    each(&labels);
+                }
             }
-        })
-        .await
+        }
+        failures
     }
 }
 
@@ -416,6 +420,10 @@ enum BlockFailure {
 }
 
 impl BlockFailure {
+    fn read(block: &BucketBlock, error: &ReadError) -> Self {
+        Self::Read(format!("block {}: {error}", block.id))
+    }
+
     fn into_warning(self) -> Result<String, StoreError> {
         match self {
             Self::Read(message) => Ok(message),
@@ -499,25 +507,351 @@ fn warnings(
     Ok(out)
 }
 
-/// Merges identical series from several blocks: chunks in time order, exact duplicates (the
-/// same chunk in overlapping blocks) once.
-fn merge_series(parts: Vec<Vec<(Labels, Vec<AggrChunk>)>>) -> BTreeMap<Labels, Vec<AggrChunk>> {
-    let mut merged: BTreeMap<Labels, Vec<AggrChunk>> = BTreeMap::new();
-    let single = parts.len() == 1;
-    for part in parts {
-        for (labels, chunks) in part {
-            merged.entry(labels).or_default().extend(chunks);
+/// How one request reads series: the caches, its time range and its limits.
+struct SeriesRead {
+    index_cache: Arc<LruCache>,
+    chunk_cache: Arc<LruCache>,
+    chunk_pool: Arc<ChunkPool>,
+    min_time: i64,
+    max_time: i64,
+    skip_chunks: bool,
+    budget: SeriesBudget,
+    /// Bytes of chunks read so far.
+    chunk_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl SeriesRead {
+    /// The series `refs` of `block`, in the order of `refs`, with their chunks in the time
+    /// range (none when `skip_chunks`); series without such chunks are left out.
+    async fn batch(
+        &self,
+        block: &BucketBlock,
+        refs: &[u32],
+    ) -> Result<(Vec<(Labels, Vec<AggrChunk>)>, Option<PoolLease>), BlockFailure> {
+        let fail = |error: ReadError| BlockFailure::read(block, &error);
+        let entries: Vec<SeriesEntry> =
+            block.series(refs, &self.index_cache).await.map_err(fail)?;
+        let mut wanted = Vec::new();
+        let mut owners = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let before = wanted.len();
+            wanted.extend(
+                entry
+                    .chunks
+                    .iter()
+                    .filter(|c| c.max_time >= self.min_time && c.min_time <= self.max_time),
+            );
+            if wanted.len() == before {
+                continue;
+            }
+            self.budget.add_series()?;
+            owners.push((i, before..wanted.len()));
+        }
+        let mut entries: Vec<Option<SeriesEntry>> = entries.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(owners.len());
+        if self.skip_chunks {
+            for (i, _) in owners {
+                if let Some(entry) = entries[i].take() {
+                    out.push((entry.labels, Vec::new()));
+                }
+            }
+            return Ok((out, None));
+        }
+        let chunks = block
+            .chunks(&wanted, &self.chunk_cache)
+            .await
+            .map_err(fail)?;
+        drop(wanted);
+        let bytes = chunks.iter().map(|c| c.data.len() as u64).sum();
+        self.chunk_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        let lease = self.chunk_pool.lease(bytes)?;
+        for (i, range) in owners {
+            let mut aggr = Vec::with_capacity(range.len());
+            for c in &chunks[range] {
+                let samples = c
+                    .data
+                    .get(..2)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                self.budget.add_samples(u64::from(samples))?;
+                let encoding = match c.encoding {
+                    2 => Encoding::Histogram,
+                    3 => Encoding::FloatHistogram,
+                    _ => Encoding::Xor,
+                };
+                aggr.push(AggrChunk {
+                    min_time: c.meta.min_time,
+                    max_time: c.meta.max_time,
+                    raw: Some(Chunk {
+                        r#type: encoding as i32,
+                        data: c.data.clone(),
+                        hash: 0,
+                    }),
+                    ..AggrChunk::default()
+                });
+            }
+            if let Some(entry) = entries[i].take() {
+                out.push((entry.labels, aggr));
+            }
+        }
+        Ok((out, Some(lease)))
+    }
+}
+
+/// The chunk bytes held by the Series requests in flight, bounded by `--chunk-pool-size`:
+/// each block's batch of chunks holds a lease until its last series is handed out.
+struct ChunkPool {
+    capacity: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl ChunkPool {
+    fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            used: 0.into(),
         }
     }
-    if !single {
-        for chunks in merged.values_mut() {
-            chunks.sort_by_key(|c| (c.min_time, c.max_time));
-            chunks.dedup_by(|a, b| {
-                a.min_time == b.min_time && a.max_time == b.max_time && a.raw == b.raw
-            });
+
+    /// Counts `bytes` as held until the lease is dropped, or fails when that would pass the
+    /// pool's capacity.
+    fn lease(self: &Arc<Self>, bytes: u64) -> Result<PoolLease, BlockFailure> {
+        use std::sync::atomic::Ordering;
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.saturating_add(bytes);
+            if next > self.capacity {
+                return Err(BlockFailure::Limit(StoreError::ResourceExhausted(format!(
+                    "chunk pool exhausted: {bytes} bytes of chunks wanted with {used} of {} in use; retry later or raise --chunk-pool-size",
+                    self.capacity
+                ))));
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Ok(PoolLease {
+                        pool: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => used = now,
+            }
         }
     }
-    merged
+}
+
+/// Bytes of a [`ChunkPool`] in use until dropped.
+struct PoolLease {
+    pool: Arc<ChunkPool>,
+    bytes: u64,
+}
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        self.pool
+            .used
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// One block's part of a request: the series references its postings selected, and the
+/// series read from them but not answered yet (at most one batch).
+struct BlockCursor {
+    block: Arc<BucketBlock>,
+    refs: Vec<u32>,
+    /// The references before this position have been read.
+    next: usize,
+    /// References read at a time.
+    batch: usize,
+    pending: VecDeque<(Labels, Vec<AggrChunk>)>,
+    /// The chunk pool's bytes held for `pending`.
+    lease: Option<PoolLease>,
+}
+
+impl BlockCursor {
+    fn new(block: Arc<BucketBlock>, refs: Vec<u32>, batch: usize) -> Self {
+        // Series come out of an index in label order, and adding the same external labels to
+        // each keeps that order, unless an external label's name is also in the index (its
+        // value then replaces the series' own): such a block is read at once and sorted.
+        let batch = if block.external_labels_in_index() {
+            usize::MAX
+        } else {
+            batch
+        };
+        Self {
+            block,
+            refs,
+            next: 0,
+            batch,
+            pending: VecDeque::new(),
+            lease: None,
+        }
+    }
+
+    /// Whether every selected series has been read and handed out.
+    fn is_done(&self) -> bool {
+        self.pending.is_empty() && self.next >= self.refs.len()
+    }
+
+    /// Reads batches until one holds series (some may have no chunk in the time range) or
+    /// the references run out.
+    async fn fill(&mut self, read: &SeriesRead) -> Result<(), BlockFailure> {
+        while self.pending.is_empty() && self.next < self.refs.len() {
+            // The previous batch has been handed out: its chunks are the caller's now.
+            self.lease = None;
+            let end = self.next.saturating_add(self.batch).min(self.refs.len());
+            let (mut series, lease) = read.batch(&self.block, &self.refs[self.next..end]).await?;
+            self.lease = lease;
+            self.next = end;
+            if self.batch == usize::MAX {
+                series = sorted_unique(series);
+            }
+            self.pending.extend(series);
+        }
+        if self.next >= self.refs.len() {
+            self.refs = Vec::new();
+            self.next = 0;
+        }
+        Ok(())
+    }
+
+    /// Gives up the rest of the block (after a failure under partial response).
+    fn abandon(&mut self) {
+        self.refs = Vec::new();
+        self.next = 0;
+        self.pending.clear();
+        self.lease = None;
+    }
+}
+
+/// The frames of one Series answer: warnings first, then the blocks' series merged in label
+/// order (a series in several blocks once, its chunks in time order), reading one batch per
+/// block at a time as the frames are consumed, so the gRPC stream's flow control bounds
+/// what is in memory.
+struct SeriesMerge {
+    read: SeriesRead,
+    cursors: Vec<BlockCursor>,
+    warnings: VecDeque<String>,
+    partial_response_disabled: bool,
+    ended: bool,
+}
+
+impl SeriesMerge {
+    /// The next frame; `None` after the last one or after an error.
+    async fn next_frame(&mut self) -> Option<Result<SeriesResponse, StoreError>> {
+        loop {
+            if let Some(warning) = self.warnings.pop_front() {
+                return Some(Ok(SeriesResponse {
+                    result: Some(Frame::Warning(warning)),
+                }));
+            }
+            if self.ended {
+                return None;
+            }
+            let read = &self.read;
+            let failures: Vec<(usize, BlockFailure)> = futures::future::join_all(
+                self.cursors
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, c)| c.pending.is_empty() && !c.is_done())
+                    .map(|(i, c)| async move { c.fill(read).await.err().map(|e| (i, e)) }),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+            for (i, failure) in failures {
+                match failure.into_warning() {
+                    Err(error) => {
+                        self.ended = true;
+                        return Some(Err(error));
+                    }
+                    Ok(message) if self.partial_response_disabled => {
+                        self.ended = true;
+                        return Some(Err(StoreError::Internal(message)));
+                    }
+                    Ok(message) => {
+                        self.cursors[i].abandon();
+                        self.warnings.push_back(message);
+                    }
+                }
+            }
+            self.cursors.retain(|c| !c.is_done());
+            if !self.warnings.is_empty() {
+                continue;
+            }
+            let Some(first) = self
+                .cursors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.pending.front().map(|(labels, _)| (i, labels)))
+                .min_by(|a, b| a.1.cmp(b.1))
+                .map(|(i, _)| i)
+            else {
+                self.ended = true;
+                return None;
+            };
+            let (labels, mut chunks) = self.cursors[first].pending.pop_front()?;
+            let mut merged = false;
+            for cursor in &mut self.cursors {
+                if cursor.pending.front().is_some_and(|(l, _)| *l == labels)
+                    && let Some((_, more)) = cursor.pending.pop_front()
+                {
+                    chunks.extend(more);
+                    merged = true;
+                }
+            }
+            if merged {
+                merge_chunks(&mut chunks);
+            }
+            return Some(Ok(SeriesResponse {
+                result: Some(Frame::Series(Series {
+                    labels: labels_to_proto(&labels),
+                    chunks,
+                })),
+            }));
+        }
+    }
+}
+
+impl Drop for SeriesMerge {
+    fn drop(&mut self) {
+        // The answer's batches are freed now; after a large one, the allocator is asked to
+        // give the memory back rather than keep it for the next.
+        let read = self
+            .read
+            .chunk_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if read >= RELEASE_MEMORY_AFTER_BYTES {
+            self.cursors.clear();
+            crate::allocator::release_free_memory();
+        }
+    }
+}
+
+/// Chunks of one series from several blocks in time order, exact duplicates (the same chunk
+/// in overlapping blocks) once.
+fn merge_chunks(chunks: &mut Vec<AggrChunk>) {
+    chunks.sort_by_key(|c| (c.min_time, c.max_time));
+    chunks.dedup_by(|a, b| a.min_time == b.min_time && a.max_time == b.max_time && a.raw == b.raw);
+}
+
+/// `series` sorted by labels, identical label sets as one.
+fn sorted_unique(mut series: Vec<(Labels, Vec<AggrChunk>)>) -> Vec<(Labels, Vec<AggrChunk>)> {
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(Labels, Vec<AggrChunk>)> = Vec::with_capacity(series.len());
+    for (labels, chunks) in series {
+        match out.last_mut() {
+            Some((last, existing)) if *last == labels => {
+                existing.extend(chunks);
+                merge_chunks(existing);
+            }
+            _ => out.push((labels, chunks)),
+        }
+    }
+    out
 }
 
 #[async_trait]
@@ -564,34 +898,22 @@ impl Store for BucketStore {
         let (min_time, max_time) = (request.min_time, request.max_time);
         let blocks = self.selected(&matchers, min_time, max_time);
         let budget = SeriesBudget::new(self.config.series_limit, self.config.samples_limit);
-        let (parts, failures) = self
-            .over_blocks(blocks, |block, m| {
-                let budget = &budget;
-                async move {
-                    self.block_series(&block, &m, min_time, max_time, request.skip_chunks, budget)
-                        .await
-                }
-            })
-            .await;
+        let (cursors, failures) = self.cursors(blocks, &budget).await;
         let warnings = warnings(failures, request.partial_response_disabled)?;
-        let merged = merge_series(parts);
-        let frames = warnings
-            .into_iter()
-            .map(|w| {
-                Ok(SeriesResponse {
-                    result: Some(Frame::Warning(w)),
-                })
-            })
-            .chain(merged.into_iter().map(|(labels, chunks)| {
-                Ok(SeriesResponse {
-                    result: Some(Frame::Series(Series {
-                        labels: labels_to_proto(&labels),
-                        chunks,
-                    })),
-                })
-            }))
-            .collect::<Vec<_>>();
-        Ok(Box::pin(futures::stream::iter(frames)))
+        let merge = SeriesMerge {
+            read: self.series_read(min_time, max_time, request.skip_chunks, budget),
+            cursors,
+            warnings: warnings.into(),
+            partial_response_disabled: request.partial_response_disabled,
+            ended: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            merge,
+            |mut merge| async move {
+                let frame = merge.next_frame().await?;
+                Some((frame, merge))
+            },
+        )))
     }
 
     async fn label_names(
@@ -600,7 +922,6 @@ impl Store for BucketStore {
     ) -> Result<LabelNamesResponse, StoreError> {
         let matchers = compile_matchers(&request.matchers)?.0;
         let mut names = BTreeSet::new();
-        let mut failures = Vec::new();
         let mut by_series = Vec::new();
         for (block, m) in self.selected(&matchers, request.start, request.end) {
             if m.is_empty() {
@@ -609,21 +930,15 @@ impl Store for BucketStore {
                 by_series.push((block, m));
             }
         }
-        if !by_series.is_empty() {
-            let (found, failed) = self
-                .over_blocks(by_series, |block, m| async move {
-                    let budget = SeriesBudget::new(self.config.series_limit, 0);
-                    let series = self
-                        .block_series(&block, &m, i64::MIN, i64::MAX, true, &budget)
-                        .await?;
-                    Ok(series.into_iter().map(|(l, _)| l).collect::<Vec<_>>())
-                })
-                .await;
-            failures = failed;
-            for labels in found.into_iter().flatten() {
-                names.extend(labels.iter().map(|l| l.name.clone()));
-            }
-        }
+        let failures = self
+            .matching_labels(by_series, |labels| {
+                for l in labels.iter() {
+                    if !names.contains(l.name.as_str()) {
+                        names.insert(l.name.clone());
+                    }
+                }
+            })
+            .await;
         let warnings = warnings(failures, request.partial_response_disabled)?;
         Ok(LabelNamesResponse {
             names: names.into_iter().collect(),
@@ -638,31 +953,29 @@ impl Store for BucketStore {
     ) -> Result<LabelValuesResponse, StoreError> {
         let matchers = compile_matchers(&request.matchers)?.0;
         let mut values = BTreeSet::new();
-        let mut by_series = false;
+        let mut by_series = Vec::new();
+        let mut failures = Vec::new();
         for (block, m) in self.selected(&matchers, request.start, request.end) {
-            if m.is_empty() {
-                values.extend(
-                    block
-                        .label_values(&request.label)
-                        .into_iter()
-                        .map(str::to_owned),
-                );
-            } else {
-                by_series = true;
+            if !m.is_empty() {
+                by_series.push((block, m));
+                continue;
+            }
+            match block.label_values(&request.label) {
+                Ok(found) => values.extend(found),
+                Err(error) => failures.push(BlockFailure::read(&block, &error)),
             }
         }
-        let mut failures = Vec::new();
-        if by_series {
-            let (found, failed) = self
-                .matching_labels(&matchers, request.start, request.end)
-                .await;
-            failures = failed;
-            for labels in found.into_iter().flatten() {
-                if let Some(v) = labels.get(&request.label) {
+        let label = request.label.as_str();
+        let mut by_series_failures = self
+            .matching_labels(by_series, |labels| {
+                if let Some(v) = labels.get(label)
+                    && !values.contains(v)
+                {
                     values.insert(v.to_owned());
                 }
-            }
-        }
+            })
+            .await;
+        failures.append(&mut by_series_failures);
         let warnings = warnings(failures, request.partial_response_disabled)?;
         Ok(LabelValuesResponse {
             values: values.into_iter().collect(),
