@@ -533,9 +533,9 @@ fn select_series(
             ratios.push(r);
         }
         for (si, s) in input.iter().enumerate() {
-            // Each series' position in [0, 1) comes from its labels, so the same series is
-            // kept at every step with the same ratio.
-            let off = s.labels.fingerprint() as f64 / u64::MAX as f64;
+            // Each series' position in [0, 1) comes from its labels' hash, as in Prometheus,
+            // so the same series is kept at every step and Prometheus keeps the same ones.
+            let off = s.labels.prometheus_hash() as f64 / u64::MAX as f64;
             for p in &s.pts {
                 let Some(&r) = ratios.get(ev.step_index(p.t)) else {
                     continue;
