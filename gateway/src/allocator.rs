@@ -10,8 +10,8 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
-/// Sets the allocator up to return large freed buffers at once; called at process start,
-/// before any thread exists.
+/// Sets the allocator up to return large freed buffers at once; called when `gauntlet store`
+/// starts, before any thread exists.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes the allocator's parameters; glibc serialises it with

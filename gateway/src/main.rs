@@ -3,6 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    gauntlet::allocator::tune();
     gauntlet::cli::main()
 }

@@ -25,6 +25,12 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return report_parse_error(&error),
     };
+    // The store gateway's memory must not stay at its high-water mark after a broad query;
+    // the other roles keep glibc's adaptive thresholds, which serve repeated large buffers
+    // (remote-read answers, query results) without mapping each one anew.
+    if matches!(cli.command, Command::Store(_)) {
+        crate::allocator::tune();
+    }
     telemetry::init(cli.log.level, cli.log.format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

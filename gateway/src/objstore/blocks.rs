@@ -7,12 +7,11 @@
 //! `meta.json` is already in the bucket is skipped; `meta.json` goes last, so a block becomes
 //! visible only when all its files are there. Local block directories are never modified.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use gauntlet_tsdb::block::meta::{BlockFile, BlockMeta, ThanosMeta};
+use gauntlet_tsdb::block::meta::BlockMeta;
 
 use super::{Bucket, ObjstoreError};
 
@@ -44,14 +43,8 @@ pub enum BlockError {
     Local(String),
 }
 
-/// Whether `name` is a ULID: 26 characters of Crockford base32, the first at most `7`.
-pub fn is_ulid(name: &str) -> bool {
-    name.len() == 26
-        && name.as_bytes()[0] <= b'7'
-        && name.bytes().all(|b| {
-            matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J' | b'K' | b'M' | b'N' | b'P'..=b'T' | b'V'..=b'Z')
-        })
-}
+/// Whether `name` is a ULID.
+pub use gauntlet_tsdb::block::ulid::is_ulid;
 
 /// ULIDs of the blocks in the bucket (top-level `ULID/` folders holding a `meta.json`), sorted;
 /// and the ULID folders without one (partial uploads, or blocks being deleted).
@@ -220,40 +213,13 @@ fn check_local_block(dir: &Path) -> Result<LocalBlock, BlockError> {
             "{shown} has no chunks/ directory: not a complete block; remove it or copy it again"
         )));
     }
-    let mut files = Vec::new();
-    collect_files(dir, "", &mut files)?;
-    files.retain(|(rel, _)| rel != "meta.json");
-    files.sort();
+    let files =
+        gauntlet_tsdb::block::block_files(dir).map_err(|e| BlockError::Local(e.to_string()))?;
     Ok(LocalBlock {
         dir: dir.to_owned(),
         meta,
         files,
     })
-}
-
-fn collect_files(root: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<(), BlockError> {
-    let dir = if rel.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(rel)
-    };
-    let read = |e: std::io::Error| BlockError::Local(format!("cannot list {}: {e}", dir.display()));
-    for entry in std::fs::read_dir(&dir).map_err(read)? {
-        let entry = entry.map_err(read)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let child = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
-        let meta = entry.metadata().map_err(read)?;
-        if meta.is_dir() {
-            collect_files(root, &child, out)?;
-        } else if meta.is_file() {
-            out.push((child, meta.len()));
-        }
-    }
-    Ok(())
 }
 
 /// The `meta.json` uploaded for `block`: its own, with the `thanos` section set (labels
@@ -268,39 +234,7 @@ pub fn upload_meta_from(
     labels: &[(String, String)],
     source: &str,
 ) -> BlockMeta {
-    let mut meta = block.meta.clone();
-    let thanos = meta.thanos.take().unwrap_or_default();
-    let mut merged: BTreeMap<String, String> = thanos.labels.clone();
-    for (name, value) in labels {
-        merged.insert(name.clone(), value.clone());
-    }
-    let mut files: Vec<BlockFile> = block
-        .files
-        .iter()
-        .map(|(rel, size)| BlockFile {
-            rel_path: rel.clone(),
-            size_bytes: *size,
-            hash: None,
-        })
-        .collect();
-    files.push(BlockFile {
-        rel_path: "meta.json".to_owned(),
-        size_bytes: 0,
-        hash: None,
-    });
-    files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
-    meta.thanos = Some(ThanosMeta {
-        labels: merged,
-        source: source.to_owned(),
-        segment_files: block
-            .files
-            .iter()
-            .filter_map(|(rel, _)| rel.strip_prefix("chunks/").map(str::to_owned))
-            .collect(),
-        files,
-        ..thanos
-    });
-    meta
+    block.meta.for_upload(&block.files, labels, source)
 }
 
 /// What happened to one block during an upload, for progress displays.

@@ -22,13 +22,12 @@
 //! modified; a failure is logged with what to do and retried at the next sync, and never
 //! stops the sidecar.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gauntlet_plugin_sdk::log::Level;
-use gauntlet_tsdb::block::meta::{BlockFile, BlockMeta, ThanosMeta};
+use gauntlet_tsdb::block::meta::BlockMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::outside::Outside;
@@ -385,7 +384,7 @@ impl Shipper {
             }
             sent += written;
         }
-        let meta = upload_meta(&block.meta, &sizes, labels);
+        let meta = block.meta.for_upload(&sizes, labels, SOURCE);
         let key = format!("{}{ulid}/meta.json", self.settings.key_prefix);
         outside
             .put(&key, meta.to_json())
@@ -394,55 +393,8 @@ impl Shipper {
     }
 }
 
-/// The `meta.json` uploaded for a block: its own, with the `thanos` section set (labels
-/// merged, the given ones win; source [`SOURCE`]; the files with their sizes and the chunk
-/// segment files).
-fn upload_meta(
-    meta: &BlockMeta,
-    files: &[(String, u64)],
-    labels: &[(String, String)],
-) -> BlockMeta {
-    let mut meta = meta.clone();
-    let thanos = meta.thanos.take().unwrap_or_default();
-    let mut merged: BTreeMap<String, String> = thanos.labels.clone();
-    for (name, value) in labels {
-        merged.insert(name.clone(), value.clone());
-    }
-    let mut listed: Vec<BlockFile> = files
-        .iter()
-        .map(|(rel, size)| BlockFile {
-            rel_path: rel.clone(),
-            size_bytes: *size,
-            hash: None,
-        })
-        .collect();
-    listed.push(BlockFile {
-        rel_path: "meta.json".to_owned(),
-        size_bytes: 0,
-        hash: None,
-    });
-    listed.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
-    meta.thanos = Some(ThanosMeta {
-        labels: merged,
-        source: SOURCE.to_owned(),
-        segment_files: files
-            .iter()
-            .filter_map(|(rel, _)| rel.strip_prefix("chunks/").map(str::to_owned))
-            .collect(),
-        files: listed,
-        ..thanos
-    });
-    meta
-}
-
-/// Whether `name` is a ULID: 26 characters of Crockford base32, the first at most `7`.
-pub fn is_ulid(name: &str) -> bool {
-    name.len() == 26
-        && name.as_bytes()[0] <= b'7'
-        && name.bytes().all(|b| {
-            matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J' | b'K' | b'M' | b'N' | b'P'..=b'T' | b'V'..=b'Z')
-        })
-}
+/// Whether `name` is a ULID.
+pub use gauntlet_tsdb::block::ulid::is_ulid;
 
 /// The complete blocks in `dir`, oldest first, and how many block folders could not be read
 /// (each logged and counted as an upload failure).
@@ -500,40 +452,16 @@ fn read_block(dir: &Path) -> Result<LocalBlock, String> {
     if !dir.join("chunks").is_dir() {
         return Err("no chunks/ folder".to_owned());
     }
-    let mut files = Vec::new();
-    collect_files(dir, "", &mut files)?;
-    files.retain(|rel| rel != "meta.json");
-    files.sort();
+    let files = gauntlet_tsdb::block::block_files(dir)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .collect();
     Ok(LocalBlock {
         dir: dir.to_owned(),
         meta,
         files,
     })
-}
-
-fn collect_files(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), String> {
-    let dir = if rel.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(rel)
-    };
-    let read = |e: std::io::Error| format!("cannot list {}: {e}", dir.display());
-    for entry in std::fs::read_dir(&dir).map_err(read)? {
-        let entry = entry.map_err(read)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let child = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
-        let kind = entry.file_type().map_err(read)?;
-        if kind.is_dir() {
-            collect_files(root, &child, out)?;
-        } else if kind.is_file() {
-            out.push(child);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

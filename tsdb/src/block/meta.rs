@@ -228,6 +228,48 @@ impl BlockMeta {
     pub fn resolution(&self) -> i64 {
         self.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
     }
+
+    /// The `meta.json` to upload with this block: a copy with the `thanos` section set —
+    /// `labels` merged into its labels (the given ones win), `source`, every file of `files`
+    /// (relative path, size) plus `meta.json` itself, sorted, and the chunk segment files.
+    pub fn for_upload(
+        &self,
+        files: &[(String, u64)],
+        labels: &[(String, String)],
+        source: &str,
+    ) -> BlockMeta {
+        let mut meta = self.clone();
+        let thanos = meta.thanos.take().unwrap_or_default();
+        let mut merged = thanos.labels.clone();
+        for (name, value) in labels {
+            merged.insert(name.clone(), value.clone());
+        }
+        let mut listed: Vec<BlockFile> = files
+            .iter()
+            .map(|(rel, size)| BlockFile {
+                rel_path: rel.clone(),
+                size_bytes: *size,
+                hash: None,
+            })
+            .collect();
+        listed.push(BlockFile {
+            rel_path: "meta.json".to_owned(),
+            size_bytes: 0,
+            hash: None,
+        });
+        listed.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+        meta.thanos = Some(ThanosMeta {
+            labels: merged,
+            source: source.to_owned(),
+            segment_files: files
+                .iter()
+                .filter_map(|(rel, _)| rel.strip_prefix("chunks/").map(str::to_owned))
+                .collect(),
+            files: listed,
+            ..thanos
+        });
+        meta
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,15 @@ impl fmt::Display for Ulid {
     }
 }
 
+/// Whether `name` is a ULID: 26 characters of Crockford base32, the first at most `7`.
+pub fn is_ulid(name: &str) -> bool {
+    name.len() == 26
+        && name.as_bytes()[0] <= b'7'
+        && name.bytes().all(|b| {
+            matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J' | b'K' | b'M' | b'N' | b'P'..=b'T' | b'V'..=b'Z')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
