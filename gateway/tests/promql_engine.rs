@@ -733,6 +733,42 @@ async fn histogram_rate_raises_no_counter_name_info() {
 #[test]
 fn parse_errors_match_prometheus() {
     let cases: &[(&str, &str)] = &[
+        (
+            "rate(foo)",
+            "1:6: parse error: expected type range vector in call to function \"rate\", got instant vector",
+        ),
+        (
+            "abs(foo[5m])",
+            "1:5: parse error: expected type instant vector in call to function \"abs\", got range vector",
+        ),
+        (
+            "histogram_quantile(0.9, foo[5m])",
+            "1:25: parse error: expected type instant vector in call to function \"histogram_quantile\", got range vector",
+        ),
+        (
+            "sum(foo[5m])",
+            "1:5: parse error: expected type instant vector in aggregation expression, got range vector",
+        ),
+        (
+            "topk(foo, bar)",
+            "1:6: parse error: expected type scalar in aggregation parameter, got instant vector",
+        ),
+        (
+            "count_values(1, foo)",
+            "1:14: parse error: expected type string in aggregation parameter, got scalar",
+        ),
+        (
+            "rate((foo)[5m])",
+            "1:11: parse error: ranges only allowed for vector selectors",
+        ),
+        (
+            "(foo)[5m]",
+            "1:6: parse error: ranges only allowed for vector selectors",
+        ),
+        (
+            "foo offset 5m[5m]",
+            "1:14: parse error: no offset modifiers allowed before range",
+        ),
         ("foo +", "1:6: parse error: unexpected end of input"),
         (
             "sum by (a) (foo) +",

@@ -281,6 +281,10 @@ struct Call<'a> {
     start: usize,
     args: usize,
     trailing_comma: Option<usize>,
+    /// Byte ranges of the arguments.
+    spans: Vec<(usize, usize)>,
+    /// An aggregation (`sum(...)`, `topk(k, ...)`) rather than a function call.
+    aggregation: bool,
 }
 
 /// Deepest nesting the recogniser follows (the engine rejects deeper queries before parsing).
@@ -392,10 +396,13 @@ impl<'a> Recogniser<'a> {
                         start: token.start,
                         args: 0,
                         trailing_comma: None,
+                        spans: Vec::new(),
+                        aggregation: false,
                     });
-                    let (args, trailing_comma) = self.call_args()?;
+                    let (spans, trailing_comma) = self.call_args()?;
                     let call = &mut self.calls[index];
-                    call.args = args;
+                    call.args = spans.len();
+                    call.spans = spans;
                     call.trailing_comma = trailing_comma;
                     Ok(())
                 } else if self.peek().is("{") {
@@ -414,37 +421,43 @@ impl<'a> Recogniser<'a> {
         }
     }
 
-    fn call_body(&mut self) -> Parsed {
-        self.call_args().map(|_| ())
-    }
-
-    /// `( expr, ... )`: the number of arguments and where a trailing comma is.
-    fn call_args(&mut self) -> Result<(usize, Option<usize>), Failure> {
+    /// `( expr, ... )`: the byte range of each argument and where a trailing comma is.
+    fn call_args(&mut self) -> Result<(Vec<(usize, usize)>, Option<usize>), Failure> {
         self.expect("(", None)?;
-        let mut args = 0;
+        let mut spans = Vec::new();
         loop {
             if self.peek().is(")") {
                 self.bump();
-                return Ok((args, None));
+                return Ok((spans, None));
             }
+            let start = self.peek().start;
             self.expr(0)?;
-            args += 1;
+            spans.push((start, self.peek().start));
             if self.peek().is(",") {
                 let comma = self.bump().start;
                 if self.peek().is(")") {
                     self.bump();
-                    return Ok((args, Some(comma)));
+                    return Ok((spans, Some(comma)));
                 }
                 continue;
             }
             self.expect(")", None)?;
-            return Ok((args, None));
+            return Ok((spans, None));
         }
     }
 
     fn aggregation(&mut self) -> Parsed {
         const AGGREGATION: Context = ("aggregation", "");
-        self.bump();
+        let token = self.bump();
+        let index = self.calls.len();
+        self.calls.push(Call {
+            name: token.text,
+            start: token.start,
+            args: 0,
+            trailing_comma: None,
+            spans: Vec::new(),
+            aggregation: true,
+        });
         let modifier_first = self.peek().is("by") || self.peek().is("without");
         if modifier_first {
             self.bump();
@@ -452,10 +465,14 @@ impl<'a> Recogniser<'a> {
         } else if !self.peek().is("(") {
             return Err(self.fail(None));
         }
-        self.call_body().map_err(|f| Failure {
+        let (spans, trailing_comma) = self.call_args().map_err(|f| Failure {
             context: f.context.or(Some(AGGREGATION)),
             ..f
         })?;
+        let call = &mut self.calls[index];
+        call.args = spans.len();
+        call.spans = spans;
+        call.trailing_comma = trailing_comma;
         if !modifier_first && (self.peek().is("by") || self.peek().is("without")) {
             self.bump();
             self.grouping_labels()?;
@@ -615,6 +632,9 @@ pub fn diagnose(query: &str) -> Option<SyntaxError> {
 /// message; the result is Prometheus's message and the byte offset it points at.
 pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> {
     let tokens = tokenize(query)?;
+    if let Some(bracket) = misplaced_range(&tokens, message) {
+        return Some((bracket, message.to_owned()));
+    }
     let mut recogniser = Recogniser {
         tokens,
         pos: 0,
@@ -624,8 +644,14 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
     let _ = recogniser.expr(0);
     let calls = recogniser.calls;
     if message.starts_with("trailing commas not allowed") {
-        let comma = calls.iter().find_map(|c| c.trailing_comma)?;
+        let comma = calls
+            .iter()
+            .filter(|c| !c.aggregation)
+            .find_map(|c| c.trailing_comma)?;
         return Some((comma, message.to_owned()));
+    }
+    if let Some(located) = locate_type_error(query, &calls, message) {
+        return Some(located);
     }
     // "expected 5 argument(s) in call to 'label_replace', got 2"
     if let Some(rest) = message.strip_prefix("expected ")
@@ -635,7 +661,7 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
         let got: usize = got.trim().parse().ok()?;
         let start = calls
             .iter()
-            .find(|c| c.name == name && c.args == got)?
+            .find(|c| !c.aggregation && c.name == name && c.args == got)?
             .start;
         return Some((
             start,
@@ -643,6 +669,95 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
         ));
     }
     None
+}
+
+/// Where a range that Prometheus refuses opens: after a parenthesis ("ranges only allowed for
+/// vector selectors") or after an offset ("no offset modifiers allowed before range").
+fn misplaced_range(tokens: &[Token<'_>], message: &str) -> Option<usize> {
+    let after_parenthesis = message == "ranges only allowed for vector selectors";
+    let after_offset = message == "no offset modifiers allowed before range";
+    if !after_parenthesis && !after_offset {
+        return None;
+    }
+    tokens.iter().enumerate().find_map(|(i, token)| {
+        if !token.is("[") || i == 0 {
+            return None;
+        }
+        // A subquery (`[5m:1m]`) may follow anything; a range may not.
+        let closing = tokens[i..].iter().position(|t| t.is("]"))?;
+        if tokens[i..i + closing].iter().any(|t| t.is(":")) {
+            return None;
+        }
+        let previous = &tokens[i - 1];
+        let found = if after_parenthesis {
+            previous.is(")")
+        } else {
+            previous.kind == Kind::Duration
+                && tokens[..i - 1]
+                    .iter()
+                    .rev()
+                    .find(|t| !t.is("-") && !t.is("+"))
+                    .is_some_and(|t| t.is("offset"))
+        };
+        found.then_some(token.start)
+    })
+}
+
+/// A type error in an argument points at the argument, as in Prometheus: the first argument
+/// of a call to the named function (or of an aggregation) whose own type is the one the
+/// message says it got. An aggregation's scalar or string argument is its "parameter".
+fn locate_type_error(query: &str, calls: &[Call<'_>], message: &str) -> Option<(usize, String)> {
+    let typed = prometheus_type_names(message);
+    let rest = typed.strip_prefix("expected type ")?;
+    let (expected, rest) = rest.split_once(" in ")?;
+    let (context, got) = rest.rsplit_once(", got ")?;
+    let has_type = |&&(start, end): &&(usize, usize)| {
+        query
+            .get(start..end)
+            .and_then(argument_type)
+            .is_some_and(|t| t == got)
+    };
+    if let Some(function) = context
+        .strip_prefix("call to function \"")
+        .and_then(|f| f.strip_suffix('"'))
+    {
+        let (start, _) = calls
+            .iter()
+            .filter(|c| !c.aggregation && c.name == function)
+            .find_map(|c| c.spans.iter().find(has_type))?;
+        return Some((*start, typed));
+    }
+    if context == "aggregation expression" {
+        let parameter = matches!(expected, "scalar" | "string");
+        let (start, _) = calls.iter().filter(|c| c.aggregation).find_map(|c| {
+            let span = if parameter {
+                c.spans.first()
+            } else {
+                c.spans.last()
+            };
+            span.filter(has_type)
+        })?;
+        let message = if parameter {
+            typed.replacen("aggregation expression", "aggregation parameter", 1)
+        } else {
+            typed
+        };
+        return Some((*start, message));
+    }
+    None
+}
+
+/// The Prometheus name of an argument's value type, when it parses on its own.
+fn argument_type(text: &str) -> Option<&'static str> {
+    use promql_parser::parser::value::ValueType;
+    Some(
+        match promql_parser::parser::parse(text).ok()?.value_type() {
+            ValueType::Vector => "instant vector",
+            ValueType::Matrix => "range vector",
+            ValueType::Scalar => "scalar",
+            ValueType::String => "string",
+        },
+    )
 }
 
 /// Prometheus's names for value types in type errors: "expected type matrix in call to
