@@ -287,6 +287,9 @@ struct Call<'a> {
     aggregation: bool,
 }
 
+/// A call's arguments as byte ranges, and where a trailing comma is.
+type CallArgs = (Vec<(usize, usize)>, Option<usize>);
+
 /// Deepest nesting the recogniser follows (the engine rejects deeper queries before parsing).
 const MAX_DEPTH: usize = 2_000;
 
@@ -422,7 +425,7 @@ impl<'a> Recogniser<'a> {
     }
 
     /// `( expr, ... )`: the byte range of each argument and where a trailing comma is.
-    fn call_args(&mut self) -> Result<(Vec<(usize, usize)>, Option<usize>), Failure> {
+    fn call_args(&mut self) -> Result<CallArgs, Failure> {
         self.expect("(", None)?;
         let mut spans = Vec::new();
         loop {
