@@ -22,7 +22,7 @@ use gauntlet_tsdb::labels::Labels;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use super::cache::{ItemKind, LruCache};
+use super::cache::{CacheKey, ItemKind, LruCache, next_block_id};
 use super::fetch;
 use super::header::IndexHeader;
 pub use super::header::ReadError;
@@ -49,6 +49,8 @@ pub struct FetchedChunk {
 pub struct BucketBlock {
     /// The block's ULID.
     pub id: Ulid,
+    /// Its entries' id in the caches (unique to this load).
+    cache_id: u64,
     /// Its `meta.json`.
     pub meta: BlockMeta,
     /// Its external labels (`thanos.labels`).
@@ -87,6 +89,7 @@ impl BucketBlock {
         Ok((
             Self {
                 id,
+                cache_id: next_block_id(),
                 meta,
                 external_labels,
                 header,
@@ -98,8 +101,13 @@ impl BucketBlock {
         ))
     }
 
-    fn key(&self, kind: ItemKind, at: u64) -> (u128, ItemKind, u64) {
-        (self.id.0, kind, at)
+    fn key(&self, kind: ItemKind, at: u64) -> CacheKey {
+        CacheKey::new(self.cache_id, kind, at)
+    }
+
+    /// The id its cache entries are kept under.
+    pub fn cache_id(&self) -> u64 {
+        self.cache_id
     }
 
     /// Size of the local index-header file.

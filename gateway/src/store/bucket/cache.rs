@@ -33,8 +33,49 @@ impl ItemKind {
     }
 }
 
-/// A cache key: block ULID, kind and offset or reference.
-pub type CacheKey = (u128, ItemKind, u64);
+/// A cache key: the block's cache id (see [`next_block_id`]), the kind and the offset or
+/// reference, in 16 bytes (the cache holds tens of thousands of small entries: every byte of
+/// bookkeeping counts twice, in the map and in the age index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// Block id shifted left by two, kind in the low two bits.
+    block_and_kind: u64,
+    at: u64,
+}
+
+impl CacheKey {
+    /// The key of one item of block `block`.
+    pub fn new(block: u64, kind: ItemKind, at: u64) -> Self {
+        let kind_bits = match kind {
+            ItemKind::Postings => 0,
+            ItemKind::Series => 1,
+            ItemKind::Chunk => 2,
+        };
+        Self {
+            block_and_kind: (block << 2) | kind_bits,
+            at,
+        }
+    }
+
+    fn block(self) -> u64 {
+        self.block_and_kind >> 2
+    }
+
+    fn kind(self) -> ItemKind {
+        match self.block_and_kind & 3 {
+            0 => ItemKind::Postings,
+            1 => ItemKind::Series,
+            _ => ItemKind::Chunk,
+        }
+    }
+}
+
+/// A process-wide id for a loaded block's cache entries: never reused (2^62 loads), so a block
+/// dropped and loaded again never sees the entries of its earlier copy.
+pub fn next_block_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 #[derive(Default)]
 struct Inner {
@@ -83,7 +124,7 @@ impl LruCache {
         let m = BucketMetrics::get();
         let outcome = if found.is_some() { "hit" } else { "miss" };
         m.cache_requests
-            .with_label_values(&[self.name, key.1.label(), outcome])
+            .with_label_values(&[self.name, key.kind().label(), outcome])
             .inc();
         found
     }
@@ -135,7 +176,7 @@ impl LruCache {
     }
 
     /// Drops every entry of one block.
-    pub fn forget_block(&self, block: u128) {
+    pub fn forget_block(&self, block: u64) {
         let mut inner = self
             .inner
             .lock()
@@ -143,7 +184,7 @@ impl LruCache {
         let keys: Vec<(CacheKey, u64)> = inner
             .entries
             .iter()
-            .filter(|(k, _)| k.0 == block)
+            .filter(|(k, _)| k.block() == block)
             .map(|(k, (_, age))| (*k, *age))
             .collect();
         for (key, age) in keys {
@@ -162,15 +203,27 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_within_capacity() {
         let cache = LruCache::new("test", 10);
-        cache.put((1, ItemKind::Series, 1), Bytes::from_static(b"aaaa"));
-        cache.put((1, ItemKind::Series, 2), Bytes::from_static(b"bbbb"));
-        assert!(cache.get(&(1, ItemKind::Series, 1)).is_some());
-        cache.put((1, ItemKind::Series, 3), Bytes::from_static(b"cccc"));
+        cache.put(
+            CacheKey::new(1, ItemKind::Series, 1),
+            Bytes::from_static(b"aaaa"),
+        );
+        cache.put(
+            CacheKey::new(1, ItemKind::Series, 2),
+            Bytes::from_static(b"bbbb"),
+        );
+        assert!(cache.get(&CacheKey::new(1, ItemKind::Series, 1)).is_some());
+        cache.put(
+            CacheKey::new(1, ItemKind::Series, 3),
+            Bytes::from_static(b"cccc"),
+        );
         assert_eq!(cache.size(), 8);
-        assert!(cache.get(&(1, ItemKind::Series, 2)).is_none());
-        assert!(cache.get(&(1, ItemKind::Series, 1)).is_some());
-        cache.put((1, ItemKind::Series, 4), Bytes::from(vec![0; 11]));
-        assert!(cache.get(&(1, ItemKind::Series, 4)).is_none());
+        assert!(cache.get(&CacheKey::new(1, ItemKind::Series, 2)).is_none());
+        assert!(cache.get(&CacheKey::new(1, ItemKind::Series, 1)).is_some());
+        cache.put(
+            CacheKey::new(1, ItemKind::Series, 4),
+            Bytes::from(vec![0; 11]),
+        );
+        assert!(cache.get(&CacheKey::new(1, ItemKind::Series, 4)).is_none());
         cache.forget_block(1);
         assert_eq!(cache.size(), 0);
     }

@@ -248,17 +248,17 @@ impl BucketStore {
                 }
             }
         }
-        let dropped: Vec<Ulid> = {
+        let dropped: Vec<(Ulid, u64)> = {
             let mut blocks = self
                 .blocks
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let gone: Vec<Ulid> = blocks
-                .keys()
-                .filter(|id| !present.contains(id))
-                .copied()
+            let gone: Vec<(Ulid, u64)> = blocks
+                .iter()
+                .filter(|(id, _)| !present.contains(*id))
+                .map(|(id, block)| (*id, block.cache_id()))
                 .collect();
-            for id in &gone {
+            for (id, _) in &gone {
                 blocks.remove(id);
             }
             // Several stores may share the process (the demo has one per simulated
@@ -268,10 +268,10 @@ impl BucketStore {
             BucketMetrics::get().blocks_loaded.add(added - dropped);
             gone
         };
-        for id in dropped {
+        for (id, cache_id) in dropped {
             summary.dropped += 1;
-            self.index_cache.forget_block(id.0);
-            self.chunk_cache.forget_block(id.0);
+            self.index_cache.forget_block(cache_id);
+            self.chunk_cache.forget_block(cache_id);
             let _ = tokio::fs::remove_dir_all(self.config.data_dir.join(id.to_string())).await;
             tracing::info!(block = %id, "block dropped");
         }
