@@ -769,6 +769,38 @@ fn parse_errors_match_prometheus() {
             "foo offset 5m[5m]",
             "1:14: parse error: no offset modifiers allowed before range",
         ),
+        (
+            "\"a\" + 1",
+            "1:1: parse error: binary expression must contain only scalar and instant vector types",
+        ),
+        (
+            "foo + on(a) \"b\"",
+            "1:13: parse error: binary expression must contain only scalar and instant vector types",
+        ),
+        (
+            "foo + (bar[5m])",
+            "1:7: parse error: binary expression must contain only scalar and instant vector types",
+        ),
+        (
+            "(foo + \"a\") * 2",
+            "1:8: parse error: binary expression must contain only scalar and instant vector types",
+        ),
+        (
+            "sum(foo) + bar[1m] + 1",
+            "1:12: parse error: binary expression must contain only scalar and instant vector types",
+        ),
+        (
+            "1 > 2",
+            "1:3: parse error: comparisons between scalars must use BOOL modifier",
+        ),
+        (
+            "1 and 2",
+            "1:1: parse error: set operator \"and\" not allowed in binary scalar expression",
+        ),
+        (
+            "foo + (1 and 2)",
+            "1:8: parse error: set operator \"and\" not allowed in binary scalar expression",
+        ),
         ("foo +", "1:6: parse error: unexpected end of input"),
         (
             "sum by (a) (foo) +",

@@ -272,6 +272,18 @@ struct Recogniser<'a> {
     pos: usize,
     depth: usize,
     calls: Vec<Call<'a>>,
+    /// Binary expressions in the order Prometheus checks them (operands first).
+    binaries: Vec<Binary<'a>>,
+}
+
+/// A binary expression as written: its operands' byte ranges and its operator.
+#[derive(Debug, Clone)]
+struct Binary<'a> {
+    lhs: (usize, usize),
+    op: Token<'a>,
+    /// `on(...)`/`ignoring(...)` given.
+    matching: bool,
+    rhs: (usize, usize),
 }
 
 /// A function call as written: where it starts, its arguments, a trailing comma.
@@ -342,14 +354,29 @@ impl<'a> Recogniser<'a> {
         if self.depth > MAX_DEPTH {
             return Err(self.fail(None));
         }
+        let start = self.peek().start;
         self.unary()?;
         while let Some((precedence, right)) = Self::binary_precedence(self.peek()) {
             if precedence < min_precedence {
                 break;
             }
-            self.bump();
+            let op = self.bump();
+            let matching = self.peek().is("on")
+                || self.peek().is("ignoring")
+                || (self.peek().is("bool")
+                    && self
+                        .tokens
+                        .get(self.pos + 1)
+                        .is_some_and(|t| t.is("on") || t.is("ignoring")));
             self.bin_modifiers()?;
+            let rhs_start = self.peek().start;
             self.expr(if right { precedence } else { precedence + 1 })?;
+            self.binaries.push(Binary {
+                lhs: (start, op.start),
+                op,
+                matching,
+                rhs: (rhs_start, self.peek().start),
+            });
         }
         self.depth -= 1;
         Ok(())
@@ -609,6 +636,7 @@ pub fn diagnose(query: &str) -> Option<SyntaxError> {
         pos: 0,
         depth: 0,
         calls: Vec::new(),
+        binaries: Vec::new(),
     };
     let failure = match recogniser.expr(0) {
         Ok(()) if recogniser.peek().kind == Kind::Eof => return None,
@@ -643,8 +671,12 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
         pos: 0,
         depth: 0,
         calls: Vec::new(),
+        binaries: Vec::new(),
     };
     let _ = recogniser.expr(0);
+    if let Some(located) = locate_binary_error(query, &recogniser.binaries, message) {
+        return Some(located);
+    }
     let calls = recogniser.calls;
     if message.starts_with("trailing commas not allowed") {
         let comma = calls
@@ -704,6 +736,53 @@ fn misplaced_range(tokens: &[Token<'_>], message: &str) -> Option<usize> {
         };
         found.then_some(token.start)
     })
+}
+
+/// Where Prometheus points for an error in a binary expression: the operand of the wrong type,
+/// the operator of a scalar comparison without `bool`, or the whole expression.
+fn locate_binary_error(
+    query: &str,
+    binaries: &[Binary<'_>],
+    message: &str,
+) -> Option<(usize, String)> {
+    let type_of = |(start, end): (usize, usize)| query.get(start..end).and_then(argument_type);
+    let is = |span, t: &str| type_of(span).is_some_and(|got| got == t);
+    if message == "binary expression must contain only scalar and instant vector types" {
+        let allowed = |span| matches!(type_of(span), Some("scalar" | "instant vector"));
+        let start = binaries.iter().find_map(|b| {
+            [b.lhs, b.rhs]
+                .into_iter()
+                .find(|&span| type_of(span).is_some() && !allowed(span))
+                .map(|(start, _)| start)
+        })?;
+        return Some((start, message.to_owned()));
+    }
+    if message == "comparisons between scalars must use BOOL modifier" {
+        let b = binaries.iter().find(|b| {
+            matches!(b.op.text, "==" | "!=" | "<" | "<=" | ">" | ">=")
+                && is(b.lhs, "scalar")
+                && is(b.rhs, "scalar")
+        })?;
+        return Some((b.op.start, message.to_owned()));
+    }
+    if message == "vector matching only allowed between instant vectors" {
+        let b = binaries.iter().find(|b| {
+            b.matching && !(is(b.lhs, "instant vector") && is(b.rhs, "instant vector"))
+        })?;
+        return Some((b.lhs.0, message.to_owned()));
+    }
+    let rest = message.strip_prefix("set operator '")?;
+    let (op, rest) = rest.split_once('\'')?;
+    if rest != " not allowed in binary scalar expression" {
+        return None;
+    }
+    let b = binaries
+        .iter()
+        .find(|b| b.op.text == op && (is(b.lhs, "scalar") || is(b.rhs, "scalar")))?;
+    Some((
+        b.lhs.0,
+        format!("set operator \"{op}\" not allowed in binary scalar expression"),
+    ))
 }
 
 /// A type error in an argument points at the argument, as in Prometheus: the first argument
