@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gauntlet_e2e::{
     Process, api_stores, browser_artifacts, drive_ui, free_loopback_address, gauntlet_binary,
-    scratch_dir, ui_labels, ui_stores, wait_until_ok,
+    scratch_dir, sorted_strings, ui_labels, ui_stores, wait_until_ok,
 };
 use serde_json::{Value, json};
 
@@ -51,17 +51,6 @@ async fn result_labels(base: &str, query: &str, dedup: bool) -> anyhow::Result<V
     Ok(out)
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    let mut out: Vec<String> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test]
 async fn the_ui_queries_toggles_dedup_graphs_and_lists_stores() -> anyhow::Result<()> {
     // The demo finds the file-store component where scripts/build-plugins leaves it.
@@ -99,8 +88,8 @@ async fn the_ui_queries_toggles_dedup_graphs_and_lists_stores() -> anyhow::Resul
     let deduped = result_labels(&base, "up", true).await?;
     let raw = result_labels(&base, "up", false).await?;
     assert!(raw.len() > deduped.len(), "{raw:?} vs {deduped:?}");
-    assert_eq!(strings(&seen["dedupSeries"]), deduped, "{seen}");
-    assert_eq!(strings(&seen["rawSeries"]), raw, "{seen}");
+    assert_eq!(sorted_strings(&seen["dedupSeries"]), deduped, "{seen}");
+    assert_eq!(sorted_strings(&seen["rawSeries"]), raw, "{seen}");
     assert_eq!(seen["dedupRows"], deduped.len(), "{seen}");
     assert_eq!(seen["rawRows"], raw.len(), "{seen}");
     assert!(
@@ -122,7 +111,11 @@ async fn the_ui_queries_toggles_dedup_graphs_and_lists_stores() -> anyhow::Resul
     for (i, query) in [GRAPH_CLUSTERS, GRAPH_WAREHOUSE].iter().enumerate() {
         let expected = result_labels(&base, query, true).await?;
         assert!(!expected.is_empty(), "{query}: empty");
-        assert_eq!(strings(&seen["legends"][i]), expected, "{query}: {seen}");
+        assert_eq!(
+            sorted_strings(&seen["legends"][i]),
+            expected,
+            "{query}: {seen}"
+        );
     }
     let legend = seen["legends"].to_string();
     for needle in [

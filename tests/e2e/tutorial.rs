@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gauntlet_e2e::{
     Process, api_stores, browser_artifacts, drive_ui, free_loopback_address, gauntlet_binary,
-    scratch_dir, ui_labels, ui_stores, wait_until_ok,
+    scratch_dir, sorted_strings, ui_labels, ui_stores, wait_until_ok,
 };
 use serde_json::Value;
 
@@ -828,17 +828,6 @@ fn shown(metrics: &[Value]) -> Vec<String> {
     out
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    let mut out: Vec<String> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test]
 async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyhow::Result<()> {
     setup()?;
@@ -931,7 +920,7 @@ async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyho
     .await??;
 
     // Deduplicated: one row per target and cluster, `cluster` shown, `replica` gone.
-    assert_eq!(strings(&seen["dedupSeries"]), deduped, "{seen}");
+    assert_eq!(sorted_strings(&seen["dedupSeries"]), deduped, "{seen}");
     assert_eq!(seen["dedupRows"], deduped.len(), "{seen}");
     assert!(
         deduped
@@ -946,7 +935,7 @@ async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyho
         "{seen}"
     );
     // Unticked: both replicas of us1, `replica` shown.
-    assert_eq!(strings(&seen["rawSeries"]), raw, "{seen}");
+    assert_eq!(sorted_strings(&seen["rawSeries"]), raw, "{seen}");
     assert_eq!(seen["rawRows"], raw.len(), "{seen}");
     for replica in ["replica=\"0\"", "replica=\"1\""] {
         assert!(raw.iter().any(|s| s.contains(replica)), "{raw:?}");
@@ -957,7 +946,7 @@ async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyho
         .map(|(_, external)| format!("{{cluster=\"{}\"}}", external[0].1))
         .collect();
     clusters.dedup();
-    assert_eq!(strings(&seen["legends"][0]), clusters, "{seen}");
+    assert_eq!(sorted_strings(&seen["legends"][0]), clusters, "{seen}");
     // The Stores page: the three sidecars, up, with their Prometheus's external labels.
     let mut expected_stores: Vec<(String, Vec<String>)> = sidecars
         .iter()

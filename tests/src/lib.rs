@@ -325,3 +325,15 @@ impl S3Server {
         )
     }
 }
+
+/// The strings of a JSON array, sorted (other values are skipped).
+pub fn sorted_strings(value: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
+}

@@ -420,20 +420,9 @@ impl<'a> Recogniser<'a> {
             Kind::Identifier | Kind::MetricIdentifier => {
                 self.bump();
                 if token.kind == Kind::Identifier && self.peek().is("(") {
-                    let index = self.calls.len();
-                    self.calls.push(Call {
-                        name: token.text,
-                        start: token.start,
-                        args: 0,
-                        trailing_comma: None,
-                        spans: Vec::new(),
-                        aggregation: false,
-                    });
-                    let (spans, trailing_comma) = self.call_args()?;
-                    let call = &mut self.calls[index];
-                    call.args = spans.len();
-                    call.spans = spans;
-                    call.trailing_comma = trailing_comma;
+                    let index = self.open_call(token, false);
+                    let args = self.call_args()?;
+                    self.close_call(index, args);
                     Ok(())
                 } else if self.peek().is("{") {
                     self.matchers()
@@ -449,6 +438,27 @@ impl<'a> Recogniser<'a> {
             Kind::Punct if token.text == "{" => self.matchers(),
             _ => Err(self.fail(None)),
         }
+    }
+
+    /// Records a call (or aggregation) named by `token` before its arguments are read.
+    fn open_call(&mut self, token: Token<'a>, aggregation: bool) -> usize {
+        self.calls.push(Call {
+            name: token.text,
+            start: token.start,
+            args: 0,
+            trailing_comma: None,
+            spans: Vec::new(),
+            aggregation,
+        });
+        self.calls.len() - 1
+    }
+
+    /// Completes the call recorded at `index` with its arguments.
+    fn close_call(&mut self, index: usize, (spans, trailing_comma): CallArgs) {
+        let call = &mut self.calls[index];
+        call.args = spans.len();
+        call.spans = spans;
+        call.trailing_comma = trailing_comma;
     }
 
     /// `( expr, ... )`: the byte range of each argument and where a trailing comma is.
@@ -479,15 +489,7 @@ impl<'a> Recogniser<'a> {
     fn aggregation(&mut self) -> Parsed {
         const AGGREGATION: Context = ("aggregation", "");
         let token = self.bump();
-        let index = self.calls.len();
-        self.calls.push(Call {
-            name: token.text,
-            start: token.start,
-            args: 0,
-            trailing_comma: None,
-            spans: Vec::new(),
-            aggregation: true,
-        });
+        let index = self.open_call(token, true);
         let modifier_first = self.peek().is("by") || self.peek().is("without");
         if modifier_first {
             self.bump();
@@ -495,14 +497,11 @@ impl<'a> Recogniser<'a> {
         } else if !self.peek().is("(") {
             return Err(self.fail(None));
         }
-        let (spans, trailing_comma) = self.call_args().map_err(|f| Failure {
+        let args = self.call_args().map_err(|f| Failure {
             context: f.context.or(Some(AGGREGATION)),
             ..f
         })?;
-        let call = &mut self.calls[index];
-        call.args = spans.len();
-        call.spans = spans;
-        call.trailing_comma = trailing_comma;
+        self.close_call(index, args);
         if !modifier_first && (self.peek().is("by") || self.peek().is("without")) {
             self.bump();
             self.grouping_labels()?;
