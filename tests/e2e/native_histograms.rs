@@ -8,7 +8,7 @@ mod plugin_common;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, wait_until_ok};
+use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, get_json, wait_until_ok};
 use gauntlet_proto::prometheus::{
     BucketSpan, Histogram, Label, TimeSeries, WriteRequest, histogram,
 };
@@ -62,19 +62,6 @@ fn series(name: &str, job: &str, end_ms: i64, growth: u64) -> TimeSeries {
         histograms,
         ..TimeSeries::default()
     }
-}
-
-async fn get(base: &str, params: &[(&str, String)], path: &str) -> anyhow::Result<Value> {
-    let response = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .query(params)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.text().await?;
-    anyhow::ensure!(status.is_success(), "{path} {params:?}: {status}: {body}");
-    Ok(serde_json::from_str(&body)?)
 }
 
 /// Whether two API results are equal, numbers (JSON strings) within 1e-9 relative.
@@ -223,11 +210,11 @@ async fn native_histograms_through_the_sidecar_match_prometheus() -> anyhow::Res
             ("/api/v1/query", &instant[..]),
             ("/api/v1/query_range", &range[..]),
         ] {
-            let expected = normalised(get(&prometheus, params, path).await?);
+            let expected = normalised(get_json(&prometheus, path, params).await?);
             // The querier sees the data once the sidecar's first Info has been answered.
             let mut actual = Value::Null;
             for _ in 0..20 {
-                actual = normalised(get(&querier, params, path).await?);
+                actual = normalised(get_json(&querier, path, params).await?);
                 if close(&actual, &expected) {
                     break;
                 }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gauntlet_e2e::{Process, free_loopback_address, gauntlet_binary, scratch_dir, wait_until_ok};
+use gauntlet_e2e::{
+    Process, free_loopback_address, gauntlet_binary, get_json, scratch_dir, wait_until_ok,
+};
 use serde_json::Value;
 
 /// A running `gauntlet demo` and a `gauntlet query` stacked on its StoreAPI.
@@ -70,20 +72,6 @@ async fn start_stack() -> anyhow::Result<Stack> {
     })
 }
 
-async fn get(base: &str, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
-    let response = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .query(params)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "{path} {params:?}: {}",
-        response.text().await?
-    );
-    Ok(response.json().await?)
-}
-
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,8 +102,8 @@ async fn a_querier_stacked_on_another_returns_the_same_answers() -> anyhow::Resu
                 ("time", at.clone()),
                 ("dedup", dedup.into()),
             ];
-            let direct = get(&stack.demo_http, "/api/v1/query", &instant).await?;
-            let stacked = get(&stack.stacked_http, "/api/v1/query", &instant).await?;
+            let direct = get_json(&stack.demo_http, "/api/v1/query", &instant).await?;
+            let stacked = get_json(&stack.stacked_http, "/api/v1/query", &instant).await?;
             assert_eq!(direct["data"], stacked["data"], "{query} dedup={dedup}");
             assert!(
                 !direct["data"]["result"]
@@ -130,8 +118,8 @@ async fn a_querier_stacked_on_another_returns_the_same_answers() -> anyhow::Resu
                 ("step", "60".to_owned()),
                 ("dedup", dedup.into()),
             ];
-            let direct = get(&stack.demo_http, "/api/v1/query_range", &range).await?;
-            let stacked = get(&stack.stacked_http, "/api/v1/query_range", &range).await?;
+            let direct = get_json(&stack.demo_http, "/api/v1/query_range", &range).await?;
+            let stacked = get_json(&stack.stacked_http, "/api/v1/query_range", &range).await?;
             assert_eq!(
                 direct["data"], stacked["data"],
                 "range {query} dedup={dedup}"
@@ -143,13 +131,13 @@ async fn a_querier_stacked_on_another_returns_the_same_answers() -> anyhow::Resu
             .as_str()
             .map(str::to_owned)
     };
-    let deduped = get(
+    let deduped = get_json(
         &stack.stacked_http,
         "/api/v1/query",
         &[("query", "count(up)".into()), ("time", at.clone())],
     )
     .await?;
-    let all = get(
+    let all = get_json(
         &stack.stacked_http,
         "/api/v1/query",
         &[
@@ -166,7 +154,7 @@ async fn a_querier_stacked_on_another_returns_the_same_answers() -> anyhow::Resu
     );
     assert_eq!(count(&all).as_deref(), Some("18"), "us1's targets twice");
 
-    let stores = get(&stack.stacked_http, "/api/v1/stores", &[]).await?;
+    let stores = get_json(&stack.stacked_http, "/api/v1/stores", &[]).await?;
     let queriers = stores["data"]["query"]
         .as_array()
         .cloned()
@@ -260,7 +248,7 @@ async fn the_demo_starts_without_its_plugin_and_says_how_to_build_it() -> anyhow
             && output.contains("bash scripts/build-plugins"),
         "{output}"
     );
-    let stores = get(&base, "/api/v1/stores", &[]).await?;
+    let stores = get_json(&base, "/api/v1/stores", &[]).await?;
     let mut names: Vec<String> = stores["data"]
         .as_object()
         .into_iter()
@@ -276,7 +264,7 @@ async fn the_demo_starts_without_its_plugin_and_says_how_to_build_it() -> anyhow
     );
     // The block stores answer; the warehouse's files were written, only their store is
     // missing.
-    let body = get(&base, "/api/v1/query", &[("query", "up".into())]).await?;
+    let body = get_json(&base, "/api/v1/query", &[("query", "up".into())]).await?;
     assert!(
         body["data"]["result"]
             .as_array()
@@ -293,7 +281,7 @@ async fn the_demo_starts_without_its_plugin_and_says_how_to_build_it() -> anyhow
         .filter(|csv| csv.is_file())
         .collect();
     assert_eq!(written.len(), 1, "{output}");
-    let warehouse = get(
+    let warehouse = get_json(
         &base,
         "/api/v1/query",
         &[("query", gauntlet::demo::files::EXAMPLE_QUERY.into())],
@@ -323,7 +311,7 @@ async fn sigterm_stops_the_querier_gracefully() -> anyhow::Result<()> {
     )?;
     // An unreachable endpoint at start is not fatal.
     wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(30)).await?;
-    let stores = get(&format!("http://{http}"), "/api/v1/stores", &[]).await?;
+    let stores = get_json(&format!("http://{http}"), "/api/v1/stores", &[]).await?;
     let unknown = stores["data"]["unknown"]
         .as_array()
         .cloned()

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gauntlet_e2e::{
     Process, api_stores, browser_artifacts, drive_ui, free_loopback_address, gauntlet_binary,
-    scratch_dir, sorted_strings, ui_labels, ui_stores, wait_until_ok,
+    get_json, scratch_dir, sorted_strings, ui_labels, ui_stores, wait_until_ok,
 };
 use serde_json::Value;
 
@@ -29,19 +29,6 @@ fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-async fn get(base: &str, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
-    let response = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .query(params)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.text().await?;
-    anyhow::ensure!(status.is_success(), "{path} {params:?}: {status}: {body}");
-    Ok(serde_json::from_str(&body)?)
 }
 
 /// Retries `check` every 500 ms until it returns `Ok(Some(_))` or `timeout` passes.
@@ -104,14 +91,15 @@ impl Prometheus {
 }
 
 /// Writes a Prometheus configuration (and returns the server, not yet started).
+/// A Prometheus (not started) listening on `address`, with its own folder under `dir`.
 fn prometheus(
     dir: &Path,
     name: &str,
+    address: SocketAddr,
     external: &[(&str, &str)],
     targets: &[String],
     interval: &str,
 ) -> anyhow::Result<Prometheus> {
-    let address = free_loopback_address()?;
     let folder = dir.join(name);
     std::fs::create_dir_all(folder.join("data"))?;
     let config = folder.join("prometheus.yml");
@@ -241,7 +229,7 @@ fn value(sample: &Value) -> f64 {
 }
 
 async fn instant(base: &str, query: &str, at: f64, dedup: bool) -> anyhow::Result<Value> {
-    get(
+    get_json(
         base,
         "/api/v1/query",
         &[
@@ -337,7 +325,7 @@ async fn the_tutorial_script_runs_three_prometheus_three_sidecars_and_a_querier(
         "three sidecars in /api/v1/stores",
         Duration::from_secs(60),
         || async {
-            let stores = get(&querier, "/api/v1/stores", &[]).await?;
+            let stores = get_json(&querier, "/api/v1/stores", &[]).await?;
             let sidecars = stores["data"]["sidecar"]
                 .as_array()
                 .cloned()
@@ -415,7 +403,7 @@ async fn the_tutorial_script_runs_three_prometheus_three_sidecars_and_a_querier(
         .await?,
     );
     assert_eq!(clusters.len(), 3, "{clusters:?}");
-    let values = get(&querier, "/api/v1/label/cluster/values", &[]).await?;
+    let values = get_json(&querier, "/api/v1/label/cluster/values", &[]).await?;
     assert_eq!(
         values["data"],
         serde_json::json!(["prometheus-node1", "prometheus-node2", "prometheus-node3"])
@@ -463,8 +451,8 @@ async fn the_tutorial_script_runs_three_prometheus_three_sidecars_and_a_querier(
             ("end", format!("{at:.0}")),
             ("step", "5".to_owned()),
         ];
-        let direct = get(&querier, "/api/v1/query_range", &range).await?;
-        let through = get(&stacked.url(), "/api/v1/query_range", &range).await?;
+        let direct = get_json(&querier, "/api/v1/query_range", &range).await?;
+        let through = get_json(&stacked.url(), "/api/v1/query_range", &range).await?;
         assert_eq!(direct["data"], through["data"], "range {query}");
     }
     Ok(())
@@ -486,14 +474,15 @@ async fn an_ha_pair_deduplicates_and_survives_losing_a_replica() -> anyhow::Resu
     let mut eu1 = prometheus(
         &dir,
         "eu1",
+        eu1_address,
         &[("cluster", "eu1"), ("replica", "0")],
         &target,
         "1s",
     )?;
-    eu1.address = eu1_address;
     let mut us1_0 = prometheus(
         &dir,
         "us1-0",
+        free_loopback_address()?,
         &[("cluster", "us1"), ("replica", "0")],
         &target,
         "1s",
@@ -501,6 +490,7 @@ async fn an_ha_pair_deduplicates_and_survives_losing_a_replica() -> anyhow::Resu
     let mut us1_1 = prometheus(
         &dir,
         "us1-1",
+        free_loopback_address()?,
         &[("cluster", "us1"), ("replica", "1")],
         &target,
         "1s",
@@ -558,7 +548,7 @@ async fn an_ha_pair_deduplicates_and_survives_losing_a_replica() -> anyhow::Resu
     );
 
     // rate() across the failover: no gap, no spike, no negative value.
-    let range = get(
+    let range = get_json(
         &base,
         "/api/v1/query_range",
         &[
@@ -606,7 +596,14 @@ async fn the_reloader_applies_configuration_and_rule_changes() -> anyhow::Result
     let dir = scratch_dir("reloader")?;
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules)?;
-    let mut server = prometheus(&dir, "prom", &[("cluster", "a")], &[], "5s")?;
+    let mut server = prometheus(
+        &dir,
+        "prom",
+        free_loopback_address()?,
+        &[("cluster", "a")],
+        &[],
+        "5s",
+    )?;
     let template = dir.join("prometheus.yml.tmpl");
     let write_template = |interval: &str| {
         let text = render_config(
@@ -640,7 +637,7 @@ async fn the_reloader_applies_configuration_and_rule_changes() -> anyhow::Result
     let loaded = || {
         let url = url.clone();
         async move {
-            let config = get(&url, "/api/v1/status/config", &[]).await?;
+            let config = get_json(&url, "/api/v1/status/config", &[]).await?;
             Ok::<String, anyhow::Error>(config["data"]["yaml"].as_str().unwrap_or("").to_owned())
         }
     };
@@ -679,7 +676,7 @@ async fn the_reloader_applies_configuration_and_rule_changes() -> anyhow::Result
         || {
             let url = url.clone();
             async move {
-                let rules = get(&url, "/api/v1/rules", &[]).await?;
+                let rules = get_json(&url, "/api/v1/rules", &[]).await?;
                 Ok(rules.to_string().contains("job:up:sum").then_some(()))
             }
         },
@@ -698,11 +695,11 @@ async fn a_prometheus_down_at_start_gives_warnings_then_answers() -> anyhow::Res
     let mut server = prometheus(
         &dir,
         "prom",
+        address,
         &[("cluster", "late")],
         &[address.to_string()],
         "1s",
     )?;
-    server.address = address;
     let sidecar = sidecar(&server.url(), &[])?;
     wait_until_ok(
         &format!("http://{}/-/healthy", sidecar.http),
@@ -803,7 +800,7 @@ async fn labels_at_prometheus(
     external: &[(&str, &str)],
     query: &str,
 ) -> anyhow::Result<Vec<Value>> {
-    let body = get(
+    let body = get_json(
         &server.url(),
         "/api/v1/query",
         &[("query", query.to_owned())],
@@ -846,8 +843,7 @@ async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyho
     ];
     let mut servers = Vec::new();
     for ((name, external), address) in topology.iter().zip(addresses) {
-        let mut server = prometheus(&dir, name, external, &targets, "1s")?;
-        server.address = address;
+        let mut server = prometheus(&dir, name, address, external, &targets, "1s")?;
         server.start()?;
         servers.push(server);
     }
@@ -964,7 +960,7 @@ async fn the_ui_shows_the_ha_pair_deduplicated_and_the_three_sidecars() -> anyho
     expected_stores.sort();
     assert_eq!(ui_stores(&seen), expected_stores, "{seen}");
     assert_eq!(
-        api_stores(&get(&base, "/api/v1/stores", &[]).await?),
+        api_stores(&get_json(&base, "/api/v1/stores", &[]).await?),
         expected_stores
     );
     let rows = seen["stores"].as_array().cloned().unwrap_or_default();
@@ -1007,11 +1003,11 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
     let mut server = prometheus(
         &dir,
         "prom",
+        address,
         &[("cluster", "bench")],
         &[address.to_string()],
         "1s",
     )?;
-    server.address = address;
     server.start()?;
     server.ready().await?;
     let sidecar = sidecar(&server.url(), &[])?;
@@ -1038,7 +1034,7 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
         for _ in 0..15 {
             for (i, base) in [server.url(), querier.url()].iter().enumerate() {
                 let started = Instant::now();
-                get(base, "/api/v1/query_range", &params).await?;
+                get_json(base, "/api/v1/query_range", &params).await?;
                 timings[i].push(started.elapsed().as_secs_f64() * 1000.0);
             }
         }
@@ -1199,7 +1195,14 @@ fn write_openmetrics(path: &Path, series: usize, samples: i64) -> anyhow::Result
 async fn an_answer_larger_than_one_http_response_is_read_in_slices() -> anyhow::Result<()> {
     setup()?;
     let dir = scratch_dir("large")?;
-    let mut server = prometheus(&dir, "prom", &[("cluster", "large")], &[], "1m")?;
+    let mut server = prometheus(
+        &dir,
+        "prom",
+        free_loopback_address()?,
+        &[("cluster", "large")],
+        &[],
+        "1m",
+    )?;
     // About 24 MiB of chunks: beyond the 16 MiB the host hands a plugin in one response.
     let (series, samples) = (400usize, 8000i64);
     let metrics = dir.join("big.om");

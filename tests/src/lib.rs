@@ -337,3 +337,22 @@ pub fn sorted_strings(value: &serde_json::Value) -> Vec<String> {
     out.sort();
     out
 }
+
+/// GETs `path` of the HTTP API at `base` with query `params` (30 s timeout) and returns the
+/// JSON body; a status other than 2xx is an error carrying the body.
+pub async fn get_json(
+    base: &str,
+    path: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .query(params)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    anyhow::ensure!(status.is_success(), "{path} {params:?}: {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
+}
