@@ -17,6 +17,8 @@ pub struct Batcher {
     pending: VecDeque<Series>,
     max_series: usize,
     max_bytes: usize,
+    /// Warnings not handed out yet (they go with the next batch).
+    warnings: Vec<String>,
 }
 
 impl Batcher {
@@ -31,6 +33,24 @@ impl Batcher {
             pending: series.into(),
             max_series: max_series.max(1),
             max_bytes,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Warnings of the answer, handed out with the first batch of [`Batcher::next_answer`].
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// What one `next-batch` returns: the next batch with the warnings not handed out yet
+    /// (a batch of warnings only when no series are left), or `None` at the end.
+    pub fn next_answer(&mut self) -> Option<(Vec<Series>, Vec<String>)> {
+        let warnings = std::mem::take(&mut self.warnings);
+        match self.next_batch() {
+            Some(series) => Some((series, warnings)),
+            None if !warnings.is_empty() => Some((Vec::new(), warnings)),
+            None => None,
         }
     }
 
@@ -48,8 +68,7 @@ impl Batcher {
                     .iter()
                     .map(|l| l.name.len() + l.value.len())
                     .sum::<usize>();
-            if !out.is_empty() && (out.len() >= self.max_series || bytes + size > self.max_bytes)
-            {
+            if !out.is_empty() && (out.len() >= self.max_series || bytes + size > self.max_bytes) {
                 break;
             }
             bytes += size;
@@ -63,5 +82,44 @@ impl Batcher {
     /// Series not yet handed out.
     pub fn remaining(&self) -> usize {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Label;
+
+    fn series(name: &str) -> Series {
+        Series {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: name.into(),
+            }],
+            chunks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn warnings_go_with_the_first_batch() {
+        let mut batcher =
+            Batcher::with_limits(vec![series("a"), series("b")], 1, DEFAULT_MAX_BYTES)
+                .with_warnings(vec!["w".into()]);
+        let (first, warnings) = batcher.next_answer().expect("first batch");
+        assert_eq!((first.len(), warnings), (1, vec!["w".to_owned()]));
+        let (second, warnings) = batcher.next_answer().expect("second batch");
+        assert_eq!((second.len(), warnings.len()), (1, 0));
+        assert!(batcher.next_answer().is_none());
+    }
+
+    #[test]
+    fn warnings_alone_when_there_are_no_series() {
+        let mut batcher = Batcher::new(Vec::new()).with_warnings(vec!["w".into()]);
+        assert_eq!(
+            batcher.next_answer().map(|(s, w)| (s.len(), w)),
+            Some((0, vec!["w".to_owned()]))
+        );
+        assert!(batcher.next_answer().is_none());
+        assert!(Batcher::new(Vec::new()).next_answer().is_none());
     }
 }

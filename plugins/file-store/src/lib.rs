@@ -421,22 +421,15 @@ fn for_each_match(
     })
 }
 
-struct Stream {
-    batcher: RefCell<Batcher>,
-    warnings: RefCell<Vec<String>>,
-}
+struct Stream(RefCell<Batcher>);
 
 impl store::GuestSeriesStream for Stream {
     fn next_batch(&self) -> Result<Option<store::SeriesBatch>, PluginError> {
-        let warnings = std::mem::take(&mut *self.warnings.borrow_mut());
-        match self.batcher.borrow_mut().next_batch() {
-            Some(series) => Ok(Some(store::SeriesBatch { series, warnings })),
-            None if !warnings.is_empty() => Ok(Some(store::SeriesBatch {
-                series: Vec::new(),
-                warnings,
-            })),
-            None => Ok(None),
-        }
+        Ok(self
+            .0
+            .borrow_mut()
+            .next_answer()
+            .map(|(series, warnings)| store::SeriesBatch { series, warnings }))
     }
 }
 
@@ -507,14 +500,14 @@ impl store::Guest for FileStore {
             return Err(error);
         }
         let batch_series = with_settings(|s| Ok(s.batch_series))?;
-        Ok(store::SeriesStream::new(Stream {
-            batcher: RefCell::new(Batcher::with_limits(
+        Ok(store::SeriesStream::new(Stream(RefCell::new(
+            Batcher::with_limits(
                 out,
                 batch_series,
                 gauntlet_plugin_sdk::batch::DEFAULT_MAX_BYTES,
-            )),
-            warnings: RefCell::new(warnings),
-        }))
+            )
+            .with_warnings(warnings),
+        ))))
     }
 
     fn label_names(request: store::LabelRequest) -> Result<store::LabelResponse, PluginError> {

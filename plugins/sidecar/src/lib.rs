@@ -330,30 +330,20 @@ fn with_external(mut labels: Vec<Label>, external: &[(String, String)]) -> Vec<L
 // ------------------------------------------------------------------ store
 
 /// A series answer cut into batches.
-struct Stream {
-    batcher: RefCell<Batcher>,
-    warnings: RefCell<Vec<String>>,
-}
+struct Stream(RefCell<Batcher>);
 
 impl store::GuestSeriesStream for Stream {
     fn next_batch(&self) -> Result<Option<store::SeriesBatch>, PluginError> {
-        let warnings = std::mem::take(&mut *self.warnings.borrow_mut());
-        match self.batcher.borrow_mut().next_batch() {
-            Some(series) => Ok(Some(store::SeriesBatch { series, warnings })),
-            None if !warnings.is_empty() => Ok(Some(store::SeriesBatch {
-                series: Vec::new(),
-                warnings,
-            })),
-            None => Ok(None),
-        }
+        Ok(self
+            .0
+            .borrow_mut()
+            .next_answer()
+            .map(|(series, warnings)| store::SeriesBatch { series, warnings }))
     }
 }
 
 fn empty_stream() -> store::SeriesStream {
-    store::SeriesStream::new(Stream {
-        batcher: RefCell::new(Batcher::new(Vec::new())),
-        warnings: RefCell::new(Vec::new()),
-    })
+    store::SeriesStream::new(Stream(RefCell::new(Batcher::new(Vec::new()))))
 }
 
 fn check_range(range: TimeRange) -> Result<(), PluginError> {
@@ -734,14 +724,14 @@ impl store::Guest for Sidecar {
         {
             series.truncate(limit);
         }
-        Ok(store::SeriesStream::new(Stream {
-            batcher: RefCell::new(Batcher::with_limits(
+        Ok(store::SeriesStream::new(Stream(RefCell::new(
+            Batcher::with_limits(
                 series,
                 settings.batch_series,
                 gauntlet_plugin_sdk::batch::DEFAULT_MAX_BYTES,
-            )),
-            warnings: RefCell::new(warnings.into_iter().collect()),
-        }))
+            )
+            .with_warnings(warnings.into_iter().collect()),
+        ))))
     }
 
     fn label_names(request: store::LabelRequest) -> Result<store::LabelResponse, PluginError> {
