@@ -171,10 +171,6 @@ impl LoadedPlugin {
         Ok(store)
     }
 
-    fn config_pairs(&self) -> Vec<(String, String)> {
-        self.manifest.config.clone()
-    }
-
     /// Instantiates once and runs `init` so that a bad configuration fails the load.
     fn check_init(&self) -> Result<(), PluginError> {
         match &self.pre {
@@ -185,23 +181,33 @@ impl LoadedPlugin {
             }
             WorldPre::Compactor(pre) => {
                 let mut store = self.new_store()?;
-                let config = self.config_pairs();
                 let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-                let result = self.guard(&mut store, "init", |s| {
-                    exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-                })?;
-                result.map_err(|e| self.init_error(e))
+                self.init(&mut store, |s, config| {
+                    exports.gauntlet_plugin_lifecycle().call_init(s, config)
+                })
             }
             WorldPre::Ruler(pre) => {
                 let mut store = self.new_store()?;
-                let config = self.config_pairs();
                 let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-                let result = self.guard(&mut store, "init", |s| {
-                    exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-                })?;
-                result.map_err(|e| self.init_error(e))
+                self.init(&mut store, |s, config| {
+                    exports.gauntlet_plugin_lifecycle().call_init(s, config)
+                })
             }
         }
+    }
+
+    /// Runs the guest's `lifecycle.init` (through `call`) with the manifest's configuration;
+    /// a guest error is an [`PluginError::Init`].
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        call: impl FnOnce(
+            &mut Store<HostState>,
+            &[(String, String)],
+        ) -> wasmtime::Result<Result<(), GuestError>>,
+    ) -> Result<(), PluginError> {
+        self.guard(store, "init", |s| call(s, &self.manifest.config))?
+            .map_err(|e| self.init_error(e))
     }
 
     fn init_error(&self, error: GuestError) -> PluginError {
@@ -220,11 +226,9 @@ impl LoadedPlugin {
         };
         let mut store = self.new_store()?;
         let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-        let config = self.config_pairs();
-        let result = self.guard(&mut store, "init", |s| {
-            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
+        self.init(&mut store, |s, config| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, config)
         })?;
-        result.map_err(|e| self.init_error(e))?;
         Ok(StoreInstance {
             store,
             exports,
@@ -412,11 +416,9 @@ impl LoadedPlugin {
         };
         let mut store = self.new_store()?;
         let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-        let config = self.config_pairs();
-        self.guard(&mut store, "init", |s| {
-            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-        })?
-        .map_err(|e| self.init_error(e))?;
+        self.init(&mut store, |s, config| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, config)
+        })?;
         self.guard(&mut store, "evaluate", |s| {
             exports
                 .gauntlet_plugin_rules()
@@ -433,11 +435,9 @@ impl LoadedPlugin {
         };
         let mut store = self.new_store()?;
         let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-        let config = self.config_pairs();
-        self.guard(&mut store, "init", |s| {
-            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-        })?
-        .map_err(|e| self.init_error(e))?;
+        self.init(&mut store, |s, config| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, config)
+        })?;
         self.guard(&mut store, "plan", |s| {
             exports.gauntlet_plugin_compaction().call_plan(s)
         })?
@@ -452,11 +452,9 @@ impl LoadedPlugin {
         };
         let mut store = self.new_store()?;
         let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-        let config = self.config_pairs();
-        self.guard(&mut store, "init", |s| {
-            exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-        })?
-        .map_err(|e| self.init_error(e))?;
+        self.init(&mut store, |s, config| {
+            exports.gauntlet_plugin_lifecycle().call_init(s, config)
+        })?;
         self.guard(&mut store, "run", |s| {
             exports.gauntlet_plugin_compaction().call_run(s, job)
         })?
@@ -486,11 +484,9 @@ impl LoadedPlugin {
                 })?;
                 let mut store = self.new_store()?;
                 let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
-                let config = self.config_pairs();
-                self.guard(&mut store, "init", |s| {
-                    exports.gauntlet_plugin_lifecycle().call_init(s, &config)
-                })?
-                .map_err(|e| self.init_error(e))?;
+                self.init(&mut store, |s, config| {
+                    exports.gauntlet_plugin_lifecycle().call_init(s, config)
+                })?;
                 TickInstance { store, exports }
             }
         };
