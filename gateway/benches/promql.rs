@@ -16,12 +16,12 @@ mod support;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Server, wait_ready};
+use common::{Server, median_query, wait_ready};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gauntlet::query::proxy::ProxyLimits;
 use gauntlet::store::memory::MemoryStore;
@@ -209,36 +209,6 @@ fn start_prometheus(openmetrics: &Path) -> anyhow::Result<Server> {
     common::start_prometheus(&dir, &data)
 }
 
-/// Median wall time of a query through the HTTP API, and the number of result series.
-async fn time_query(
-    client: &reqwest::Client,
-    base: &str,
-    params: &[(&str, String)],
-) -> anyhow::Result<(Duration, usize)> {
-    let path = if params.iter().any(|(k, _)| *k == "step") {
-        "/api/v1/query_range"
-    } else {
-        "/api/v1/query"
-    };
-    let mut times = Vec::with_capacity(RUNS);
-    let mut series = 0;
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        let body: serde_json::Value = client
-            .get(format!("{base}{path}"))
-            .query(params)
-            .send()
-            .await?
-            .json()
-            .await?;
-        times.push(started.elapsed());
-        anyhow::ensure!(body["status"] == "success", "{base}: {body}");
-        series = body["data"]["result"].as_array().map_or(0, Vec::len);
-    }
-    times.sort();
-    Ok((times[RUNS / 2], series))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os(SERVE_ENV).is_some() {
@@ -274,8 +244,9 @@ async fn main() -> anyhow::Result<()> {
                 ],
             ),
         ] {
-            let (prom, prom_series) = time_query(&client, &prometheus.base, &params).await?;
-            let (ours, our_series) = time_query(&client, &gauntlet.base, &params).await?;
+            let (prom, prom_series) =
+                median_query(&client, &prometheus.base, &params, RUNS).await?;
+            let (ours, our_series) = median_query(&client, &gauntlet.base, &params, RUNS).await?;
             let note = if prom_series == our_series {
                 String::new()
             } else {

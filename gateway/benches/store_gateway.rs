@@ -20,7 +20,7 @@ mod support;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Server, wait_ready};
+use common::{Server, median_query, query_once, wait_ready};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -203,49 +203,6 @@ fn start_prometheus(dir: &Path, bucket: &Path) -> anyhow::Result<Server> {
     common::start_prometheus(dir, &data)
 }
 
-/// One query: wall time and number of result series.
-async fn query_once(
-    client: &reqwest::Client,
-    base: &str,
-    params: &[(&str, String)],
-) -> anyhow::Result<(Duration, usize)> {
-    let path = if params.iter().any(|(k, _)| *k == "step") {
-        "/api/v1/query_range"
-    } else {
-        "/api/v1/query"
-    };
-    let started = Instant::now();
-    let body: serde_json::Value = client
-        .get(format!("{base}{path}"))
-        .query(params)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let elapsed = started.elapsed();
-    anyhow::ensure!(body["status"] == "success", "{base}: {body}");
-    Ok((
-        elapsed,
-        body["data"]["result"].as_array().map_or(0, Vec::len),
-    ))
-}
-
-async fn median(
-    client: &reqwest::Client,
-    base: &str,
-    params: &[(&str, String)],
-) -> anyhow::Result<(Duration, usize)> {
-    let mut times = Vec::with_capacity(RUNS);
-    let mut series = 0;
-    for _ in 0..RUNS {
-        let (t, n) = query_once(client, base, params).await?;
-        times.push(t);
-        series = n;
-    }
-    times.sort();
-    Ok((times[RUNS / 2], series))
-}
-
 /// Sum of the gateway's object-store request counters.
 async fn objstore_requests(client: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
     let text = client
@@ -361,8 +318,8 @@ async fn main() -> anyhow::Result<()> {
             after_range - after_broad,
         ),
     ] {
-        let (ours, n_ours) = median(&client, &gateway.base, params).await?;
-        let (theirs, n_theirs) = median(&client, &prometheus.base, params).await?;
+        let (ours, n_ours) = median_query(&client, &gateway.base, params, RUNS).await?;
+        let (theirs, n_theirs) = median_query(&client, &prometheus.base, params, RUNS).await?;
         anyhow::ensure!(n_ours == n_theirs, "{name}: {n_ours} series vs {n_theirs}");
         rows.push((
             name,

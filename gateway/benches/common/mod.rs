@@ -1,5 +1,6 @@
 //! Shared by the benchmarks that compare against a real Prometheus: a child server killed on
-//! drop, Prometheus 2.42 started over a data directory, and waiting for readiness.
+//! drop, Prometheus 2.42 started over a data directory, waiting for readiness, and timing a
+//! query through the HTTP API.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -62,4 +63,50 @@ pub async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("{base} did not become ready")
+}
+
+/// One query through the HTTP API (`query_range` when `params` has a step): wall time and the
+/// number of result series.
+pub async fn query_once(
+    client: &reqwest::Client,
+    base: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<(Duration, usize)> {
+    let path = if params.iter().any(|(k, _)| *k == "step") {
+        "/api/v1/query_range"
+    } else {
+        "/api/v1/query"
+    };
+    let started = Instant::now();
+    let body: serde_json::Value = client
+        .get(format!("{base}{path}"))
+        .query(params)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(body["status"] == "success", "{base}: {body}");
+    Ok((
+        elapsed,
+        body["data"]["result"].as_array().map_or(0, Vec::len),
+    ))
+}
+
+/// The median wall time of `runs` runs of a query, and its number of result series.
+pub async fn median_query(
+    client: &reqwest::Client,
+    base: &str,
+    params: &[(&str, String)],
+    runs: usize,
+) -> anyhow::Result<(Duration, usize)> {
+    let mut times = Vec::with_capacity(runs.max(1));
+    let mut series = 0;
+    for _ in 0..runs.max(1) {
+        let (time, n) = query_once(client, base, params).await?;
+        times.push(time);
+        series = n;
+    }
+    times.sort();
+    Ok((times[times.len() / 2], series))
 }
