@@ -187,17 +187,7 @@ impl<'a> BitReader<'a> {
         if n > 64 || n > self.remaining() {
             return None;
         }
-        if n <= 56 {
-            let v = self.peek() >> (64 - n);
-            self.pos += n;
-            return Some(v);
-        }
-        let hi = self.peek() >> 32;
-        self.pos += 32;
-        let rest = n - 32;
-        let lo = self.peek() >> (64 - rest);
-        self.pos += rest;
-        Some((hi << rest) | lo)
+        Some(self.take(n))
     }
 
     /// Reads `n` (1..=64) bits that are known to be there (callers check `remaining()`).
@@ -410,6 +400,17 @@ impl XorChunk {
 
 // ---------------------------------------------------------------- iterator
 
+/// A delta-of-delta read as `nbits` (14, 17 or 20) two's-complement bits; like Prometheus, the
+/// pattern `1 << (nbits - 1)` itself reads as positive.
+#[inline(always)]
+fn signed_dod(bits: u64, nbits: u8) -> i64 {
+    if bits > (1u64 << (nbits - 1)) {
+        (bits as i64) - (1i64 << nbits)
+    } else {
+        bits as i64
+    }
+}
+
 /// The most bits one sample after the second can take: a 4-bit prefix and a 64-bit
 /// delta-of-delta, then 2 control bits, an 11-bit window and 64 value bits.
 const MAX_SAMPLE_BITS: usize = 4 + 64 + 2 + 11 + 64;
@@ -502,10 +503,8 @@ impl<'a> XorIterator<'a> {
                         .ok_or(ChunkError::Truncated("dod"))?;
                     dod = if nbits == 64 {
                         bits as i64
-                    } else if bits > (1u64 << (nbits - 1)) {
-                        (bits as i64) - (1i64 << nbits)
                     } else {
-                        bits as i64
+                        signed_dod(bits, nbits)
                     };
                 }
                 self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
@@ -539,12 +538,7 @@ impl<'a> XorIterator<'a> {
                 let prefix = ones + 1;
                 let bits = (w << prefix) >> (64 - nbits);
                 r.pos += prefix + nbits;
-                // Prometheus reads `1 << (nbits - 1)` itself as positive.
-                if bits > (1u64 << (nbits - 1)) {
-                    (bits as i64) - (1i64 << nbits)
-                } else {
-                    bits as i64
-                }
+                signed_dod(bits, nbits as u8)
             }
         };
         self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
