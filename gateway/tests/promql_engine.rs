@@ -129,7 +129,7 @@ struct Decoded;
 impl Queryable for Decoded {
     async fn select(&self, s: &Selection) -> Result<SeriesSet, StorageError> {
         assert!(s.start_ms <= s.end_ms);
-        let samples: Arc<[Sample]> = (0..10)
+        let samples: Vec<Sample> = (0..10)
             .map(|k| Sample {
                 t: k * 10_000,
                 v: k as f64,

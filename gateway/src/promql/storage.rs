@@ -145,7 +145,7 @@ pub enum SeriesData {
     /// XOR chunks in time order, possibly overlapping (overlaps are merged, first wins).
     Chunks(Vec<Chunk>),
     /// Float samples in time order.
-    Samples(Arc<[Sample]>),
+    Samples(Vec<Sample>),
     /// Float and native histogram samples in time order.
     Points(Arc<[Point]>),
 }

@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 
 use gauntlet_tsdb::chunkenc::decode_xor_into;
+use gauntlet_tsdb::sample::Sample as Merged;
 
 use crate::promql::Chunk;
 
@@ -42,6 +43,9 @@ pub fn dedup_replicas(replicas: &[&[Sample]], counter: bool) -> Vec<Sample> {
         replicas.iter().map(|s| s.len()).max().unwrap_or(0),
         true,
     )
+    .into_iter()
+    .map(|s| (s.t, s.v))
+    .collect()
 }
 
 /// Merges the replicas of one series, given as XOR chunks, keeping samples in `[mint, maxt]`.
@@ -51,7 +55,7 @@ pub fn dedup_chunks(
     counter: bool,
     mint: i64,
     maxt: i64,
-) -> Result<Vec<Sample>, String> {
+) -> Result<Vec<Merged>, String> {
     merge_chunks(replicas, counter, (mint, maxt), true)
 }
 
@@ -60,7 +64,7 @@ fn merge_chunks(
     counter: bool,
     (mint, maxt): (i64, i64),
     fast: bool,
-) -> Result<Vec<Sample>, String> {
+) -> Result<Vec<Merged>, String> {
     let errors = RefCell::new(None);
     let leaves: Vec<Leaf<'_>> = replicas
         .iter()
@@ -93,7 +97,7 @@ fn header_count(chunk: &Chunk) -> u16 {
 /// Merges the leaves as a left-leaning chain of pairs. With `fast`, runs of samples the
 /// leading replica is certain to win are copied in a tight loop (see [`Cursor::run_leader`]);
 /// without it every sample goes through the pairs, which the tests use as the reference.
-fn merge(leaves: Vec<Leaf<'_>>, capacity: usize, fast: bool) -> Vec<Sample> {
+fn merge(leaves: Vec<Leaf<'_>>, capacity: usize, fast: bool) -> Vec<Merged> {
     let mut leaves = leaves.into_iter().map(Cursor::Leaf);
     let Some(first) = leaves.next() else {
         return Vec::new();
@@ -104,7 +108,8 @@ fn merge(leaves: Vec<Leaf<'_>>, capacity: usize, fast: bool) -> Vec<Sample> {
     }
     let mut merged = Vec::with_capacity(capacity);
     while cursor.next() {
-        merged.push(cursor.at());
+        let (t, v) = cursor.at();
+        merged.push(Merged { t, v });
         if fast {
             cursor.run_leader(&mut merged);
         }
@@ -114,6 +119,10 @@ fn merge(leaves: Vec<Leaf<'_>>, capacity: usize, fast: bool) -> Vec<Sample> {
 
 /// Penalty applied to the replica not picked before the sampling interval is known (ms).
 const INITIAL_PENALTY_MS: i64 = 5000;
+
+/// Leader runs only cover timestamps within ±2^60 ms (36 million years), where the penalty
+/// arithmetic needs no overflow checks; samples beyond go through the pairs.
+const RUN_LIMIT: i64 = 1 << 60;
 
 /// An iterator over one replica or over a merged pair, with chunk-iterator semantics: `next`
 /// and `seek` position it, `at` reads the current sample.
@@ -165,8 +174,8 @@ impl<'a> Cursor<'a> {
     /// side holds. After the first step every pair's penalty is twice the last gap. The run
     /// stops at the first sample that might lose; the pairs are then left exactly as the
     /// sample-by-sample merge would have left them, their other sides' seeks still deferred.
-    fn run_leader(&mut self, out: &mut Vec<Sample>) {
-        let Some(&(start, _)) = out.last() else {
+    fn run_leader(&mut self, out: &mut Vec<Merged>) {
+        let Some(&Merged { t: start, .. }) = out.last() else {
             return;
         };
         let mut first_bound = i64::MAX;
@@ -198,28 +207,42 @@ impl<'a> Cursor<'a> {
         }
         let leaf = self.leading_leaf();
         let correction = leaf.correction;
+        if !(-RUN_LIMIT..=RUN_LIMIT).contains(&start) {
+            return;
+        }
         let (mut previous, mut current) = (start, start);
         let mut bound = first_bound;
-        // Seek targets of the other sides from the second step on (the same for every pair).
-        let mut common_target: Option<i64> = None;
+        // The largest seek target of the other sides from the second step on (the same for
+        // every pair); `i64::MIN` until then.
+        let mut common = i64::MIN;
         let mut next_target = i64::MIN;
         let mut steps = 0usize;
-        while let Some((t, v)) = leaf.peek_next() {
-            if t <= current || (constrained && t > bound) {
+        loop {
+            let ahead = leaf.ahead();
+            let mut taken = 0;
+            // Timestamps stay within ±RUN_LIMIT, so the arithmetic below cannot overflow.
+            for &(t, _) in ahead {
+                if t <= current || t > RUN_LIMIT || (constrained && t > bound) {
+                    break;
+                }
+                common = common.max(next_target);
+                taken += 1;
+                (previous, current) = (current, t);
+                next_target = t + 1 + (t - previous) * 2;
+                bound = next_target - i64::from(strict);
+            }
+            out.extend(ahead[..taken].iter().map(|&(t, v)| Merged {
+                t,
+                v: v + correction,
+            }));
+            steps += taken;
+            let stopped = taken < ahead.len();
+            leaf.skip(taken);
+            if stopped || !leaf.refill() {
                 break;
             }
-            leaf.step();
-            out.push((t, v + correction));
-            if steps > 0 {
-                common_target = Some(common_target.map_or(next_target, |c| c.max(next_target)));
-            }
-            steps += 1;
-            (previous, current) = (current, t);
-            next_target = t
-                .saturating_add(1)
-                .saturating_add(t.saturating_sub(previous).saturating_mul(2));
-            bound = if strict { next_target - 1 } else { next_target };
         }
+        let common_target = (common != i64::MIN).then_some(common);
         if steps == 0 {
             return;
         }
@@ -353,15 +376,27 @@ impl<'a> Leaf<'a> {
         false
     }
 
-    /// The raw sample after the current one, decoding the next chunk behind the current
-    /// sample when the buffer ends; `None` when there is none (or before the first `next`).
-    fn peek_next(&mut self) -> Option<Sample> {
-        let position = self.position?;
-        if let Some(&sample) = self.buffer.get(position + 1) {
-            return Some(sample);
+    /// The decoded samples after the current one (none before the first `next`).
+    fn ahead(&self) -> &[Sample] {
+        match self.position {
+            Some(position) => self.buffer.get(position + 1..).unwrap_or(&[]),
+            None => &[],
         }
-        if position >= self.buffer.len() {
-            return None;
+    }
+
+    /// Moves `n` samples forward within the buffer.
+    fn skip(&mut self, n: usize) {
+        self.position = self.position.map(|p| p + n);
+    }
+
+    /// When the current sample is the buffer's last, decodes the next chunk that holds samples
+    /// behind it; false when there is none (or the buffer still has samples ahead).
+    fn refill(&mut self) -> bool {
+        let Some(position) = self.position else {
+            return false;
+        };
+        if position + 1 != self.buffer.len() {
+            return false;
         }
         self.buffer.drain(..position);
         self.position = Some(0);
@@ -373,16 +408,11 @@ impl<'a> Leaf<'a> {
             let mut buffer = std::mem::take(&mut self.buffer);
             self.decode(chunk, &mut buffer);
             self.buffer = buffer;
-            if let Some(&sample) = self.buffer.get(1) {
-                return Some(sample);
+            if self.buffer.len() > 1 {
+                return true;
             }
         }
-        None
-    }
-
-    /// Moves to the sample `peek_next` returned.
-    fn step(&mut self) {
-        self.position = self.position.map(|p| p + 1);
+        false
     }
 
     fn next(&mut self) -> bool {
@@ -604,6 +634,11 @@ impl<'a> Pair<'a> {
 mod tests {
     use super::*;
 
+    /// Merged samples as `(t, v)` pairs.
+    fn pairs(merged: Result<Vec<Merged>, String>) -> Result<Vec<Sample>, String> {
+        merged.map(|m| m.into_iter().map(|s| (s.t, s.v)).collect())
+    }
+
     /// Samples every `interval` ms from `start` to `end` inclusive, value = f(t).
     fn series(start: i64, end: i64, interval: i64, f: impl Fn(i64) -> f64) -> Vec<Sample> {
         (0..)
@@ -749,7 +784,7 @@ mod tests {
             let chunk_refs: Vec<&[Chunk]> = chunked.iter().map(Vec::as_slice).collect();
             for counter in [false, true] {
                 let expected = dedup_replicas(&decoded, counter);
-                let merged = dedup_chunks(&chunk_refs, counter, i64::MIN, i64::MAX);
+                let merged = pairs(dedup_chunks(&chunk_refs, counter, i64::MIN, i64::MAX));
                 assert_eq!(
                     merged.as_ref(),
                     Ok(&expected),
@@ -760,7 +795,7 @@ mod tests {
             let (mint, maxt) = (1_800_000, 5_400_000);
             let ranged = dedup_chunks(&chunk_refs, false, mint, maxt).expect("valid chunks");
             assert!(
-                ranged.iter().all(|(t, _)| (mint..=maxt).contains(t)),
+                ranged.iter().all(|s| (mint..=maxt).contains(&s.t)),
                 "case {case}"
             );
         }
@@ -858,19 +893,39 @@ mod tests {
         ];
         let (a, b) = (chunks(&a), chunks(&b));
         for fast in [false, true] {
-            let merged = merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast);
+            let merged = pairs(merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast));
             assert_eq!(merged, Ok(expected.clone()), "fast {fast}");
         }
         // The same tie on the first sample after `b` took the lead.
         let a = chunks(&[(0, 1.0), (30_001, 2.0)]);
         let b = chunks(&[(10_000, 10.0), (30_001, 11.0)]);
         for fast in [false, true] {
-            let merged = merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast);
+            let merged = pairs(merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast));
             assert_eq!(
                 merged,
                 Ok(vec![(0, 1.0), (10_000, 10.0), (30_001, 2.0)]),
                 "fast {fast}"
             );
+        }
+    }
+
+    #[test]
+    fn runs_near_the_ends_of_time_merge_like_sample_by_sample() {
+        // Timestamps around the run limit and the ends of i64: the fast path stops at the limit
+        // and the pairs finish, with the same result.
+        for base in [RUN_LIMIT - 60_000, -RUN_LIMIT - 30_000, i64::MAX - 200_000] {
+            let a: Vec<Sample> = (0..10).map(|i| (base + i * 15_000, i as f64)).collect();
+            let b: Vec<Sample> = (0..10)
+                .map(|i| (base + 1_000 + i * 15_000, 100.0 + i as f64))
+                .filter(|(t, _)| *t < base + 40_000 || *t > base + 100_000)
+                .collect();
+            let (a, b) = (chunks(&a), chunks(&b));
+            for counter in [false, true] {
+                let slow = merge_chunks(&[&b, &a], counter, (i64::MIN, i64::MAX), false);
+                let fast = merge_chunks(&[&b, &a], counter, (i64::MIN, i64::MAX), true);
+                assert_eq!(fast, slow, "base {base}, counter {counter}");
+                assert_eq!(slow.map(|m| m.len()), Ok(10), "base {base}");
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use gauntlet_proto::thanos::{
     AggrChunk, Func, Grouping, PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
 use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
-use gauntlet_tsdb::{Labels, Sample, is_stale_nan, stale_nan};
+use gauntlet_tsdb::{Labels, is_stale_nan, stale_nan};
 
 use super::dedup::{dedup_chunks, is_counter_function};
 use super::matchers::matcher_to_proto;
@@ -287,12 +287,8 @@ fn deduplicate(
             .map(|(_, chunks)| xor_chunks(std::mem::take(chunks)))
             .collect();
         let replicas: Vec<&[Chunk]> = replicas.iter().map(Vec::as_slice).collect();
-        let merged: Arc<[Sample]> =
-            dedup_chunks(&replicas, counter, selection.start_ms, selection.end_ms)
-                .map_err(StorageError)?
-                .into_iter()
-                .map(|(t, v)| Sample { t, v })
-                .collect();
+        let merged = dedup_chunks(&replicas, counter, selection.start_ms, selection.end_ms)
+            .map_err(StorageError)?;
         out.push(StoredSeries {
             labels,
             data: SeriesData::Samples(merged),
