@@ -1,9 +1,11 @@
-//! Where and why a query that lexes cleanly fails to parse, in Prometheus's words.
+//! Where and why a query fails to parse, in Prometheus's words.
 //!
-//! `promql-parser` reports every grammar error as "invalid promql query" without a position.
-//! When that happens this module re-reads the query with a small recogniser of the PromQL
-//! grammar and names the first token no valid query could continue with, the way Prometheus's
-//! parser does: `unexpected <token>`, qualified by the innermost construct that has its own
+//! `promql-parser` reports grammar errors as "invalid promql query" and other errors without a
+//! position. This module re-reads a rejected query with a lexer that fails where and as
+//! Prometheus's lexer does, and a small recogniser of the PromQL grammar that names the first
+//! token no valid query could continue with, or the first error Prometheus's parser reports
+//! while building the tree (invalid number, duration or regular expression, unknown function,
+//! misplaced range or modifier), in the order Prometheus meets them. Grammar errors read: `unexpected <token>`, qualified by the innermost construct that has its own
 //! error rule (aggregation, grouping labels, label matchers, offset, `@`, subquery), e.g.
 //! `1:5: parse error: unexpected identifier "bar"` or
 //! `1:13: parse error: unexpected end of input in offset, expected number or duration`.
@@ -639,6 +641,48 @@ struct Modifiers<'a> {
     group: Option<Vec<&'a str>>,
 }
 
+/// What a range or modifier applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operand {
+    /// An instant vector selector.
+    Selector,
+    /// A selector with a range.
+    Matrix,
+    Subquery,
+    Other,
+}
+
+/// Whether the parser crate knows a function (Prometheus 3's set).
+fn known_function(name: &str) -> bool {
+    promql_parser::parser::parse(&format!("{name}()"))
+        .err()
+        .is_none_or(|e| !e.starts_with("unknown function"))
+}
+
+/// Whether Prometheus reads a duration literal: numbers with units in the order
+/// `y w d h m s ms`, each at most once.
+fn valid_duration(text: &str) -> bool {
+    const UNITS: &[&str] = &["y", "w", "d", "h", "m", "s", "ms"];
+    let mut rest = text;
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = (next_unit..UNITS.len())
+            .rev()
+            .find(|&u| rest.starts_with(UNITS[u]))
+        else {
+            return false;
+        };
+        rest = &rest[UNITS[unit].len()..];
+        next_unit = unit + 1;
+    }
+    !text.is_empty()
+}
+
 /// A function call as written: where it starts, its arguments, a trailing comma.
 #[derive(Debug, Clone)]
 struct Call<'a> {
@@ -694,17 +738,17 @@ impl<'a> Recogniser<'a> {
     /// Consumes a number token; one Go cannot parse fails as Prometheus's parser does.
     fn number(&mut self) -> Parsed {
         let token = self.peek();
-        if !is_go_number(token.text) {
-            return Err(Failure {
-                message: Some(format!(
-                    "error parsing number: strconv.ParseFloat: parsing {}: invalid syntax",
-                    go_quote(token.text)
-                )),
-                ..self.fail(None)
-            });
-        }
-        self.bump();
-        Ok(())
+        let Err(why) = go_number(token.text) else {
+            self.bump();
+            return Ok(());
+        };
+        Err(Failure {
+            message: Some(format!(
+                "error parsing number: strconv.ParseFloat: parsing {}: {why}",
+                go_quote(token.text)
+            )),
+            ..self.fail(None)
+        })
     }
 
     fn expect(&mut self, text: &str, context: Option<Context>) -> Parsed {
@@ -785,38 +829,57 @@ impl<'a> Recogniser<'a> {
             // Unary operators bind looser than `^` and tighter than `*`.
             return self.expr(6);
         }
-        self.primary()?;
-        self.postfix()
+        let first = self.pos;
+        let operand = self.primary()?;
+        self.postfix(first, operand)
     }
 
-    fn primary(&mut self) -> Parsed {
+    /// A failure at token `index` with a message of its own (an error Prometheus's parser
+    /// reports while building the tree).
+    fn fail_at(&self, index: usize, message: String) -> Failure {
+        Failure {
+            token: index,
+            context: None,
+            message: Some(message),
+        }
+    }
+
+    fn primary(&mut self) -> Result<Operand, Failure> {
         let token = self.peek();
         match token.kind {
-            Kind::Number => self.number(),
+            Kind::Number => self.number().map(|()| Operand::Other),
             Kind::Duration | Kind::String => {
                 self.bump();
-                Ok(())
+                Ok(Operand::Other)
             }
-            Kind::Aggregator => self.aggregation(),
+            Kind::Aggregator => self.aggregation().map(|()| Operand::Other),
             Kind::Identifier | Kind::MetricIdentifier => {
+                let name = self.pos;
                 self.bump();
                 if token.kind == Kind::Identifier && self.peek().is("(") {
                     let index = self.open_call(token, false);
                     let args = self.call_args()?;
                     self.close_call(index, args);
-                    Ok(())
+                    if !known_function(token.text) {
+                        let message =
+                            format!("unknown function with name {}", go_quote(token.text));
+                        return Err(self.fail_at(name, message));
+                    }
+                    Ok(Operand::Other)
                 } else if self.peek().is("{") {
-                    self.matchers(token.start)
+                    self.matchers(token.start).map(|()| Operand::Selector)
                 } else {
-                    Ok(())
+                    Ok(Operand::Selector)
                 }
             }
             Kind::Punct if token.text == "(" => {
                 self.bump();
                 self.expr(0)?;
-                self.expect(")", None)
+                self.expect(")", None).map(|()| Operand::Other)
             }
-            Kind::Punct if token.text == "{" => self.matchers(token.start),
+            Kind::Punct if token.text == "{" => {
+                self.matchers(token.start).map(|()| Operand::Selector)
+            }
             _ => Err(self.fail(None)),
         }
     }
@@ -946,6 +1009,11 @@ impl<'a> Recogniser<'a> {
                 }
                 let value = self.bump();
                 if op.is("=~") || op.is("!~") {
+                    // Prometheus compiles the expression as soon as it has read the matcher.
+                    if let Some(e) = unquote(value.text).and_then(|p| go_regex_error(&p)) {
+                        let label = self.pos - 3;
+                        return Err(self.fail_at(label, format!("error parsing regexp: {e}")));
+                    }
                     self.regexes.push((token.start, value.text));
                 }
             } else if !(token.kind == Kind::String && (op.is(",") || op.is("}"))) {
@@ -962,6 +1030,10 @@ impl<'a> Recogniser<'a> {
     /// A duration or number (`Ok(false)` when the next token is neither).
     fn duration_literal(&mut self) -> Result<bool, Failure> {
         match self.peek().kind {
+            Kind::Duration if !valid_duration(self.peek().text) => {
+                let text = go_quote(self.peek().text);
+                Err(self.fail_at(self.pos, format!("not a valid duration string: {text}")))
+            }
             Kind::Duration => {
                 self.bump();
                 Ok(true)
@@ -971,9 +1043,17 @@ impl<'a> Recogniser<'a> {
         }
     }
 
-    fn postfix(&mut self) -> Parsed {
+    /// Ranges, subqueries, `offset` and `@` after the expression starting at token `first`,
+    /// with the checks Prometheus makes as it builds them: a range only on a vector selector
+    /// without modifiers (pointing at `[`), each modifier once and only on a selector or
+    /// subquery (pointing at the expression).
+    fn postfix(&mut self, first: usize, mut operand: Operand) -> Parsed {
+        const PRECEDED: &str =
+            "must be preceded by an instant vector selector or range vector selector or a subquery";
+        let (mut offset, mut at) = (false, false);
         loop {
             let token = self.peek();
+            let index = self.pos;
             if token.is("[") {
                 self.bump();
                 if !self.duration_literal()? {
@@ -987,8 +1067,20 @@ impl<'a> Recogniser<'a> {
                         );
                     }
                     self.expect("]", Some(("subquery selector", "\"]\"")))?;
+                    (operand, offset, at) = (Operand::Subquery, false, false);
                 } else {
                     self.expect("]", Some(("subquery or range", "\":\" or \"]\"")))?;
+                    let error = if operand != Operand::Selector {
+                        "ranges only allowed for vector selectors"
+                    } else if offset {
+                        "no offset modifiers allowed before range"
+                    } else if at {
+                        "no @ modifiers allowed before range"
+                    } else {
+                        operand = Operand::Matrix;
+                        continue;
+                    };
+                    return Err(self.fail_at(index, error.to_owned()));
                 }
             } else if token.is("offset") {
                 self.bump();
@@ -998,6 +1090,14 @@ impl<'a> Recogniser<'a> {
                 if !self.duration_literal()? {
                     return Err(self.fail(Some(("offset", "number or duration"))));
                 }
+                if operand == Operand::Other {
+                    return Err(self.fail_at(first, format!("offset modifier {PRECEDED}")));
+                }
+                if offset {
+                    let message = "offset may not be set multiple times".to_owned();
+                    return Err(self.fail_at(first, message));
+                }
+                offset = true;
             } else if token.is("@") {
                 self.bump();
                 if self.peek().is("-") || self.peek().is("+") {
@@ -1010,6 +1110,14 @@ impl<'a> Recogniser<'a> {
                 } else if !self.duration_literal()? {
                     return Err(self.fail(Some(("@", "timestamp"))));
                 }
+                if operand == Operand::Other {
+                    return Err(self.fail_at(first, format!("@ modifier {PRECEDED}")));
+                }
+                if at {
+                    let message = "@ <timestamp> may not be set multiple times".to_owned();
+                    return Err(self.fail_at(first, message));
+                }
+                at = true;
             } else {
                 return Ok(());
             }
@@ -1069,15 +1177,22 @@ pub fn diagnose(query: &str) -> Option<SyntaxError> {
     })
 }
 
-/// Whether Go's `strconv` reads a number token (decimal, or hexadecimal integer).
-fn is_go_number(text: &str) -> bool {
+/// Whether Go's `strconv` reads a number token (decimal, or hexadecimal 64-bit integer), and if not,
+/// why (`invalid syntax`, `value out of range`).
+fn go_number(text: &str) -> Result<(), &'static str> {
     let lower = text.to_ascii_lowercase();
     if lower == "inf" || lower == "nan" {
-        return true;
+        return Ok(());
     }
     match lower.strip_prefix("0x") {
-        Some(hex) => !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        None => text.parse::<f64>().is_ok(),
+        // A hexadecimal float needs an exponent: only 64-bit integers are read.
+        Some(hex) if i64::from_str_radix(hex, 16).is_ok() && !hex.starts_with('+') => Ok(()),
+        Some(_) => Err("invalid syntax"),
+        None => match text.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(()),
+            Ok(_) => Err("value out of range"),
+            Err(_) => Err("invalid syntax"),
+        },
     }
 }
 
@@ -1087,6 +1202,14 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
     let tokens = tokenize(query)?;
     if let Some(bracket) = misplaced_range(&tokens, message) {
         return Some((bracket, message.to_owned()));
+    }
+    // A duration with a unit given twice or out of order (`5hs`) points at the duration.
+    if let Some(text) = message.strip_prefix("not a valid duration string: ") {
+        let token = tokens
+            .iter()
+            .find(|t| t.kind == Kind::Duration && t.text == text)?;
+        let message = format!("not a valid duration string: {}", go_quote(text));
+        return Some((token.start, message));
     }
     let mut recogniser = Recogniser::new(tokens);
     let _ = recogniser.expr(0);
@@ -1103,6 +1226,19 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
             .filter(|c| !c.aggregation)
             .find_map(|c| c.trailing_comma)?;
         return Some((comma, message.to_owned()));
+    }
+    if message.starts_with("no arguments for aggregate expression") {
+        let call = calls.iter().find(|c| c.aggregation && c.args == 0)?;
+        let message = "no arguments for aggregate expression provided";
+        return Some((call.start, message.to_owned()));
+    }
+    // "wrong number of arguments for aggregate expression provided, expected 1, got 2"
+    if message.starts_with("wrong number of arguments for aggregate expression")
+        && let Some((_, got)) = message.rsplit_once(", got ")
+    {
+        let got: usize = got.trim().parse().ok()?;
+        let call = calls.iter().find(|c| c.aggregation && c.args == got)?;
+        return Some((call.start, message.to_owned()));
     }
     if let Some(located) = locate_type_error(query, &calls, message) {
         return Some(located);
