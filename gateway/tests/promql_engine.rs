@@ -521,8 +521,8 @@ fn parse_errors_carry_positions_when_lexing_fails() {
     let QueryError::BadData { message, position } = &err else {
         panic!("{err:?}")
     };
-    assert_eq!(*position, Some((18, 19)), "{message}");
-    assert!(message.starts_with("1:19: parse error:"), "{message}");
+    assert_eq!(*position, Some((17, 22)), "{message}");
+    assert!(message.starts_with("1:18: parse error:"), "{message}");
     let err = gauntlet::promql::parse_expr("sum(").unwrap_err();
     assert_eq!(err.kind(), "bad_data");
 }
@@ -906,6 +906,265 @@ fn parse_errors_match_prometheus() {
             "1:8: parse error: trailing commas not allowed in function call args",
         ),
         ("foo == bool", "1:12: parse error: unexpected end of input"),
+        (
+            "foo and on(a) 1",
+            "1:1: parse error: vector matching only allowed between instant vectors",
+        ),
+        (
+            "1 and on(a) foo",
+            "1:1: parse error: vector matching only allowed between instant vectors",
+        ),
+        (
+            "foo + on(a) 1",
+            "1:1: parse error: vector matching only allowed between instant vectors",
+        ),
+        (
+            "foo + bool on(a) 1",
+            "1:5: parse error: bool modifier can only be used on comparison operators",
+        ),
+        (
+            "foo + bool bar",
+            "1:5: parse error: bool modifier can only be used on comparison operators",
+        ),
+        (
+            "foo and bool bar",
+            "1:5: parse error: bool modifier can only be used on comparison operators",
+        ),
+        (
+            "foo unless bool bar",
+            "1:5: parse error: bool modifier can only be used on comparison operators",
+        ),
+        (
+            "foo * on(a) group_left(a) bar",
+            "1:5: parse error: label \"a\" must not occur in ON and GROUP clause at once",
+        ),
+        (
+            "foo and on(a) group_left bar",
+            "1:1: parse error: no grouping allowed for \"and\" operation",
+        ),
+        (
+            "foo or ignoring(a) group_right bar",
+            "1:1: parse error: no grouping allowed for \"or\" operation",
+        ),
+        ("\"abc", "1:1: parse error: unterminated quoted string"),
+        ("'abc", "1:1: parse error: unterminated quoted string"),
+        ("foo{a=\"b", "1:7: parse error: unterminated quoted string"),
+        ("`abc", "1:1: parse error: unterminated raw string"),
+        (
+            "foo{a=\"\\q\"}",
+            "1:7: parse error: unknown escape sequence U+0071 'q'",
+        ),
+        (
+            "foo{a=\"\\xZZ\"}",
+            "1:7: parse error: illegal character U+005A 'Z' in escape sequence",
+        ),
+        (
+            "\"\\u12\"",
+            "1:1: parse error: illegal character U+0022 '\"' in escape sequence",
+        ),
+        ("foo[5x]", "1:5: parse error: bad duration syntax: \"5\""),
+        ("foo[5m", "1:7: parse error: unclosed left bracket"),
+        (
+            "#comment only",
+            "1:1: parse error: no expression found in input",
+        ),
+        ("", "1:1: parse error: no expression found in input"),
+        ("   ", "1:1: parse error: no expression found in input"),
+        (
+            "foo !bar",
+            "1:5: parse error: unexpected character after '!': 'b'",
+        ),
+        (
+            "foo{a!}",
+            "1:6: parse error: unexpected character after '!' inside braces: '}'",
+        ),
+        (
+            "1e",
+            "1:1: parse error: error parsing number: strconv.ParseFloat: parsing \"1e\": invalid syntax",
+        ),
+        (
+            "0x",
+            "1:1: parse error: error parsing number: strconv.ParseFloat: parsing \"0x\": invalid syntax",
+        ),
+        ("1.2.3", "1:4: parse error: unexpected number \".3\""),
+        ("foo[1m:1m:1m]", "1:10: parse error: unexpected colon ':'"),
+        (
+            "foo{a=~\"(\"}",
+            "1:5: parse error: error parsing regexp: missing closing ): `^(?:()$`",
+        ),
+        (
+            "{}",
+            "1:1: parse error: vector selector must contain at least one non-empty matcher",
+        ),
+        (
+            "{a=\"\"}",
+            "1:1: parse error: vector selector must contain at least one non-empty matcher",
+        ),
+        (
+            "foo{__name__=\"bar\"}",
+            "1:1: parse error: metric name must not be set twice: \"foo\" or \"bar\"",
+        ),
+        (
+            "foo[]",
+            "1:5: parse error: missing unit character in duration",
+        ),
+        (
+            "foo{a=\"é\"} bar",
+            "1:13: parse error: unexpected identifier \"bar\"",
+        ),
+        (
+            "foo{a=\"é\"} + bool bar",
+            "1:13: parse error: bool modifier can only be used on comparison operators",
+        ),
+        (
+            "foo{a=\"b\"}\n!",
+            "2:1: parse error: unexpected character after '!': '�'",
+        ),
+        ("foo)", "1:5: parse error: unexpected right parenthesis ')'"),
+        ("(foo", "1:5: parse error: unclosed left parenthesis"),
+        ("foo[5m[", "1:7: parse error: unexpected left bracket '['"),
+        ("foo{a{", "1:6: parse error: unexpected left brace '{'"),
+        ("foo}", "1:4: parse error: unexpected character: '}'"),
+        (
+            "\"\\x4\"",
+            "1:1: parse error: illegal character U+0022 '\"' in escape sequence",
+        ),
+        (
+            "\"\\U0011FFFF\"",
+            "1:1: parse error: escape sequence is an invalid Unicode code point",
+        ),
+        (
+            "\"\\400\"",
+            "1:1: parse error: escape sequence is an invalid Unicode code point",
+        ),
+        (
+            "\"\\8\"",
+            "1:1: parse error: unknown escape sequence U+0038 '8'",
+        ),
+        ("\"a\nb\"", "1:1: parse error: unterminated quoted string"),
+        (
+            "foo bar \"\\q\"",
+            "1:5: parse error: unexpected identifier \"bar\"",
+        ),
+        (
+            "foo bar $",
+            "1:5: parse error: unexpected identifier \"bar\"",
+        ),
+        ("1..2", "1:3: parse error: unexpected number \".2\""),
+        (
+            "0x1p3",
+            "1:1: parse error: bad number or duration syntax: \"0x1\"",
+        ),
+        (
+            "1e5x",
+            "1:1: parse error: bad number or duration syntax: \"1e5\"",
+        ),
+        (
+            "5mx",
+            "1:1: parse error: bad number or duration syntax: \"5mx\"",
+        ),
+        ("foo[5mm]", "1:5: parse error: bad duration syntax: \"5mm\""),
+        (
+            "foo[5y1y]",
+            "1:5: parse error: bad duration syntax: \"5y1\"",
+        ),
+        (
+            "foo offset 5x",
+            "1:12: parse error: bad number or duration syntax: \"5\"",
+        ),
+        (
+            "foo @ 1e",
+            "1:7: parse error: error parsing number: strconv.ParseFloat: parsing \"1e\": invalid syntax",
+        ),
+        (
+            "foo @ 1e999",
+            "1:7: parse error: error parsing number: strconv.ParseFloat: parsing \"1e999\": value out of range",
+        ),
+        (
+            "foo[:5m]",
+            "1:5: parse error: missing unit character in duration",
+        ),
+        ("foo[5m:x]", "1:8: parse error: unexpected colon 'x'"),
+        (
+            "foo{a=~\"[a\"}",
+            "1:5: parse error: error parsing regexp: missing closing ]: `[a)$`",
+        ),
+        (
+            "foo{a=~\"{2}\"}",
+            "1:5: parse error: error parsing regexp: missing argument to repetition operator: `{2}`",
+        ),
+        (
+            "foo{a=~\"(?<=a)\"}",
+            "1:5: parse error: error parsing regexp: invalid or unsupported Perl syntax: `(?<`",
+        ),
+        (
+            "foo{a=~\"(?z)\"}",
+            "1:5: parse error: error parsing regexp: invalid or unsupported Perl syntax: `(?z`",
+        ),
+        (
+            "foo{a=~\"\\\\pX\"}",
+            "1:5: parse error: error parsing regexp: invalid character class range: `\\pX`",
+        ),
+        (
+            "foo{a=~\"\\\\q\"}",
+            "1:5: parse error: error parsing regexp: invalid escape sequence: `\\q`",
+        ),
+        (
+            "{} + foo{a=~\"(\"}",
+            "1:10: parse error: error parsing regexp: missing closing ): `^(?:()$`",
+        ),
+        (
+            "foo{a=~\"(\"} bar",
+            "1:5: parse error: error parsing regexp: missing closing ): `^(?:()$`",
+        ),
+        (
+            "foo[5hs] bar",
+            "1:5: parse error: not a valid duration string: \"5hs\"",
+        ),
+        (
+            "nonexistent(foo) bar",
+            "1:1: parse error: unknown function with name \"nonexistent\"",
+        ),
+        (
+            "sum()",
+            "1:1: parse error: no arguments for aggregate expression provided",
+        ),
+        (
+            "sum(foo, bar)",
+            "1:1: parse error: wrong number of arguments for aggregate expression provided, expected 1, got 2",
+        ),
+        (
+            "foo @ 1 [5m]",
+            "1:9: parse error: no @ modifiers allowed before range",
+        ),
+        (
+            "foo[5m][5m]",
+            "1:8: parse error: ranges only allowed for vector selectors",
+        ),
+        (
+            "1[5m]",
+            "1:2: parse error: ranges only allowed for vector selectors",
+        ),
+        (
+            "foo offset 1m offset 1m",
+            "1:1: parse error: offset may not be set multiple times",
+        ),
+        (
+            "(foo) offset 1m offset 2m",
+            "1:1: parse error: offset modifier must be preceded by an instant vector selector or range vector selector or a subquery",
+        ),
+        (
+            "sum(foo) @ 1 @ 2",
+            "1:1: parse error: @ modifier must be preceded by an instant vector selector or range vector selector or a subquery",
+        ),
+        (
+            "foo[5m] @ 1 offset 1m [5m]",
+            "1:23: parse error: ranges only allowed for vector selectors",
+        ),
+        (
+            "0xFFFFFFFFFFFFFFFFFF",
+            "1:1: parse error: error parsing number: strconv.ParseFloat: parsing \"0xFFFFFFFFFFFFFFFFFF\": invalid syntax",
+        ),
     ];
     let mut mismatches = Vec::new();
     for (query, expected) in cases {

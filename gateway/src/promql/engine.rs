@@ -141,28 +141,36 @@ fn parse_unchecked(query: &str) -> Result<Expr, QueryError> {
         position: None,
     })?;
     parser::parse(&rewritten).map_err(|e| {
-        // The parser names no position for grammar errors: find the offending token.
-        let located = if e == GRAMMAR_ERROR {
-            super::syntax::diagnose(query).map(|s| (s.range.0, s.message))
-        } else if e.starts_with("unexpected ") {
-            super::syntax::diagnose(query).map(|s| (s.range.0, e.clone()))
+        let plain = std::ptr::eq(rewritten.as_ref(), query) && std::ptr::eq(marked.as_ref(), query);
+        // Lexical and grammar errors come first in Prometheus, in the order its parser reads the
+        // query. The recogniser also runs where the parser crate saw a semantic error: it may be
+        // one Prometheus's lexer reports (e.g. an invalid escape sequence).
+        let grammar = e == GRAMMAR_ERROR || parser::lexer(&rewritten).is_err();
+        let diagnosed = if plain || e == GRAMMAR_ERROR {
+            super::syntax::diagnose(query).filter(|d| d.lexical || grammar)
         } else {
-            super::syntax::locate_call_error(query, &e)
+            None
         };
-        if let Some((start, message)) = located {
-            let (line, col) = line_col(query, start);
+        let located = if let Some(d) = diagnosed {
+            Some((d.range, d.message))
+        } else if e.starts_with("unexpected ") {
+            super::syntax::diagnose(query).map(|s| (s.range, e.clone()))
+        } else {
+            super::syntax::locate_call_error(query, &e).map(|(at, m)| ((at, at), m))
+        };
+        if let Some((range, message)) = located {
+            let (line, col) = line_col(query, range.0);
             return QueryError::BadData {
                 message: format!("{line}:{col}: parse error: {message}"),
-                position: Some((start, start)),
+                position: Some(range),
             };
         }
         let e = super::syntax::prometheus_type_names(&e);
-        let position =
-            if std::ptr::eq(rewritten.as_ref(), query) && std::ptr::eq(marked.as_ref(), query) {
-                lex_error_position(query, &e)
-            } else {
-                None
-            };
+        let position = if plain {
+            lex_error_position(query, &e)
+        } else {
+            None
+        };
         match position {
             Some((start, end)) => {
                 let (line, col) = line_col(query, start);
@@ -204,10 +212,11 @@ fn lex_error_position(query: &str, err: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Prometheus's `line:column` for a byte offset: the column counts bytes, not characters.
 fn line_col(query: &str, byte: usize) -> (usize, usize) {
-    let before = &query[..byte.min(query.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let before = &query.as_bytes()[..byte.min(query.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
     (line, col)
 }
 

@@ -323,9 +323,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let repl = string_arg(ev, c, 2)?;
             let src = string_arg(ev, c, 3)?;
             let re_s = string_arg(ev, c, 4)?;
-            let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
+            // Prometheus names only the pattern, not why it is invalid.
+            let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|_| {
                 QueryError::exec(format!(
-                    "invalid regular expression in label_replace(): {re_s}: {e}"
+                    "invalid regular expression in label_replace(): {re_s}"
                 ))
             })?;
             if !valid_label_name(&dst) {

@@ -1,9 +1,11 @@
-//! Where and why a query that lexes cleanly fails to parse, in Prometheus's words.
+//! Where and why a query fails to parse, in Prometheus's words.
 //!
-//! `promql-parser` reports every grammar error as "invalid promql query" without a position.
-//! When that happens this module re-reads the query with a small recogniser of the PromQL
-//! grammar and names the first token no valid query could continue with, the way Prometheus's
-//! parser does: `unexpected <token>`, qualified by the innermost construct that has its own
+//! `promql-parser` reports grammar errors as "invalid promql query" and other errors without a
+//! position. This module re-reads a rejected query with a lexer that fails where and as
+//! Prometheus's lexer does, and a small recogniser of the PromQL grammar that names the first
+//! token no valid query could continue with, or the first error Prometheus's parser reports
+//! while building the tree (invalid number, duration or regular expression, unknown function,
+//! misplaced range or modifier), in the order Prometheus meets them. Grammar errors read: `unexpected <token>`, qualified by the innermost construct that has its own
 //! error rule (aggregation, grouping labels, label matchers, offset, `@`, subquery), e.g.
 //! `1:5: parse error: unexpected identifier "bar"` or
 //! `1:13: parse error: unexpected end of input in offset, expected number or duration`.
@@ -15,6 +17,8 @@ pub struct SyntaxError {
     pub range: (usize, usize),
     /// The message without position, e.g. `unexpected <op:*>`.
     pub message: String,
+    /// Prometheus's lexer (or number parsing) reports it, not the grammar.
+    pub lexical: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,8 @@ enum Kind {
     Keyword,
     /// `(`, `)`, `{`, `}`, `[`, `]`, `,`, `=`, `:`, `@`, `=~`, `!~`.
     Punct,
+    /// Where the lexer fails; the parser never reads past it.
+    Error,
     Eof,
 }
 
@@ -50,7 +56,7 @@ impl Token<'_> {
     /// Prometheus's `Item.desc()`.
     fn describe(&self) -> String {
         match self.kind {
-            Kind::Eof => "end of input".to_owned(),
+            Kind::Eof | Kind::Error => "end of input".to_owned(),
             Kind::Identifier => format!("identifier {}", go_quote(self.text)),
             Kind::MetricIdentifier => format!("metric identifier {}", go_quote(self.text)),
             Kind::Number => format!("number {}", short_quote(self.text)),
@@ -123,138 +129,468 @@ const KEYWORDS: &[&str] = &[
     "end",
 ];
 const WORD_OPERATORS: &[&str] = &["and", "or", "unless", "atan2"];
-const SYMBOLS: &[&str] = &[
-    "==", "!=", "<=", ">=", "=~", "!~", "+", "-", "*", "/", "%", "^", "<", ">", "(", ")", "{", "}",
-    "[", "]", ",", "=", ":", "@",
-];
 
-/// Splits a query into tokens; `None` when it meets something only the lexer reports.
-fn tokenize(query: &str) -> Option<Vec<Token<'_>>> {
-    let bytes = query.as_bytes();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    let mut braces = false;
-    let mut brackets = false;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let start = i;
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == b'#' {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'"' || c == b'\'' || c == b'`' {
-            i += 1;
-            while i < bytes.len() && bytes[i] != c {
-                if bytes[i] == b'\\' && c != b'`' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            if i >= bytes.len() {
-                return None;
-            }
-            i += 1;
-            tokens.push(Token {
-                kind: Kind::String,
-                text: &query[start..i],
-                start,
-            });
-            continue;
-        }
-        if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric()
-                    || bytes[i] == b'.'
-                    || ((bytes[i] == b'+' || bytes[i] == b'-')
-                        && matches!(bytes[i - 1], b'e' | b'E')
-                        && !query[start..i].starts_with("0x")))
-            {
-                i += 1;
-            }
-            let text = &query[start..i];
-            let kind = if text
-                .bytes()
-                .any(|b| matches!(b, b's' | b'm' | b'h' | b'd' | b'w' | b'y'))
-                && !text.starts_with("0x")
-            {
-                Kind::Duration
-            } else {
-                Kind::Number
-            };
-            tokens.push(Token { kind, text, start });
-            continue;
-        }
-        if c.is_ascii_alphabetic() || c == b'_' || (c == b':' && !brackets) {
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
-            {
-                i += 1;
-            }
-            let text = &query[start..i];
-            let lower = text.to_ascii_lowercase();
-            let kind = if braces {
-                Kind::Identifier
-            } else if lower == "inf" || lower == "nan" {
-                Kind::Number
-            } else if AGGREGATORS.contains(&lower.as_str()) {
-                Kind::Aggregator
-            } else if WORD_OPERATORS.contains(&lower.as_str()) {
-                Kind::Operator
-            } else if KEYWORDS.contains(&lower.as_str()) {
-                Kind::Keyword
-            } else if text.contains(':') {
-                Kind::MetricIdentifier
-            } else {
-                Kind::Identifier
-            };
-            // Keywords and operators compare in lower case, as Prometheus's lexer does.
-            let text = if matches!(kind, Kind::Aggregator | Kind::Operator | Kind::Keyword) {
-                AGGREGATORS
-                    .iter()
-                    .chain(WORD_OPERATORS)
-                    .chain(KEYWORDS)
-                    .find(|k| **k == lower)
-                    .copied()
-                    .unwrap_or(text)
-            } else {
-                text
-            };
-            tokens.push(Token { kind, text, start });
-            continue;
-        }
-        let symbol = SYMBOLS.iter().find(|s| query[i..].starts_with(**s))?;
-        i += symbol.len();
-        match *symbol {
-            "{" => braces = true,
-            "}" => braces = false,
-            "[" => brackets = true,
-            "]" => brackets = false,
-            _ => {}
-        }
-        let kind = match *symbol {
-            "+" | "-" | "*" | "/" | "%" | "^" | "==" | "!=" | "<" | ">" | "<=" | ">=" => {
-                Kind::Operator
-            }
-            _ => Kind::Punct,
-        };
-        tokens.push(Token {
-            kind,
-            text: symbol,
-            start,
+/// Splits a query into tokens the way Prometheus's lexer does. A lexical error ends the list
+/// with a [`Kind::Error`] token where Prometheus points (then end of input); its message is
+/// returned alongside. Inside brackets plain numbers are accepted as durations (Prometheus 3).
+fn lex(query: &str) -> (Vec<Token<'_>>, Option<String>) {
+    let mut lexer = Lexer {
+        query,
+        pos: 0,
+        width: 0,
+        tokens: Vec::new(),
+        parens: 0,
+        braces: false,
+        brackets: false,
+        colon: false,
+    };
+    let error = lexer.run().err().map(|(at, message)| {
+        lexer.tokens.push(Token {
+            kind: Kind::Error,
+            text: "",
+            start: at,
         });
-    }
-    tokens.push(Token {
+        message
+    });
+    lexer.tokens.push(Token {
         kind: Kind::Eof,
         text: "",
         start: query.len(),
     });
-    Some(tokens)
+    (lexer.tokens, error)
+}
+
+/// The tokens of a query that lexes cleanly.
+fn tokenize(query: &str) -> Option<Vec<Token<'_>>> {
+    match lex(query) {
+        (tokens, None) => Some(tokens),
+        (_, Some(_)) => None,
+    }
+}
+
+/// A lexical error: where Prometheus points and its message.
+type LexError = (usize, String);
+
+struct Lexer<'a> {
+    query: &'a str,
+    pos: usize,
+    /// Byte length of the last character read (0 at end of input).
+    width: usize,
+    tokens: Vec<Token<'a>>,
+    parens: usize,
+    braces: bool,
+    brackets: bool,
+    /// A colon (or what Prometheus takes for one) was seen in the open brackets.
+    colon: bool,
+}
+
+/// Prometheus's white space.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+fn is_alpha(c: char) -> bool {
+    c == '_' || c.is_ascii_alphabetic()
+}
+
+fn is_alphanumeric(c: char) -> bool {
+    is_alpha(c) || c.is_ascii_digit()
+}
+
+impl<'a> Lexer<'a> {
+    fn next(&mut self) -> Option<char> {
+        let c = self.query[self.pos..].chars().next();
+        self.width = c.map_or(0, char::len_utf8);
+        self.pos += self.width;
+        c
+    }
+
+    fn backup(&mut self) {
+        self.pos -= self.width;
+        self.width = 0;
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.query[self.pos..].chars().next()
+    }
+
+    /// Consumes the next character when `f` accepts it.
+    fn accept(&mut self, f: impl Fn(char) -> bool) -> bool {
+        match self.next() {
+            Some(c) if f(c) => true,
+            _ => {
+                self.backup();
+                false
+            }
+        }
+    }
+
+    fn accept_run(&mut self, f: impl Fn(char) -> bool) {
+        while self.accept(&f) {}
+    }
+
+    fn emit(&mut self, kind: Kind, start: usize) {
+        self.tokens.push(Token {
+            kind,
+            text: &self.query[start..self.pos],
+            start,
+        });
+    }
+
+    fn run(&mut self) -> Result<(), LexError> {
+        loop {
+            if self.braces {
+                self.inside_braces()?;
+                continue;
+            }
+            let start = self.pos;
+            let Some(c) = self.next() else {
+                if self.parens > 0 {
+                    return Err((start, "unclosed left parenthesis".to_owned()));
+                }
+                if self.brackets {
+                    return Err((start, "unclosed left bracket".to_owned()));
+                }
+                return Ok(());
+            };
+            match c {
+                '#' => self.comment(),
+                c if is_space(c) => {}
+                ',' | '@' => self.emit(Kind::Punct, start),
+                '*' | '/' | '%' | '+' | '-' | '^' => self.emit(Kind::Operator, start),
+                '=' => match self.peek() {
+                    Some('=') => {
+                        self.next();
+                        self.emit(Kind::Operator, start);
+                    }
+                    Some('~') => {
+                        return Err((start, "unexpected character after '=': '~'".to_owned()));
+                    }
+                    _ => self.emit(Kind::Punct, start),
+                },
+                '!' => match self.next() {
+                    Some('=') => self.emit(Kind::Operator, start),
+                    c => {
+                        let c = quote_rune(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+                        return Err((start, format!("unexpected character after '!': {c}")));
+                    }
+                },
+                '<' | '>' => {
+                    self.accept(|c| c == '=');
+                    self.emit(Kind::Operator, start);
+                }
+                c if c.is_ascii_digit()
+                    || (c == '.' && self.peek().is_some_and(|c| c.is_ascii_digit())) =>
+                {
+                    self.backup();
+                    self.number_or_duration(start)?;
+                }
+                '"' | '\'' => self.string(start, c)?,
+                '`' => self.raw_string(start)?,
+                c if (is_alpha(c) || c == ':') && !self.brackets => {
+                    self.accept_run(|c| is_alphanumeric(c) || c == ':');
+                    self.word(start);
+                }
+                // In brackets Prometheus reads any letter as the subquery colon.
+                c if is_alpha(c) || c == ':' => {
+                    if self.colon {
+                        return Err((start, format!("unexpected colon {}", quote_rune(c))));
+                    }
+                    self.tokens.push(Token {
+                        kind: Kind::Punct,
+                        text: ":",
+                        start,
+                    });
+                    self.colon = true;
+                }
+                '(' => {
+                    self.parens += 1;
+                    self.emit(Kind::Punct, start);
+                }
+                ')' => {
+                    // Prometheus points past the parenthesis here.
+                    if self.parens == 0 {
+                        return Err((self.pos, "unexpected right parenthesis ')'".to_owned()));
+                    }
+                    self.emit(Kind::Punct, start);
+                    self.parens -= 1;
+                }
+                '{' => {
+                    self.emit(Kind::Punct, start);
+                    self.braces = true;
+                }
+                '[' => {
+                    if self.brackets {
+                        return Err((start, "unexpected left bracket '['".to_owned()));
+                    }
+                    self.colon = false;
+                    self.emit(Kind::Punct, start);
+                    self.accept_run(is_space);
+                    self.brackets = true;
+                    self.range()?;
+                }
+                ']' => {
+                    if !self.brackets {
+                        return Err((start, "unexpected right bracket ']'".to_owned()));
+                    }
+                    self.emit(Kind::Punct, start);
+                    self.brackets = false;
+                }
+                c => return Err((start, format!("unexpected character: {}", quote_rune(c)))),
+            }
+        }
+    }
+
+    /// A line comment (the `#` has been read); the parser never sees it.
+    fn comment(&mut self) {
+        while self.peek().is_some_and(|c| c != '\n' && c != '\r') {
+            self.next();
+        }
+    }
+
+    /// Classifies the identifier-like word just read.
+    fn word(&mut self, start: usize) {
+        let text = &self.query[start..self.pos];
+        let lower = text.to_ascii_lowercase();
+        let kind = if lower == "inf" || lower == "nan" {
+            Kind::Number
+        } else if AGGREGATORS.contains(&lower.as_str()) {
+            Kind::Aggregator
+        } else if WORD_OPERATORS.contains(&lower.as_str()) {
+            Kind::Operator
+        } else if KEYWORDS.contains(&lower.as_str()) {
+            Kind::Keyword
+        } else if text.contains(':') {
+            Kind::MetricIdentifier
+        } else {
+            Kind::Identifier
+        };
+        // Keywords and operators compare in lower case, as Prometheus's lexer does.
+        let text = if matches!(kind, Kind::Aggregator | Kind::Operator | Kind::Keyword) {
+            AGGREGATORS
+                .iter()
+                .chain(WORD_OPERATORS)
+                .chain(KEYWORDS)
+                .find(|k| **k == lower)
+                .copied()
+                .unwrap_or(text)
+        } else {
+            text
+        };
+        self.tokens.push(Token { kind, text, start });
+    }
+
+    fn inside_braces(&mut self) -> Result<(), LexError> {
+        let start = self.pos;
+        let Some(c) = self.next() else {
+            return Err((start, "unexpected end of input inside braces".to_owned()));
+        };
+        match c {
+            '#' => self.comment(),
+            c if is_space(c) => {}
+            c if is_alpha(c) => {
+                self.accept_run(is_alphanumeric);
+                self.emit(Kind::Identifier, start);
+            }
+            ',' => self.emit(Kind::Punct, start),
+            '"' | '\'' => self.string(start, c)?,
+            '`' => self.raw_string(start)?,
+            '=' => {
+                self.accept(|c| c == '~');
+                self.emit(Kind::Punct, start);
+            }
+            '!' => match self.next() {
+                Some('~') => self.emit(Kind::Punct, start),
+                Some('=') => self.emit(Kind::Operator, start),
+                c => {
+                    let c = quote_rune(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+                    return Err((
+                        start,
+                        format!("unexpected character after '!' inside braces: {c}"),
+                    ));
+                }
+            },
+            '{' => return Err((start, "unexpected left brace '{'".to_owned())),
+            '}' => {
+                self.emit(Kind::Punct, start);
+                self.braces = false;
+            }
+            c => {
+                return Err((
+                    start,
+                    format!("unexpected character inside braces: {}", quote_rune(c)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The range right after `[`: a duration (or, unlike Prometheus 2, a plain number).
+    fn range(&mut self) -> Result<(), LexError> {
+        let start = self.pos;
+        if self.scan_number() {
+            if self.pos == start {
+                return Err((start, "missing unit character in duration".to_owned()));
+            }
+            self.emit(Kind::Number, start);
+        } else if self.remaining_duration() {
+            self.backup();
+            self.emit(Kind::Duration, start);
+        } else {
+            let text = go_quote(&self.query[start..self.pos]);
+            return Err((start, format!("bad duration syntax: {text}")));
+        }
+        Ok(())
+    }
+
+    fn number_or_duration(&mut self, start: usize) -> Result<(), LexError> {
+        if self.scan_number() {
+            self.emit(Kind::Number, start);
+        } else if self.remaining_duration() {
+            self.backup();
+            self.emit(Kind::Duration, start);
+        } else {
+            let text = go_quote(&self.query[start..self.pos]);
+            return Err((start, format!("bad number or duration syntax: {text}")));
+        }
+        Ok(())
+    }
+
+    /// Reads what may be a number (decimal, hexadecimal, with fraction and exponent); true when
+    /// no letter or digit follows it. The text is not necessarily a valid number.
+    fn scan_number(&mut self) -> bool {
+        let hex = self.accept(|c| c == '0') && self.accept(|c| c == 'x' || c == 'X');
+        let digit = |c: char| {
+            if hex {
+                c.is_ascii_hexdigit()
+            } else {
+                c.is_ascii_digit()
+            }
+        };
+        self.accept_run(digit);
+        if self.accept(|c| c == '.') {
+            self.accept_run(digit);
+        }
+        if self.accept(|c| c == 'e' || c == 'E') {
+            self.accept(|c| c == '+' || c == '-');
+            self.accept_run(|c| c.is_ascii_digit());
+        }
+        !self.peek().is_some_and(is_alphanumeric)
+    }
+
+    /// The unit(s) after a duration's first number; true when followed by a non-alphanumeric
+    /// character (which has been read too).
+    fn remaining_duration(&mut self) -> bool {
+        if !self.accept(|c| "smhdwy".contains(c)) {
+            return false;
+        }
+        self.accept(|c| c == 's');
+        while self.accept(|c| c.is_ascii_digit()) {
+            self.accept_run(|c| c.is_ascii_digit());
+            if !self.accept(|c| "smhdw".contains(c)) {
+                return false;
+            }
+            self.accept(|c| c == 's');
+        }
+        !self.next().is_some_and(is_alphanumeric)
+    }
+
+    /// A quoted string (the quote has been read). Errors point at the opening quote.
+    fn string(&mut self, start: usize, quote: char) -> Result<(), LexError> {
+        loop {
+            match self.next() {
+                None | Some('\n') => {
+                    return Err((start, "unterminated quoted string".to_owned()));
+                }
+                Some('\\') => self.escape(quote).map_err(|message| (start, message))?,
+                Some(c) if c == quote => break,
+                Some(_) => {}
+            }
+        }
+        self.emit(Kind::String, start);
+        Ok(())
+    }
+
+    /// An escape sequence (the backslash has been read), checked as Go checks them.
+    fn escape(&mut self, quote: char) -> Result<(), String> {
+        let mut c = self.next();
+        let (mut digits, base, max) = match c {
+            Some('a' | 'b' | 'f' | 'n' | 'r' | 't' | 'v' | '\\') => return Ok(()),
+            Some(q) if q == quote => return Ok(()),
+            Some('0'..='7') => (3, 8, 255),
+            Some('x') => (2, 16, 255),
+            Some('u') => (4, 16, 0x10_FFFF),
+            Some('U') => (8, 16, 0x10_FFFF),
+            None => return Err("escape sequence not terminated".to_owned()),
+            Some(other) => return Err(format!("unknown escape sequence {}", sharp_u(other))),
+        };
+        if matches!(c, Some('x' | 'u' | 'U')) {
+            c = self.next();
+        }
+        let mut value: u32 = 0;
+        while digits > 0 {
+            let Some(d) = c.and_then(|c| c.to_digit(base)) else {
+                return Err(match c {
+                    None => "escape sequence not terminated".to_owned(),
+                    Some(c) => format!("illegal character {} in escape sequence", sharp_u(c)),
+                });
+            };
+            value = value * base + d;
+            digits -= 1;
+            if digits > 0 {
+                c = self.next();
+            }
+        }
+        if value > max || (0xD800..0xE000).contains(&value) {
+            return Err("escape sequence is an invalid Unicode code point".to_owned());
+        }
+        Ok(())
+    }
+
+    fn raw_string(&mut self, start: usize) -> Result<(), LexError> {
+        loop {
+            match self.next() {
+                None => return Err((start, "unterminated raw string".to_owned())),
+                Some('`') => break,
+                Some(_) => {}
+            }
+        }
+        self.emit(Kind::String, start);
+        Ok(())
+    }
+}
+
+/// Go's `%q` for a character: `'x'`, with escapes for quotes, backslashes and unprintables.
+fn quote_rune(c: char) -> String {
+    match c {
+        '\'' => "'\\''".to_owned(),
+        '\\' => "'\\\\'".to_owned(),
+        c if is_printable(c) => format!("'{c}'"),
+        '\u{7}' => "'\\a'".to_owned(),
+        '\u{8}' => "'\\b'".to_owned(),
+        '\u{c}' => "'\\f'".to_owned(),
+        '\n' => "'\\n'".to_owned(),
+        '\r' => "'\\r'".to_owned(),
+        '\t' => "'\\t'".to_owned(),
+        '\u{b}' => "'\\v'".to_owned(),
+        c if (c as u32) < 0x80 => format!("'\\x{:02x}'", c as u32),
+        c if (c as u32) < 0x10000 => format!("'\\u{:04x}'", c as u32),
+        c => format!("'\\U{:08x}'", c as u32),
+    }
+}
+
+/// Go's `%#U` for a character: `U+0071 'q'` (without the quoted character if unprintable).
+fn sharp_u(c: char) -> String {
+    if is_printable(c) {
+        format!("U+{:04X} '{c}'", c as u32)
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
+}
+
+/// Roughly Go's `strconv.IsPrint`: not a control, format or non-ASCII space character.
+fn is_printable(c: char) -> bool {
+    c == ' ' || !(c.is_control() || c.is_whitespace() || ('\u{200b}'..='\u{200f}').contains(&c))
 }
 
 /// A construct with its own error rule in Prometheus's grammar: (context, expected).
@@ -263,6 +599,8 @@ type Context = (&'static str, &'static str);
 struct Failure {
     token: usize,
     context: Option<Context>,
+    /// A message of its own instead of `unexpected <token>` (an invalid number).
+    message: Option<String>,
 }
 
 type Parsed = Result<(), Failure>;
@@ -274,16 +612,75 @@ struct Recogniser<'a> {
     calls: Vec<Call<'a>>,
     /// Binary expressions in the order Prometheus checks them (operands first).
     binaries: Vec<Binary<'a>>,
+    /// Byte ranges of vector selectors with braces, in query order.
+    selectors: Vec<(usize, usize)>,
+    /// Regular-expression matchers: where the label starts, and the quoted pattern.
+    regexes: Vec<(usize, &'a str)>,
 }
 
-/// A binary expression as written: its operands' byte ranges and its operator.
-#[derive(Debug, Clone)]
+/// A binary expression as written: its operands' byte ranges, its operator and modifiers.
+#[derive(Debug, Clone, Default)]
 struct Binary<'a> {
     lhs: (usize, usize),
-    op: Token<'a>,
-    /// `on(...)`/`ignoring(...)` given.
-    matching: bool,
+    op: &'a str,
+    /// Where the operator is.
+    op_start: usize,
+    modifiers: Modifiers<'a>,
     rhs: (usize, usize),
+}
+
+/// A binary operator's modifiers as written.
+#[derive(Debug, Clone, Default)]
+struct Modifiers<'a> {
+    bool: bool,
+    /// `on` (rather than `ignoring`) given.
+    on: bool,
+    /// The labels of `on(...)`/`ignoring(...)`.
+    matching: Vec<&'a str>,
+    /// `group_left`/`group_right` given, and its labels.
+    group: Option<Vec<&'a str>>,
+}
+
+/// What a range or modifier applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operand {
+    /// An instant vector selector.
+    Selector,
+    /// A selector with a range.
+    Matrix,
+    Subquery,
+    Other,
+}
+
+/// Whether the parser crate knows a function (Prometheus 3's set).
+fn known_function(name: &str) -> bool {
+    promql_parser::parser::parse(&format!("{name}()"))
+        .err()
+        .is_none_or(|e| !e.starts_with("unknown function"))
+}
+
+/// Whether Prometheus reads a duration literal: numbers with units in the order
+/// `y w d h m s ms`, each at most once.
+fn valid_duration(text: &str) -> bool {
+    const UNITS: &[&str] = &["y", "w", "d", "h", "m", "s", "ms"];
+    let mut rest = text;
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = (next_unit..UNITS.len())
+            .rev()
+            .find(|&u| rest.starts_with(UNITS[u]))
+        else {
+            return false;
+        };
+        rest = &rest[UNITS[unit].len()..];
+        next_unit = unit + 1;
+    }
+    !text.is_empty()
 }
 
 /// A function call as written: where it starts, its arguments, a trailing comma.
@@ -306,6 +703,18 @@ type CallArgs = (Vec<(usize, usize)>, Option<usize>);
 const MAX_DEPTH: usize = 2_000;
 
 impl<'a> Recogniser<'a> {
+    fn new(tokens: Vec<Token<'a>>) -> Self {
+        Self {
+            tokens,
+            pos: 0,
+            depth: 0,
+            calls: Vec::new(),
+            binaries: Vec::new(),
+            selectors: Vec::new(),
+            regexes: Vec::new(),
+        }
+    }
+
     fn peek(&self) -> Token<'a> {
         self.tokens[self.pos.min(self.tokens.len() - 1)]
     }
@@ -322,7 +731,24 @@ impl<'a> Recogniser<'a> {
         Failure {
             token: self.pos,
             context,
+            message: None,
         }
+    }
+
+    /// Consumes a number token; one Go cannot parse fails as Prometheus's parser does.
+    fn number(&mut self) -> Parsed {
+        let token = self.peek();
+        let Err(why) = go_number(token.text) else {
+            self.bump();
+            return Ok(());
+        };
+        Err(Failure {
+            message: Some(format!(
+                "error parsing number: strconv.ParseFloat: parsing {}: {why}",
+                go_quote(token.text)
+            )),
+            ..self.fail(None)
+        })
     }
 
     fn expect(&mut self, text: &str, context: Option<Context>) -> Parsed {
@@ -361,20 +787,14 @@ impl<'a> Recogniser<'a> {
                 break;
             }
             let op = self.bump();
-            let matching = self.peek().is("on")
-                || self.peek().is("ignoring")
-                || (self.peek().is("bool")
-                    && self
-                        .tokens
-                        .get(self.pos + 1)
-                        .is_some_and(|t| t.is("on") || t.is("ignoring")));
-            self.bin_modifiers()?;
+            let modifiers = self.bin_modifiers()?;
             let rhs_start = self.peek().start;
             self.expr(if right { precedence } else { precedence + 1 })?;
             self.binaries.push(Binary {
                 lhs: (start, op.start),
-                op,
-                matching,
+                op: op.text,
+                op_start: op.start,
+                modifiers,
                 rhs: (rhs_start, self.peek().start),
             });
         }
@@ -382,21 +802,25 @@ impl<'a> Recogniser<'a> {
         Ok(())
     }
 
-    fn bin_modifiers(&mut self) -> Parsed {
+    fn bin_modifiers(&mut self) -> Result<Modifiers<'a>, Failure> {
+        let mut modifiers = Modifiers::default();
         if self.peek().is("bool") {
             self.bump();
+            modifiers.bool = true;
         }
         if self.peek().is("on") || self.peek().is("ignoring") {
-            self.bump();
-            self.grouping_labels()?;
+            modifiers.on = self.bump().is("on");
+            modifiers.matching = self.grouping_labels()?;
             if self.peek().is("group_left") || self.peek().is("group_right") {
                 self.bump();
-                if self.peek().is("(") {
-                    self.grouping_labels()?;
-                }
+                modifiers.group = Some(if self.peek().is("(") {
+                    self.grouping_labels()?
+                } else {
+                    Vec::new()
+                });
             }
         }
-        Ok(())
+        Ok(modifiers)
     }
 
     fn unary(&mut self) -> Parsed {
@@ -405,37 +829,57 @@ impl<'a> Recogniser<'a> {
             // Unary operators bind looser than `^` and tighter than `*`.
             return self.expr(6);
         }
-        self.primary()?;
-        self.postfix()
+        let first = self.pos;
+        let operand = self.primary()?;
+        self.postfix(first, operand)
     }
 
-    fn primary(&mut self) -> Parsed {
+    /// A failure at token `index` with a message of its own (an error Prometheus's parser
+    /// reports while building the tree).
+    fn fail_at(&self, index: usize, message: String) -> Failure {
+        Failure {
+            token: index,
+            context: None,
+            message: Some(message),
+        }
+    }
+
+    fn primary(&mut self) -> Result<Operand, Failure> {
         let token = self.peek();
         match token.kind {
-            Kind::Number | Kind::Duration | Kind::String => {
+            Kind::Number => self.number().map(|()| Operand::Other),
+            Kind::Duration | Kind::String => {
                 self.bump();
-                Ok(())
+                Ok(Operand::Other)
             }
-            Kind::Aggregator => self.aggregation(),
+            Kind::Aggregator => self.aggregation().map(|()| Operand::Other),
             Kind::Identifier | Kind::MetricIdentifier => {
+                let name = self.pos;
                 self.bump();
                 if token.kind == Kind::Identifier && self.peek().is("(") {
                     let index = self.open_call(token, false);
                     let args = self.call_args()?;
                     self.close_call(index, args);
-                    Ok(())
+                    if !known_function(token.text) {
+                        let message =
+                            format!("unknown function with name {}", go_quote(token.text));
+                        return Err(self.fail_at(name, message));
+                    }
+                    Ok(Operand::Other)
                 } else if self.peek().is("{") {
-                    self.matchers()
+                    self.matchers(token.start).map(|()| Operand::Selector)
                 } else {
-                    Ok(())
+                    Ok(Operand::Selector)
                 }
             }
             Kind::Punct if token.text == "(" => {
                 self.bump();
                 self.expr(0)?;
-                self.expect(")", None)
+                self.expect(")", None).map(|()| Operand::Other)
             }
-            Kind::Punct if token.text == "{" => self.matchers(),
+            Kind::Punct if token.text == "{" => {
+                self.matchers(token.start).map(|()| Operand::Selector)
+            }
             _ => Err(self.fail(None)),
         }
     }
@@ -509,13 +953,15 @@ impl<'a> Recogniser<'a> {
         Ok(())
     }
 
-    fn grouping_labels(&mut self) -> Parsed {
+    /// `( label, ... )`: the labels (quoted ones with their quotes).
+    fn grouping_labels(&mut self) -> Result<Vec<&'a str>, Failure> {
         self.expect("(", Some(("grouping opts", "\"(\"")))?;
+        let mut labels = Vec::new();
         loop {
             let token = self.peek();
             if token.is(")") {
                 self.bump();
-                return Ok(());
+                return Ok(labels);
             }
             let label = matches!(
                 token.kind,
@@ -529,7 +975,7 @@ impl<'a> Recogniser<'a> {
             if !label {
                 return Err(self.fail(Some(("grouping opts", "label"))));
             }
-            self.bump();
+            labels.push(self.bump().text);
             if self.peek().is(",") {
                 self.bump();
             } else if !self.peek().is(")") {
@@ -538,13 +984,15 @@ impl<'a> Recogniser<'a> {
         }
     }
 
-    fn matchers(&mut self) -> Parsed {
+    /// `{ matcher, ... }` of the selector starting at `start`.
+    fn matchers(&mut self, start: usize) -> Parsed {
         const CONTEXT: &str = "label matching";
         self.expect("{", None)?;
         loop {
             let token = self.peek();
             if token.is("}") {
                 self.bump();
+                self.selectors.push((start, token.start + 1));
                 return Ok(());
             }
             if !matches!(token.kind, Kind::Identifier | Kind::String) {
@@ -559,7 +1007,15 @@ impl<'a> Recogniser<'a> {
                 if self.peek().kind != Kind::String {
                     return Err(self.fail(Some((CONTEXT, "string"))));
                 }
-                self.bump();
+                let value = self.bump();
+                if op.is("=~") || op.is("!~") {
+                    // Prometheus compiles the expression as soon as it has read the matcher.
+                    if let Some(e) = unquote(value.text).and_then(|p| go_regex_error(&p)) {
+                        let label = self.pos - 3;
+                        return Err(self.fail_at(label, format!("error parsing regexp: {e}")));
+                    }
+                    self.regexes.push((token.start, value.text));
+                }
             } else if !(token.kind == Kind::String && (op.is(",") || op.is("}"))) {
                 return Err(self.fail(Some((CONTEXT, "label matching operator"))));
             }
@@ -571,42 +1027,77 @@ impl<'a> Recogniser<'a> {
         }
     }
 
-    fn duration_literal(&mut self) -> bool {
-        if matches!(self.peek().kind, Kind::Duration | Kind::Number) {
-            self.bump();
-            true
-        } else {
-            false
+    /// A duration or number (`Ok(false)` when the next token is neither).
+    fn duration_literal(&mut self) -> Result<bool, Failure> {
+        match self.peek().kind {
+            Kind::Duration if !valid_duration(self.peek().text) => {
+                let text = go_quote(self.peek().text);
+                Err(self.fail_at(self.pos, format!("not a valid duration string: {text}")))
+            }
+            Kind::Duration => {
+                self.bump();
+                Ok(true)
+            }
+            Kind::Number => self.number().map(|()| true),
+            _ => Ok(false),
         }
     }
 
-    fn postfix(&mut self) -> Parsed {
+    /// Ranges, subqueries, `offset` and `@` after the expression starting at token `first`,
+    /// with the checks Prometheus makes as it builds them: a range only on a vector selector
+    /// without modifiers (pointing at `[`), each modifier once and only on a selector or
+    /// subquery (pointing at the expression).
+    fn postfix(&mut self, first: usize, mut operand: Operand) -> Parsed {
+        const PRECEDED: &str =
+            "must be preceded by an instant vector selector or range vector selector or a subquery";
+        let (mut offset, mut at) = (false, false);
         loop {
             let token = self.peek();
+            let index = self.pos;
             if token.is("[") {
                 self.bump();
-                if !self.duration_literal() {
+                if !self.duration_literal()? {
                     return Err(self.fail(Some(("subquery selector", "number or duration"))));
                 }
                 if self.peek().is(":") {
                     self.bump();
-                    if !self.peek().is("]") && !self.duration_literal() {
+                    if !self.peek().is("]") && !self.duration_literal()? {
                         return Err(
                             self.fail(Some(("subquery selector", "number or duration or \"]\"")))
                         );
                     }
                     self.expect("]", Some(("subquery selector", "\"]\"")))?;
+                    (operand, offset, at) = (Operand::Subquery, false, false);
                 } else {
                     self.expect("]", Some(("subquery or range", "\":\" or \"]\"")))?;
+                    let error = if operand != Operand::Selector {
+                        "ranges only allowed for vector selectors"
+                    } else if offset {
+                        "no offset modifiers allowed before range"
+                    } else if at {
+                        "no @ modifiers allowed before range"
+                    } else {
+                        operand = Operand::Matrix;
+                        continue;
+                    };
+                    return Err(self.fail_at(index, error.to_owned()));
                 }
             } else if token.is("offset") {
                 self.bump();
                 if self.peek().is("-") || self.peek().is("+") {
                     self.bump();
                 }
-                if !self.duration_literal() {
+                if !self.duration_literal()? {
                     return Err(self.fail(Some(("offset", "number or duration"))));
                 }
+                if operand == Operand::Other {
+                    return Err(self.fail_at(first, format!("offset modifier {PRECEDED}")));
+                }
+                if offset {
+                    let message = "offset may not be set multiple times".to_owned();
+                    return Err(self.fail_at(first, message));
+                }
+                offset = true;
             } else if token.is("@") {
                 self.bump();
                 if self.peek().is("-") || self.peek().is("+") {
@@ -616,9 +1107,17 @@ impl<'a> Recogniser<'a> {
                     self.bump();
                     self.expect("(", Some(("@", "timestamp")))?;
                     self.expect(")", Some(("@", "timestamp")))?;
-                } else if !self.duration_literal() {
+                } else if !self.duration_literal()? {
                     return Err(self.fail(Some(("@", "timestamp"))));
                 }
+                if operand == Operand::Other {
+                    return Err(self.fail_at(first, format!("@ modifier {PRECEDED}")));
+                }
+                if at {
+                    let message = "@ <timestamp> may not be set multiple times".to_owned();
+                    return Err(self.fail_at(first, message));
+                }
+                at = true;
             } else {
                 return Ok(());
             }
@@ -626,23 +1125,42 @@ impl<'a> Recogniser<'a> {
     }
 }
 
-/// The first grammar error in `query`, or `None` when the recogniser accepts it (the error is
-/// then semantic) or cannot tokenize it (the error is lexical).
+/// The first lexical or grammar error in `query`, in the order Prometheus's parser meets them
+/// (a grammar error before a lexical error wins), or `None` when the recogniser accepts it (the
+/// error is then semantic).
 pub fn diagnose(query: &str) -> Option<SyntaxError> {
-    let tokens = tokenize(query)?;
-    let mut recogniser = Recogniser {
-        tokens,
-        pos: 0,
-        depth: 0,
-        calls: Vec::new(),
-        binaries: Vec::new(),
-    };
+    let (tokens, lex_error) = lex(query);
+    if tokens[0].kind == Kind::Eof {
+        // Only white space and comments; Prometheus points at the start.
+        return Some(SyntaxError {
+            range: (0, 0),
+            message: "no expression found in input".to_owned(),
+            lexical: true,
+        });
+    }
+    let mut recogniser = Recogniser::new(tokens);
     let failure = match recogniser.expr(0) {
         Ok(()) if recogniser.peek().kind == Kind::Eof => return None,
         Ok(()) => recogniser.fail(None),
         Err(failure) => failure,
     };
     let token = recogniser.tokens[failure.token.min(recogniser.tokens.len() - 1)];
+    let range = (token.start, token.start + token.text.len());
+    if token.kind == Kind::Error {
+        return Some(SyntaxError {
+            // Prometheus's range for a lexical error runs to the end of the input.
+            range: (token.start, query.len()),
+            message: lex_error.unwrap_or_default(),
+            lexical: true,
+        });
+    }
+    if let Some(message) = failure.message {
+        return Some(SyntaxError {
+            range,
+            message,
+            lexical: true,
+        });
+    }
     let mut message = format!("unexpected {}", token.describe());
     if let Some((context, expected)) = failure.context {
         message.push_str(" in ");
@@ -653,9 +1171,29 @@ pub fn diagnose(query: &str) -> Option<SyntaxError> {
         }
     }
     Some(SyntaxError {
-        range: (token.start, token.start + token.text.len()),
+        range,
         message,
+        lexical: false,
     })
+}
+
+/// Whether Go's `strconv` reads a number token (decimal, or hexadecimal 64-bit integer), and if not,
+/// why (`invalid syntax`, `value out of range`).
+fn go_number(text: &str) -> Result<(), &'static str> {
+    let lower = text.to_ascii_lowercase();
+    if lower == "inf" || lower == "nan" {
+        return Ok(());
+    }
+    match lower.strip_prefix("0x") {
+        // A hexadecimal float needs an exponent: only 64-bit integers are read.
+        Some(hex) if i64::from_str_radix(hex, 16).is_ok() && !hex.starts_with('+') => Ok(()),
+        Some(_) => Err("invalid syntax"),
+        None => match text.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(()),
+            Ok(_) => Err("value out of range"),
+            Err(_) => Err("invalid syntax"),
+        },
+    }
 }
 
 /// Where a function-call error points, in Prometheus's words: `message` is the parser's own
@@ -665,15 +1203,20 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
     if let Some(bracket) = misplaced_range(&tokens, message) {
         return Some((bracket, message.to_owned()));
     }
-    let mut recogniser = Recogniser {
-        tokens,
-        pos: 0,
-        depth: 0,
-        calls: Vec::new(),
-        binaries: Vec::new(),
-    };
+    // A duration with a unit given twice or out of order (`5hs`) points at the duration.
+    if let Some(text) = message.strip_prefix("not a valid duration string: ") {
+        let token = tokens
+            .iter()
+            .find(|t| t.kind == Kind::Duration && t.text == text)?;
+        let message = format!("not a valid duration string: {}", go_quote(text));
+        return Some((token.start, message));
+    }
+    let mut recogniser = Recogniser::new(tokens);
     let _ = recogniser.expr(0);
     if let Some(located) = locate_binary_error(query, &recogniser.binaries, message) {
+        return Some(located);
+    }
+    if let Some(located) = locate_selector_error(query, &recogniser, message) {
         return Some(located);
     }
     let calls = recogniser.calls;
@@ -683,6 +1226,19 @@ pub fn locate_call_error(query: &str, message: &str) -> Option<(usize, String)> 
             .filter(|c| !c.aggregation)
             .find_map(|c| c.trailing_comma)?;
         return Some((comma, message.to_owned()));
+    }
+    if message.starts_with("no arguments for aggregate expression") {
+        let call = calls.iter().find(|c| c.aggregation && c.args == 0)?;
+        let message = "no arguments for aggregate expression provided";
+        return Some((call.start, message.to_owned()));
+    }
+    // "wrong number of arguments for aggregate expression provided, expected 1, got 2"
+    if message.starts_with("wrong number of arguments for aggregate expression")
+        && let Some((_, got)) = message.rsplit_once(", got ")
+    {
+        let got: usize = got.trim().parse().ok()?;
+        let call = calls.iter().find(|c| c.aggregation && c.args == got)?;
+        return Some((call.start, message.to_owned()));
     }
     if let Some(located) = locate_type_error(query, &calls, message) {
         return Some(located);
@@ -737,51 +1293,236 @@ fn misplaced_range(tokens: &[Token<'_>], message: &str) -> Option<usize> {
     })
 }
 
-/// Where Prometheus points for an error in a binary expression: the operand of the wrong type,
-/// the operator of a scalar comparison without `bool`, or the whole expression.
+/// Messages of the checks Prometheus makes on binary expressions.
+const BINARY_ERRORS: &[&str] = &[
+    "bool modifier can only be used on comparison operators",
+    "comparisons between scalars must use BOOL modifier",
+    "must not occur in ON and GROUP clause at once",
+    "binary expression must contain only scalar and instant vector types",
+    "vector matching only allowed between",
+    "no grouping allowed for",
+    "set operations must always be many-to-many",
+    "not allowed in binary scalar expression",
+];
+
+/// For an error from the binary-expression checks, the first one Prometheus reports: it checks
+/// operands before the expression and, per expression, `bool` on a non-comparison (at the
+/// operator), a scalar comparison without `bool` (operator), a label in both `on` and the
+/// group modifier (operator), operand types (the operand), vector matching with a scalar (the
+/// expression), grouping on a set operator (expression), a set operator on a scalar.
 fn locate_binary_error(
     query: &str,
     binaries: &[Binary<'_>],
     message: &str,
 ) -> Option<(usize, String)> {
-    let type_of = |(start, end): (usize, usize)| query.get(start..end).and_then(argument_type);
-    let is = |span, t: &str| type_of(span).is_some_and(|got| got == t);
-    if message == "binary expression must contain only scalar and instant vector types" {
-        let allowed = |span| matches!(type_of(span), Some("scalar" | "instant vector"));
-        let start = binaries.iter().find_map(|b| {
-            [b.lhs, b.rhs]
-                .into_iter()
-                .find(|&span| type_of(span).is_some() && !allowed(span))
-                .map(|(start, _)| start)
-        })?;
-        return Some((start, message.to_owned()));
-    }
-    if message == "comparisons between scalars must use BOOL modifier" {
-        let b = binaries.iter().find(|b| {
-            matches!(b.op.text, "==" | "!=" | "<" | "<=" | ">" | ">=")
-                && is(b.lhs, "scalar")
-                && is(b.rhs, "scalar")
-        })?;
-        return Some((b.op.start, message.to_owned()));
-    }
-    if message == "vector matching only allowed between instant vectors" {
-        let b = binaries.iter().find(|b| {
-            b.matching && !(is(b.lhs, "instant vector") && is(b.rhs, "instant vector"))
-        })?;
-        return Some((b.lhs.0, message.to_owned()));
-    }
-    let rest = message.strip_prefix("set operator '")?;
-    let (op, rest) = rest.split_once('\'')?;
-    if rest != " not allowed in binary scalar expression" {
+    if !BINARY_ERRORS.iter().any(|m| message.contains(m)) {
         return None;
     }
-    let b = binaries
+    binaries.iter().find_map(|b| binary_error(query, b))
+}
+
+/// The first error Prometheus reports for one binary expression (operands already checked).
+fn binary_error(query: &str, b: &Binary<'_>) -> Option<(usize, String)> {
+    let type_of = |(start, end): (usize, usize)| query.get(start..end).and_then(argument_type);
+    let (lhs, rhs) = (type_of(b.lhs), type_of(b.rhs));
+    let comparison = matches!(b.op, "==" | "!=" | "<" | "<=" | ">" | ">=");
+    let set = matches!(b.op, "and" | "or" | "unless");
+    let m = &b.modifiers;
+    if m.bool && !comparison {
+        let message = "bool modifier can only be used on comparison operators";
+        return Some((b.op_start, message.to_owned()));
+    }
+    if comparison && !m.bool && lhs == Some("scalar") && rhs == Some("scalar") {
+        let message = "comparisons between scalars must use BOOL modifier";
+        return Some((b.op_start, message.to_owned()));
+    }
+    let unquote = |l: &str| {
+        l.trim_matches(|c| c == '"' || c == '\'' || c == '`')
+            .to_owned()
+    };
+    if m.on
+        && let Some(label) = m
+            .matching
+            .iter()
+            .map(|l| unquote(l))
+            .find(|l| m.group.iter().flatten().any(|g| unquote(g) == *l))
+    {
+        let message = format!(
+            "label {} must not occur in ON and GROUP clause at once",
+            go_quote(&label)
+        );
+        return Some((b.op_start, message));
+    }
+    for (span, t) in [(b.lhs, lhs), (b.rhs, rhs)] {
+        if t.is_some_and(|t| t != "scalar" && t != "instant vector") {
+            let message = "binary expression must contain only scalar and instant vector types";
+            return Some((span.0, message.to_owned()));
+        }
+    }
+    let (lhs, rhs) = (lhs?, rhs?);
+    let vectors = lhs == "instant vector" && rhs == "instant vector";
+    if !vectors && !m.matching.is_empty() {
+        let message = "vector matching only allowed between instant vectors";
+        return Some((b.lhs.0, message.to_owned()));
+    }
+    if vectors && set && m.group.is_some() {
+        let message = format!("no grouping allowed for \"{}\" operation", b.op);
+        return Some((b.lhs.0, message));
+    }
+    if set && (lhs == "scalar" || rhs == "scalar") {
+        let message = format!(
+            "set operator \"{}\" not allowed in binary scalar expression",
+            b.op
+        );
+        return Some((b.lhs.0, message));
+    }
+    None
+}
+
+/// Errors in a vector selector: an invalid regular expression points at its matcher, a metric
+/// name given twice or no non-empty matcher at the selector.
+fn locate_selector_error(
+    query: &str,
+    recogniser: &Recogniser<'_>,
+    message: &str,
+) -> Option<(usize, String)> {
+    // Prometheus compiles regular expressions while parsing, before it checks selectors.
+    let regex_error = || {
+        recogniser.regexes.iter().find_map(|&(start, quoted)| {
+            let pattern = unquote(quoted)?;
+            go_regex_error(&pattern).map(|e| (start, format!("error parsing regexp: {e}")))
+        })
+    };
+    if message.starts_with("illegal regex for ") {
+        return regex_error();
+    }
+    let message = if let Some(names) = message
+        .strip_prefix("metric name must not be set twice: '")
+        .and_then(|m| m.strip_suffix('\''))
+        .and_then(|m| m.split_once("' or '"))
+    {
+        format!(
+            "metric name must not be set twice: {} or {}",
+            go_quote(names.0),
+            go_quote(names.1)
+        )
+    } else if message == "vector selector must contain at least one non-empty matcher" {
+        message.to_owned()
+    } else {
+        return None;
+    };
+    if let Some(located) = regex_error() {
+        return Some(located);
+    }
+    // The first selector that fails the same way on its own.
+    let own_error = |&&(start, end): &&(usize, usize)| {
+        let text = query.get(start..end)?;
+        let e = promql_parser::parser::parse(text).err()?;
+        Some(e.split(':').next() == message.split(':').next())
+    };
+    let (start, _) = recogniser
+        .selectors
         .iter()
-        .find(|b| b.op.text == op && (is(b.lhs, "scalar") || is(b.rhs, "scalar")))?;
-    Some((
-        b.lhs.0,
-        format!("set operator \"{op}\" not allowed in binary scalar expression"),
-    ))
+        .find(|s| own_error(s) == Some(true))?;
+    Some((*start, message))
+}
+
+/// A string literal's value, read by the parser crate.
+fn unquote(quoted: &str) -> Option<String> {
+    use promql_parser::parser::Expr;
+    match promql_parser::parser::parse(quoted).ok()? {
+        Expr::StringLiteral(s) => Some(s.val),
+        _ => None,
+    }
+}
+
+/// Go's `regexp/syntax` error for a pattern Prometheus compiles as `^(?:pattern)$`, worded as
+/// Go words it (`missing closing ): `+"`^(?:()$`"+`); `None` when it compiles. The regex crate
+/// reports the same mistakes with its own words and spans: its common error kinds are mapped
+/// to Go's codes and the fragment Go quotes is cut from the span. Where no Go code corresponds,
+/// the crate's own short message is kept after the code-less prefix.
+fn go_regex_error(pattern: &str) -> Option<String> {
+    let whole = format!("^(?:{pattern})$");
+    let regex::Error::Syntax(text) = regex::Regex::new(&whole).err()? else {
+        return Some("expression too large".to_owned());
+    };
+    let kind = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(&text)
+        .to_owned();
+    // The span: the caret line under the (single-line) pattern, in characters.
+    let mut lines = text.lines();
+    let span = (!whole.contains('\n'))
+        .then(|| lines.find(|l| l.trim() == whole))
+        .flatten()
+        .and_then(|_| lines.next())
+        .map(|carets| {
+            let from = carets.find('^').unwrap_or(0).saturating_sub(4);
+            (from, carets.trim().chars().count())
+        });
+    // Byte range of the span in `whole`.
+    let span = span.and_then(|(from, len)| {
+        let start = whole.char_indices().nth(from)?.0;
+        let end = whole[start..]
+            .char_indices()
+            .nth(len)
+            .map_or(whole.len(), |(i, _)| start + i);
+        Some((start, end))
+    });
+    let cut = |from_start: bool| -> Option<String> {
+        let (start, end) = span?;
+        Some(whole[start..if from_start { whole.len() } else { end }].to_owned())
+    };
+    // Go quotes a counted repetition whole (`{2}`).
+    let repetition = || {
+        let (start, end) = span?;
+        let end = match whole[start..].strip_prefix('{') {
+            Some(rest) => rest.find('}').map_or(end, |i| start + i + 2),
+            None => end,
+        };
+        Some(whole[start..end].to_owned())
+    };
+    // Go quotes an unsupported group from its `(?` to the first character it cannot read.
+    let perl = || {
+        let (start, _) = span?;
+        let open = if whole[start..].starts_with("(?") {
+            start
+        } else {
+            whole[..start].rfind("(?")?
+        };
+        let at = start.max(open + 2);
+        let len = whole[at..].chars().next().map_or(0, char::len_utf8);
+        Some(whole[open..at + len].to_owned())
+    };
+    let (code, fragment) = match kind.as_str() {
+        "unclosed group" => ("missing closing )", Some(whole.clone())),
+        "unopened group" => ("unexpected )", Some(whole.clone())),
+        "unclosed character class" => ("missing closing ]", cut(true)),
+        "repetition operator missing expression" => {
+            ("missing argument to repetition operator", repetition())
+        }
+        "invalid character class range, the start must be <= the end"
+        | "Unicode property not found" => ("invalid character class range", cut(false)),
+        "unrecognized escape sequence" | "backreferences are not supported" => {
+            ("invalid escape sequence", cut(false))
+        }
+        "incomplete escape sequence, reached end of pattern prematurely" => (
+            "trailing backslash at end of expression",
+            Some(String::new()),
+        ),
+        "invalid repetition count range, the start must be <= the end" => {
+            ("invalid repeat count", repetition())
+        }
+        "look-around, including look-ahead and look-behind, is not supported"
+        | "unrecognized flag" => ("invalid or unsupported Perl syntax", perl()),
+        _ => return Some(kind),
+    };
+    Some(match fragment {
+        Some(f) => format!("{code}: `{f}`"),
+        None => code.to_owned(),
+    })
 }
 
 /// A type error in an argument points at the argument, as in Prometheus: the first argument
@@ -914,10 +1655,19 @@ mod tests {
         );
         assert_eq!(
             check("foo{a=1}"),
-            (
-                6,
-                "unexpected number \"1\" in label matching, expected string".to_owned()
-            )
+            (6, "unexpected character inside braces: '1'".to_owned())
+        );
+        assert_eq!(
+            check("foo{a=\"\\q\"}"),
+            (6, "unknown escape sequence U+0071 'q'".to_owned())
+        );
+        assert_eq!(
+            check("foo)"),
+            (4, "unexpected right parenthesis ')'".to_owned())
+        );
+        assert_eq!(
+            check(" # comment"),
+            (0, "no expression found in input".to_owned())
         );
     }
 
