@@ -597,6 +597,29 @@ impl<'a> XorIterator<'a> {
         Ok(())
     }
 
+    /// Decodes the remaining samples into `out`, keeping those with `mint <= t <= maxt`; stops
+    /// at the first sample after `maxt`.
+    pub fn decode_rest_into(
+        self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), ChunkError> {
+        // The header is untrusted: never reserve more than the bits left could hold (>= 1 bit
+        // per sample).
+        let left = usize::from(self.total.saturating_sub(self.read));
+        out.reserve(left.min(self.r.remaining()));
+        self.for_each_sample(|t, v| {
+            if t > maxt {
+                return false;
+            }
+            if t >= mint {
+                out.push((t, v));
+            }
+            true
+        })
+    }
+
     #[inline]
     fn read_value(&mut self) -> Result<(), ChunkError> {
         read_xor_value(
@@ -677,18 +700,7 @@ pub fn decode_xor_into(
     maxt: i64,
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), ChunkError> {
-    let it = XorIterator::new(bytes)?;
-    // The header is untrusted: never reserve more than the bytes could hold (>= 1 bit/sample).
-    out.reserve(it.num_samples().min(bytes.len() * 8));
-    it.for_each_sample(|t, v| {
-        if t > maxt {
-            return false;
-        }
-        if t >= mint {
-            out.push((t, v));
-        }
-        true
-    })
+    XorIterator::new(bytes)?.decode_rest_into(mint, maxt, out)
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@
 //! end_ms]` that evaluation needs (offset, `@`, range, lookback and subqueries already
 //! accounted for) plus [`SelectHints`]. Return every matching series with data in that range;
 //! extra samples outside it are ignored. Series may carry XOR chunks ([`SeriesData::Chunks`],
-//! decoded lazily, overlaps allowed) or decoded samples ([`SeriesData::Samples`], e.g. after
-//! replica deduplication) or decoded float and native histogram samples
-//! ([`SeriesData::Points`]). Each label set must appear once.
+//! decoded lazily, overlaps allowed), decoded samples ([`SeriesData::Samples`]), decoded float
+//! and native histogram samples ([`SeriesData::Points`]) or samples computed when the engine
+//! reads the series ([`SeriesData::Deferred`], e.g. replicas deduplicated on the fly). Each
+//! label set must appear once.
 //!
 //! # Native histograms
 //!
@@ -48,7 +49,7 @@ mod value;
 pub use engine::{CancelFlag, Engine, EngineOptions, parse_expr};
 pub use error::{QueryError, StorageError};
 pub use storage::{
-    Chunk, MatchKind, Matcher, MemoryQueryable, Queryable, SelectHints, Selection, SeriesData,
-    SeriesSet, StoredSeries,
+    Chunk, DeferredSamples, MatchKind, Matcher, MemoryQueryable, Queryable, SelectHints, Selection,
+    SeriesData, SeriesSet, StoredSeries,
 };
 pub use value::{InstantSample, Point, PointValue, QueryResult, Series, Value};

@@ -139,7 +139,8 @@ pub struct Chunk {
     pub data: Bytes,
 }
 
-/// A series' data: compressed chunks (decoded lazily by the engine) or decoded samples.
+/// A series' data: compressed chunks (decoded lazily by the engine), decoded samples, or
+/// samples produced only when the engine reads the series.
 #[derive(Debug, Clone)]
 pub enum SeriesData {
     /// XOR chunks in time order, possibly overlapping (overlaps are merged, first wins).
@@ -148,6 +149,15 @@ pub enum SeriesData {
     Samples(Vec<Sample>),
     /// Float and native histogram samples in time order.
     Points(Arc<[Point]>),
+    /// Samples computed on demand (e.g. HA replicas merged as they are read), so they are
+    /// produced straight into the engine's buffer instead of being held for every series.
+    Deferred(Arc<dyn DeferredSamples>),
+}
+
+/// Series data computed when the engine reads it.
+pub trait DeferredSamples: std::fmt::Debug + Send + Sync {
+    /// Appends the samples within `[mint, maxt]` to `out`, in time order, one per timestamp.
+    fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError>;
 }
 
 /// One series of a [`SeriesSet`].
@@ -182,6 +192,7 @@ impl StoredSeries {
                 let from = s.partition_point(|x| x.t < mint);
                 out.extend(s[from..].iter().take_while(|x| x.t <= maxt).cloned());
             }
+            SeriesData::Deferred(d) => d.decode_into(mint, maxt, out)?,
             SeriesData::Chunks(chunks) => {
                 let start = out.len();
                 let mut sorted = true;
@@ -347,7 +358,9 @@ impl MemoryQueryable {
                         data: SeriesData::Chunks(cs),
                     })
                 }
-                SeriesData::Samples(_) | SeriesData::Points(_) => Some(s.clone()),
+                SeriesData::Samples(_) | SeriesData::Points(_) | SeriesData::Deferred(_) => {
+                    Some(s.clone())
+                }
             })
             .collect();
         if name.is_none() {

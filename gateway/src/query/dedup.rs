@@ -18,10 +18,9 @@
 
 use std::cell::RefCell;
 
-use gauntlet_tsdb::chunkenc::decode_xor_into;
-use gauntlet_tsdb::sample::Sample as Merged;
+use gauntlet_tsdb::chunkenc::{XorIterator, decode_xor_into};
 
-use crate::promql::Chunk;
+use crate::promql::{Chunk, DeferredSamples, Point, StorageError};
 
 /// A float sample: timestamp in milliseconds and value.
 pub type Sample = (i64, f64);
@@ -38,37 +37,57 @@ pub fn dedup_replicas(replicas: &[&[Sample]], counter: bool) -> Vec<Sample> {
     let leaves = replicas
         .iter()
         .map(|samples| Leaf::decoded(samples, counter, &errors));
-    merge(
-        leaves.collect(),
-        replicas.iter().map(|s| s.len()).max().unwrap_or(0),
-        true,
-    )
-    .into_iter()
-    .map(|s| (s.t, s.v))
-    .collect()
+    let mut merged = Vec::new();
+    merge(leaves.collect(), (i64::MIN, i64::MAX), true, &mut merged);
+    merged.into_iter().map(|p| (p.t, p.v)).collect()
 }
 
-/// Merges the replicas of one series, given as XOR chunks, keeping samples in `[mint, maxt]`.
-/// Chunks of the replica that leads are decoded; the others only where they are needed.
-pub fn dedup_chunks(
-    replicas: &[&[Chunk]],
+/// The HA replicas of one series as XOR chunks, merged each time the engine reads the series:
+/// the merged samples go straight into the engine's buffer and are never held for the whole
+/// answer.
+#[derive(Debug)]
+pub struct ReplicaChunks {
+    replicas: Vec<Vec<Chunk>>,
     counter: bool,
-    mint: i64,
-    maxt: i64,
-) -> Result<Vec<Merged>, String> {
-    merge_chunks(replicas, counter, (mint, maxt), true)
+    /// The selection's range: the merge always starts here, so every read sees the same
+    /// merged series whatever part of it it asks for.
+    range: (i64, i64),
 }
 
+impl ReplicaChunks {
+    /// Replicas of one series (each in time order) to be merged within `[mint, maxt]`; with
+    /// `counter`, switches between replicas never look like counter resets.
+    pub fn new(replicas: Vec<Vec<Chunk>>, counter: bool, mint: i64, maxt: i64) -> Self {
+        Self {
+            replicas,
+            counter,
+            range: (mint, maxt),
+        }
+    }
+}
+
+impl DeferredSamples for ReplicaChunks {
+    fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError> {
+        let replicas: Vec<&[Chunk]> = self.replicas.iter().map(Vec::as_slice).collect();
+        merge_chunks(&replicas, self.counter, self.range, (mint, maxt), true, out)
+            .map_err(StorageError)
+    }
+}
+
+/// Merges chunked replicas over `range`, appending the merged samples within `window` to
+/// `out`. Chunks of the replica that leads are decoded; the others only where needed.
 fn merge_chunks(
     replicas: &[&[Chunk]],
     counter: bool,
-    (mint, maxt): (i64, i64),
+    range: (i64, i64),
+    window: (i64, i64),
     fast: bool,
-) -> Result<Vec<Merged>, String> {
+    out: &mut Vec<Point>,
+) -> Result<(), String> {
     let errors = RefCell::new(None);
     let leaves: Vec<Leaf<'_>> = replicas
         .iter()
-        .map(|chunks| Leaf::chunked(chunks, counter, (mint, maxt), &errors))
+        .map(|chunks| Leaf::chunked(chunks, counter, range, &errors))
         .collect();
     let capacity = replicas
         .iter()
@@ -80,10 +99,11 @@ fn merge_chunks(
         })
         .max()
         .unwrap_or(0);
-    let merged = merge(leaves, capacity, fast);
+    out.reserve(capacity);
+    merge(leaves, window, fast, out);
     match errors.into_inner() {
         Some(error) => Err(error),
-        None => Ok(merged),
+        None => Ok(()),
     }
 }
 
@@ -94,27 +114,32 @@ fn header_count(chunk: &Chunk) -> u16 {
         .map_or(0, |h| u16::from_be_bytes([h[0], h[1]]))
 }
 
-/// Merges the leaves as a left-leaning chain of pairs. With `fast`, runs of samples the
-/// leading replica is certain to win are copied in a tight loop (see [`Cursor::run_leader`]);
-/// without it every sample goes through the pairs, which the tests use as the reference.
-fn merge(leaves: Vec<Leaf<'_>>, capacity: usize, fast: bool) -> Vec<Merged> {
+/// Merges the leaves as a left-leaning chain of pairs, appending the merged samples within
+/// `[mint, maxt]` to `out` (the merged series only goes forward in time, so it stops after
+/// `maxt`). With `fast`, runs of samples the leading replica is certain to win are copied in a
+/// tight loop (see [`Cursor::run_leader`]); without it every sample goes through the pairs,
+/// which the tests use as the reference.
+fn merge(leaves: Vec<Leaf<'_>>, (mint, maxt): (i64, i64), fast: bool, out: &mut Vec<Point>) {
     let mut leaves = leaves.into_iter().map(Cursor::Leaf);
     let Some(first) = leaves.next() else {
-        return Vec::new();
+        return;
     };
     let mut cursor = first;
     for leaf in leaves {
         cursor = Cursor::Pair(Box::new(Pair::new(cursor, leaf)));
     }
-    let mut merged = Vec::with_capacity(capacity);
     while cursor.next() {
         let (t, v) = cursor.at();
-        merged.push(Merged { t, v });
+        if t > maxt {
+            break;
+        }
+        if t >= mint {
+            out.push(Point::float(t, v));
+        }
         if fast {
-            cursor.run_leader(&mut merged);
+            cursor.run_leader(t, (mint, maxt), out);
         }
     }
-    merged
 }
 
 /// Penalty applied to the replica not picked before the sampling interval is known (ms).
@@ -164,8 +189,8 @@ impl Cursor<'_> {
 }
 
 impl<'a> Cursor<'a> {
-    /// Appends the samples the merge is certain to return next, straight from the leading
-    /// replica, after the sample just returned (the last of `out`).
+    /// Appends the samples within `window` the merge is certain to return next, straight from
+    /// the leading replica, after the sample just returned (at `start`).
     ///
     /// Every pair on the way down to the leading leaf leads with the same sample, and the
     /// sample-by-sample merge would seek each pair's other side to at least
@@ -174,10 +199,7 @@ impl<'a> Cursor<'a> {
     /// side holds. After the first step every pair's penalty is twice the last gap. The run
     /// stops at the first sample that might lose; the pairs are then left exactly as the
     /// sample-by-sample merge would have left them, their other sides' seeks still deferred.
-    fn run_leader(&mut self, out: &mut Vec<Merged>) {
-        let Some(&Merged { t: start, .. }) = out.last() else {
-            return;
-        };
+    fn run_leader(&mut self, start: i64, (mint, maxt): (i64, i64), out: &mut Vec<Point>) {
         let mut first_bound = i64::MAX;
         let mut constrained = false;
         let mut strict = false;
@@ -206,6 +228,7 @@ impl<'a> Cursor<'a> {
             return;
         }
         let leaf = self.leading_leaf();
+        leaf.complete();
         let correction = leaf.correction;
         if !(-RUN_LIMIT..=RUN_LIMIT).contains(&start) {
             return;
@@ -222,7 +245,7 @@ impl<'a> Cursor<'a> {
             let mut taken = 0;
             // Timestamps stay within ±RUN_LIMIT, so the arithmetic below cannot overflow.
             for &(t, _) in ahead {
-                if t <= current || t > RUN_LIMIT || (constrained && t > bound) {
+                if t <= current || t > RUN_LIMIT || t > maxt || (constrained && t > bound) {
                     break;
                 }
                 common = common.max(next_target);
@@ -231,10 +254,13 @@ impl<'a> Cursor<'a> {
                 next_target = t + 1 + (t - previous) * 2;
                 bound = next_target - i64::from(strict);
             }
-            out.extend(ahead[..taken].iter().map(|&(t, v)| Merged {
-                t,
-                v: v + correction,
-            }));
+            let run = &ahead[..taken];
+            let from = run.partition_point(|&(t, _)| t < mint);
+            out.extend(
+                run[from..]
+                    .iter()
+                    .map(|&(t, v)| Point::float(t, v + correction)),
+            );
             steps += taken;
             let stopped = taken < ahead.len();
             leaf.skip(taken);
@@ -297,6 +323,9 @@ struct Leaf<'a> {
     buffer: Vec<Sample>,
     /// Index into `buffer`; `None` before the first `next` or `seek`.
     position: Option<usize>,
+    /// The current chunk (with its last timestamp), read only up to the one sample in
+    /// `buffer` so far: a replica that does not lead may never need the rest.
+    partial: Option<(XorIterator<'a>, i64)>,
     range: (i64, i64),
     counter: bool,
     correction: f64,
@@ -309,6 +338,7 @@ impl<'a> Leaf<'a> {
             pending: &[],
             buffer: samples.to_vec(),
             position: None,
+            partial: None,
             range: (i64::MIN, i64::MAX),
             counter,
             correction: 0.0,
@@ -326,6 +356,7 @@ impl<'a> Leaf<'a> {
             pending: chunks,
             buffer: Vec::new(),
             position: None,
+            partial: None,
             range,
             counter,
             correction: 0.0,
@@ -348,35 +379,53 @@ impl<'a> Leaf<'a> {
 
     fn decode(&self, chunk: &Chunk, out: &mut Vec<Sample>) {
         if let Err(error) = decode_xor_into(&chunk.data, self.range.0, self.range.1, out) {
-            self.errors
-                .borrow_mut()
-                .get_or_insert_with(|| format!("decoding chunk: {error}"));
+            self.record(&error);
         }
     }
 
-    /// Replaces the buffer with the next pending chunk that holds samples; false when none.
+    /// Moves to the first sample at or after `at_least` (and within the range) of the next
+    /// pending chunk that has one, decoding that chunk only up to it; false when none.
     fn load_next_chunk(&mut self, at_least: i64) -> bool {
+        let bound = self.range.0.max(at_least);
         while let Some((chunk, rest)) = self.pending.split_first() {
             self.pending = rest;
-            if chunk.max_time < at_least
-                || chunk.max_time < self.range.0
-                || chunk.min_time > self.range.1
-            {
+            if chunk.max_time < bound || chunk.min_time > self.range.1 {
                 continue;
             }
-            let mut buffer = std::mem::take(&mut self.buffer);
-            buffer.clear();
-            self.decode(chunk, &mut buffer);
-            self.buffer = buffer;
-            if !self.buffer.is_empty() {
-                self.position = Some(0);
-                return true;
+            let first = XorIterator::new(&chunk.data).and_then(|mut it| Ok((it.seek(bound)?, it)));
+            match first {
+                Ok((Some(sample), it)) if sample.0 <= self.range.1 => {
+                    self.buffer.clear();
+                    self.buffer.push(sample);
+                    self.partial = Some((it, chunk.max_time));
+                    self.position = Some(0);
+                    return true;
+                }
+                Ok(_) => {}
+                Err(error) => self.record(&error),
             }
         }
         false
     }
 
-    /// The decoded samples after the current one (none before the first `next`).
+    fn record(&self, error: &dyn std::fmt::Display) {
+        self.errors
+            .borrow_mut()
+            .get_or_insert_with(|| format!("decoding chunk: {error}"));
+    }
+
+    /// Decodes the rest of a chunk read only up to the current sample.
+    fn complete(&mut self) {
+        if let Some((it, _)) = self.partial.take() {
+            let (mint, maxt) = self.range;
+            if let Err(error) = it.decode_rest_into(mint, maxt, &mut self.buffer) {
+                self.record(&error);
+            }
+        }
+    }
+
+    /// The decoded samples after the current one (none before the first `next`, or while
+    /// the current chunk is read only up to its first sample).
     fn ahead(&self) -> &[Sample] {
         match self.position {
             Some(position) => self.buffer.get(position + 1..).unwrap_or(&[]),
@@ -416,6 +465,7 @@ impl<'a> Leaf<'a> {
     }
 
     fn next(&mut self) -> bool {
+        self.complete();
         let position = self.position.map_or(0, |p| p.saturating_add(1));
         if position < self.buffer.len() {
             self.position = Some(position);
@@ -431,21 +481,32 @@ impl<'a> Leaf<'a> {
             self.position = Some(start);
             return true;
         }
+        if let Some((mut it, max_time)) = self.partial.take() {
+            // Only as far into the chunk as `t`; past its end, not at all.
+            if t <= max_time {
+                match it.seek(t) {
+                    Ok(Some(sample)) if sample.0 <= self.range.1 => {
+                        self.buffer.clear();
+                        self.buffer.push(sample);
+                        self.position = Some(0);
+                        self.partial = Some((it, max_time));
+                        return true;
+                    }
+                    Ok(_) => {}
+                    Err(error) => self.record(&error),
+                }
+            }
+            self.position = Some(self.buffer.len());
+            return self.load_next_chunk(t);
+        }
         if self.buffer.last().is_some_and(|(ts, _)| *ts >= t) {
             let rest = &self.buffer[start..];
             self.position = Some(start + rest.partition_point(|(ts, _)| *ts < t));
             return true;
         }
         self.position = Some(self.buffer.len());
-        // Skip whole chunks that end before `t` without decoding them.
-        while self.load_next_chunk(t) {
-            if let Some(offset) = self.buffer.iter().position(|(ts, _)| *ts >= t) {
-                self.position = Some(offset);
-                return true;
-            }
-            self.position = Some(self.buffer.len());
-        }
-        false
+        // Chunks that end before `t` are skipped without decoding them.
+        self.load_next_chunk(t)
     }
 
     fn at(&self) -> Sample {
@@ -634,9 +695,16 @@ impl<'a> Pair<'a> {
 mod tests {
     use super::*;
 
-    /// Merged samples as `(t, v)` pairs.
-    fn pairs(merged: Result<Vec<Merged>, String>) -> Result<Vec<Sample>, String> {
-        merged.map(|m| m.into_iter().map(|s| (s.t, s.v)).collect())
+    /// The chunked replicas merged over `range`, as `(t, v)` pairs.
+    fn merged(
+        replicas: &[&[Chunk]],
+        counter: bool,
+        range: (i64, i64),
+        fast: bool,
+    ) -> Result<Vec<Sample>, String> {
+        let mut out = Vec::new();
+        merge_chunks(replicas, counter, range, range, fast, &mut out)?;
+        Ok(out.into_iter().map(|p| (p.t, p.v)).collect())
     }
 
     /// Samples every `interval` ms from `start` to `end` inclusive, value = f(t).
@@ -784,7 +852,7 @@ mod tests {
             let chunk_refs: Vec<&[Chunk]> = chunked.iter().map(Vec::as_slice).collect();
             for counter in [false, true] {
                 let expected = dedup_replicas(&decoded, counter);
-                let merged = pairs(dedup_chunks(&chunk_refs, counter, i64::MIN, i64::MAX));
+                let merged = merged(&chunk_refs, counter, (i64::MIN, i64::MAX), true);
                 assert_eq!(
                     merged.as_ref(),
                     Ok(&expected),
@@ -793,9 +861,9 @@ mod tests {
             }
             // A time range keeps exactly the merged samples inside it.
             let (mint, maxt) = (1_800_000, 5_400_000);
-            let ranged = dedup_chunks(&chunk_refs, false, mint, maxt).expect("valid chunks");
+            let ranged = merged(&chunk_refs, false, (mint, maxt), true).expect("valid chunks");
             assert!(
-                ranged.iter().all(|s| (mint..=maxt).contains(&s.t)),
+                ranged.iter().all(|(t, _)| (mint..=maxt).contains(t)),
                 "case {case}"
             );
         }
@@ -857,8 +925,8 @@ mod tests {
                 }
             };
             for counter in [false, true] {
-                let slow = merge_chunks(&refs, counter, range, false).expect("valid chunks");
-                let fast = merge_chunks(&refs, counter, range, true).expect("valid chunks");
+                let slow = merged(&refs, counter, range, false).expect("valid chunks");
+                let fast = merged(&refs, counter, range, true).expect("valid chunks");
                 assert_eq!(
                     fast, slow,
                     "case {case}, counter {counter}, range {range:?}"
@@ -893,14 +961,14 @@ mod tests {
         ];
         let (a, b) = (chunks(&a), chunks(&b));
         for fast in [false, true] {
-            let merged = pairs(merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast));
+            let merged = merged(&[&a, &b], false, (i64::MIN, i64::MAX), fast);
             assert_eq!(merged, Ok(expected.clone()), "fast {fast}");
         }
         // The same tie on the first sample after `b` took the lead.
         let a = chunks(&[(0, 1.0), (30_001, 2.0)]);
         let b = chunks(&[(10_000, 10.0), (30_001, 11.0)]);
         for fast in [false, true] {
-            let merged = pairs(merge_chunks(&[&a, &b], false, (i64::MIN, i64::MAX), fast));
+            let merged = merged(&[&a, &b], false, (i64::MIN, i64::MAX), fast);
             assert_eq!(
                 merged,
                 Ok(vec![(0, 1.0), (10_000, 10.0), (30_001, 2.0)]),
@@ -921,8 +989,8 @@ mod tests {
                 .collect();
             let (a, b) = (chunks(&a), chunks(&b));
             for counter in [false, true] {
-                let slow = merge_chunks(&[&b, &a], counter, (i64::MIN, i64::MAX), false);
-                let fast = merge_chunks(&[&b, &a], counter, (i64::MIN, i64::MAX), true);
+                let slow = merged(&[&b, &a], counter, (i64::MIN, i64::MAX), false);
+                let fast = merged(&[&b, &a], counter, (i64::MIN, i64::MAX), true);
                 assert_eq!(fast, slow, "base {base}, counter {counter}");
                 assert_eq!(slow.map(|m| m.len()), Ok(10), "base {base}");
             }
@@ -937,7 +1005,52 @@ mod tests {
             max_time: 15_000,
             data: vec![0, 9, 1].into(),
         }];
-        let error = dedup_chunks(&[&good, &bad], false, i64::MIN, i64::MAX).expect_err("corrupt");
+        let error = merged(&[&good, &bad], false, (i64::MIN, i64::MAX), true).expect_err("corrupt");
         assert!(error.starts_with("decoding chunk"), "{error}");
+        // A chunk whose first sample reads fine but whose body is cut short, in the replica
+        // that leads.
+        let mut truncated = chunks(&[(0, 1.0), (15_000, 2.0), (30_000, 3.0)]).remove(0);
+        truncated.data = truncated.data.slice(..truncated.data.len() - 2);
+        let later = chunks(&[(1_000, 1.0), (16_000, 2.0), (31_000, 3.0)]);
+        let replicas = ReplicaChunks::new(vec![vec![truncated], later], false, 0, 60_000);
+        let error = replicas
+            .decode_into(0, 60_000, &mut Vec::new())
+            .expect_err("truncated");
+        assert!(error.0.starts_with("decoding chunk"), "{error}");
+    }
+
+    #[test]
+    fn every_window_reads_the_same_merged_series() {
+        // A replica with gaps and a second one offset by 1s: whichever part of the selection
+        // the engine asks for, it gets exactly that part of the merge over the whole selection.
+        let a: Vec<Sample> = series(0, 3_600_000, 15_000, |t| t as f64)
+            .into_iter()
+            .filter(|(t, _)| {
+                !(600_000..=900_000).contains(t) && !(2_000_000..=2_100_000).contains(t)
+            })
+            .collect();
+        let b = series(1_000, 3_601_000, 15_000, |t| t as f64 + 0.5);
+        let (mint, maxt) = (100_000, 3_500_000);
+        let whole = merged(&[&chunks(&a), &chunks(&b)], true, (mint, maxt), true).expect("valid");
+        let replicas = ReplicaChunks::new(vec![chunks(&a), chunks(&b)], true, mint, maxt);
+        for window in [
+            (mint, maxt),
+            (0, 700_000),
+            (650_000, 2_050_000),
+            (3_400_000, i64::MAX),
+        ] {
+            let mut points = Vec::new();
+            replicas
+                .decode_into(window.0, window.1, &mut points)
+                .expect("valid");
+            let got: Vec<Sample> = points.iter().map(|p| (p.t, p.v)).collect();
+            let expected: Vec<Sample> = whole
+                .iter()
+                .copied()
+                .filter(|(t, _)| (window.0..=window.1).contains(t))
+                .collect();
+            assert_eq!(got, expected, "window {window:?}");
+            assert!(!got.is_empty(), "window {window:?}");
+        }
     }
 }

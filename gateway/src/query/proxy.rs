@@ -19,12 +19,13 @@ use futures::future::join_all;
 use gauntlet_proto::thanos::info::{InfoResponse, StoreInfo};
 use gauntlet_proto::thanos::series_response::Result as Frame;
 use gauntlet_proto::thanos::{
-    AggrChunk, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
-    LabelValuesResponse, PartialResponseStrategy, Series, SeriesRequest, SeriesResponse, ZLabelSet,
+    AggrChunk, Label as ProtoLabel, LabelMatcher, LabelNamesRequest, LabelNamesResponse,
+    LabelValuesRequest, LabelValuesResponse, PartialResponseStrategy, Series, SeriesRequest,
+    SeriesResponse, ZLabelSet,
 };
-use gauntlet_tsdb::labels::Labels;
+use gauntlet_tsdb::labels::{Label, Labels};
 
-use super::endpoints::{Endpoint, EndpointSet, labels_from_proto, labels_to_proto};
+use super::endpoints::{Endpoint, EndpointSet, labels_to_proto};
 use super::matchers::{CompiledMatchers, compile_matchers};
 use super::store::{SeriesStream, Store, StoreError};
 
@@ -56,6 +57,34 @@ pub struct FanOut {
     pub series: Vec<(Labels, Vec<AggrChunk>)>,
     pub warnings: Vec<String>,
     pub stats: Vec<StoreStats>,
+}
+
+/// A merged answer with series grouped by their labels without the replica labels.
+#[derive(Debug, Default)]
+pub struct ReplicaFanOut {
+    /// Sorted by labels, each label set once.
+    pub groups: Vec<ReplicaGroup>,
+    pub warnings: Vec<String>,
+    pub stats: Vec<StoreStats>,
+}
+
+/// The series that differ only in their replica labels.
+#[derive(Debug)]
+pub struct ReplicaGroup {
+    /// The labels without the replica labels.
+    pub labels: Labels,
+    /// Each replica's chunks in time order; replicas ordered by their replica label values.
+    pub replicas: Vec<Vec<AggrChunk>>,
+}
+
+/// A series as a store sent it.
+type WireSeries = (Vec<ProtoLabel>, Vec<AggrChunk>);
+
+/// Every selected store's answer, before merging.
+struct Gathered {
+    series: Vec<WireSeries>,
+    warnings: Vec<String>,
+    stats: Vec<StoreStats>,
 }
 
 /// Fans requests out over an [`EndpointSet`].
@@ -95,6 +124,41 @@ impl ProxyStore {
         request: &SeriesRequest,
         partial_response: bool,
     ) -> Result<FanOut, StoreError> {
+        let gathered = self.gather(request, partial_response).await?;
+        let series = gathered
+            .series
+            .into_iter()
+            .map(|(labels, chunks)| (labels_from_wire(labels), chunks))
+            .collect();
+        Ok(FanOut {
+            series: merge_series(series),
+            warnings: gathered.warnings,
+            stats: gathered.stats,
+        })
+    }
+
+    /// Asks every selected store and groups the answers by their labels without
+    /// `replica_labels`: the input of replica deduplication.
+    pub async fn select_replicas(
+        &self,
+        request: &SeriesRequest,
+        partial_response: bool,
+        replica_labels: &[&str],
+    ) -> Result<ReplicaFanOut, StoreError> {
+        let gathered = self.gather(request, partial_response).await?;
+        Ok(ReplicaFanOut {
+            groups: group_replicas(gathered.series, replica_labels),
+            warnings: gathered.warnings,
+            stats: gathered.stats,
+        })
+    }
+
+    /// Asks every selected store; the answers are kept as they came.
+    async fn gather(
+        &self,
+        request: &SeriesRequest,
+        partial_response: bool,
+    ) -> Result<Gathered, StoreError> {
         let matchers = compile_matchers(&request.matchers)?;
         if request.min_time > request.max_time {
             return Err(StoreError::InvalidArgument(format!(
@@ -104,26 +168,28 @@ impl ProxyStore {
         }
         let endpoints = self.select_endpoints(&matchers, request.min_time, request.max_time);
         let answers = join_all(endpoints.iter().map(|endpoint| self.ask(endpoint, request))).await;
-        let mut fan_out = FanOut::default();
-        let mut all = Vec::new();
+        let mut gathered = Gathered {
+            series: Vec::new(),
+            warnings: Vec::new(),
+            stats: Vec::new(),
+        };
         for (stats, answer) in answers {
             match answer {
                 Ok((series, warnings)) => {
-                    all.extend(series);
-                    fan_out.warnings.extend(warnings);
+                    gathered.series.extend(series);
+                    gathered.warnings.extend(warnings);
                 }
                 Err(error) => {
                     let message = format!("store {}: {error}", stats.name);
                     if !partial_response {
                         return Err(with_context(error, &stats.name));
                     }
-                    fan_out.warnings.push(message);
+                    gathered.warnings.push(message);
                 }
             }
-            fan_out.stats.push(stats);
+            gathered.stats.push(stats);
         }
-        fan_out.series = merge_series(all);
-        Ok(fan_out)
+        Ok(gathered)
     }
 
     /// One store's answer, collected, bounded and timed.
@@ -133,7 +199,7 @@ impl ProxyStore {
         request: &SeriesRequest,
     ) -> (
         StoreStats,
-        Result<(Vec<(Labels, Vec<AggrChunk>)>, Vec<String>), StoreError>,
+        Result<(Vec<WireSeries>, Vec<String>), StoreError>,
     ) {
         let started = Instant::now();
         let collect = self.collect(endpoint, request.clone());
@@ -174,7 +240,7 @@ impl ProxyStore {
         &self,
         endpoint: &Endpoint,
         request: SeriesRequest,
-    ) -> Result<(Vec<(Labels, Vec<AggrChunk>)>, Vec<String>), StoreError> {
+    ) -> Result<(Vec<WireSeries>, Vec<String>), StoreError> {
         let mut frames = endpoint.store().series(request).await?;
         let mut series = Vec::new();
         let mut warnings = Vec::new();
@@ -183,7 +249,7 @@ impl ProxyStore {
             match frame?.result {
                 Some(Frame::Series(one)) => {
                     samples += one.chunks.iter().map(chunk_samples).sum::<u64>();
-                    series.push((labels_from_proto(&one.labels), one.chunks));
+                    series.push((one.labels, one.chunks));
                     self.check_limits(series.len() as u64, samples)?;
                 }
                 Some(Frame::Warning(warning)) => {
@@ -274,6 +340,65 @@ fn chunk_samples(chunk: &AggrChunk) -> u64 {
         .map_or(0, |header| {
             u64::from(u16::from_be_bytes([header[0], header[1]]))
         })
+}
+
+/// Labels as sent by a store, taken over without copying.
+fn labels_from_wire(labels: Vec<ProtoLabel>) -> Labels {
+    Labels::new(
+        labels
+            .into_iter()
+            .map(|l| Label {
+                name: l.name,
+                value: l.value,
+            })
+            .collect(),
+    )
+}
+
+/// Groups series by their labels without `replica_labels` (sorted by those labels, replicas by
+/// their replica label values); series equal in all labels, from different stores, are merged
+/// into one replica as [`merge_series`] does.
+fn group_replicas(series: Vec<WireSeries>, replica_labels: &[&str]) -> Vec<ReplicaGroup> {
+    let mut keyed: Vec<(Labels, Vec<Label>, Vec<AggrChunk>)> = series
+        .into_iter()
+        .map(|(labels, chunks)| {
+            let (mut replica, rest): (Vec<Label>, Vec<Label>) = labels
+                .into_iter()
+                .filter(|l| !l.value.is_empty())
+                .map(|l| Label {
+                    name: l.name,
+                    value: l.value,
+                })
+                .partition(|l| replica_labels.contains(&l.name.as_str()));
+            replica.sort();
+            replica.dedup_by(|a, b| a.name == b.name);
+            (Labels::new(rest), replica, chunks)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut groups: Vec<ReplicaGroup> = Vec::new();
+    let mut last_replica: Option<Vec<Label>> = None;
+    for (labels, replica, chunks) in keyed {
+        match groups.last_mut() {
+            Some(group) if group.labels == labels => {
+                if last_replica.as_ref() == Some(&replica)
+                    && let Some(last) = group.replicas.last_mut()
+                {
+                    last.extend(chunks);
+                    last.sort_by_key(|c| (c.min_time, c.max_time));
+                    last.dedup();
+                } else {
+                    group.replicas.push(chunks);
+                }
+            }
+            _ => groups.push(ReplicaGroup {
+                labels,
+                replicas: vec![chunks],
+            }),
+        }
+        last_replica = Some(replica);
+    }
+    groups
 }
 
 /// Sorts series by labels and merges equal label sets (from different stores) into one series

@@ -13,11 +13,12 @@ use gauntlet_proto::thanos::{
     AggrChunk, Func, Grouping, PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
 use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
-use gauntlet_tsdb::{Labels, is_stale_nan, stale_nan};
+use gauntlet_tsdb::{is_stale_nan, stale_nan};
 
-use super::dedup::{dedup_chunks, is_counter_function};
+use super::dedup::{ReplicaChunks, is_counter_function};
 use super::matchers::matcher_to_proto;
-use super::proxy::{ProxyStore, StoreStats};
+use super::proxy::{ProxyStore, ReplicaGroup, StoreStats};
+use super::store::StoreError;
 use crate::promql::{
     Chunk, Point, Queryable, Selection, SeriesData, SeriesSet, StorageError, StoredSeries,
 };
@@ -93,44 +94,43 @@ impl StoreQueryable {
 impl Queryable for StoreQueryable {
     async fn select(&self, selection: &Selection) -> Result<SeriesSet, StorageError> {
         let request = self.series_request(selection);
-        let fan_out = self
-            .proxy
-            .select(&request, self.options.partial_response)
-            .await
-            .map_err(|error| StorageError(error.to_string()))?;
-        if let Ok(mut stats) = self.stats.lock() {
-            stats.extend(fan_out.stats);
-        }
-        let mut warnings = fan_out.warnings;
+        let partial = self.options.partial_response;
         let replica_labels: Vec<&str> = self
             .options
             .replica_labels
             .iter()
             .map(String::as_str)
             .collect();
-        let series = if self.options.dedup && !replica_labels.is_empty() {
+        let failed = |error: StoreError| StorageError(error.to_string());
+        let (series, warnings, stats) = if self.options.dedup && !replica_labels.is_empty() {
+            let fan_out = self
+                .proxy
+                .select_replicas(&request, partial, &replica_labels)
+                .await
+                .map_err(failed)?;
             let counter = selection
                 .hints
                 .func
                 .as_deref()
                 .is_some_and(is_counter_function);
-            deduplicate(
-                fan_out.series,
-                &replica_labels,
-                counter,
-                selection,
-                &mut warnings,
-            )?
+            let mut warnings = fan_out.warnings;
+            let series = deduplicate(fan_out.groups, counter, selection, &mut warnings)?;
+            (series, warnings, fan_out.stats)
         } else {
-            fan_out
+            let fan_out = self.proxy.select(&request, partial).await.map_err(failed)?;
+            let series = fan_out
                 .series
                 .into_iter()
                 .map(|(labels, chunks)| {
                     let data = series_data(chunks, selection)?;
                     Ok(StoredSeries { labels, data })
                 })
-                .collect::<Result<_, StorageError>>()?
+                .collect::<Result<_, StorageError>>()?;
+            (series, fan_out.warnings, fan_out.stats)
         };
+        if let Ok(mut all) = self.stats.lock() {
+            all.extend(stats);
+        }
         Ok(SeriesSet { series, warnings })
     }
 }
@@ -233,40 +233,30 @@ fn decode_points(
     Ok(Arc::from(points))
 }
 
-/// Removes replica labels and merges each group of replicas into one series with the penalty
-/// algorithm. Series without a twin keep their chunks undecoded.
+/// Merges each group of replicas into one series with the penalty algorithm, as the engine
+/// reads it. Series without a twin keep their chunks undecoded.
 fn deduplicate(
-    series: Vec<(Labels, Vec<AggrChunk>)>,
-    replica_labels: &[&str],
+    groups: Vec<ReplicaGroup>,
     counter: bool,
     selection: &Selection,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<StoredSeries>, StorageError> {
-    let mut stripped: Vec<(Labels, Vec<AggrChunk>)> = series
-        .into_iter()
-        .map(|(labels, chunks)| (labels.without(replica_labels), chunks))
-        .collect();
-    stripped.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::with_capacity(stripped.len());
-    let mut rest = stripped.as_mut_slice();
-    while let Some(first) = rest.first() {
-        let group_len = rest
-            .iter()
-            .take_while(|(labels, _)| *labels == first.0)
-            .count();
-        let (group, tail) = rest.split_at_mut(group_len);
-        rest = tail;
-        let labels = group[0].0.clone();
-        if let [(_, chunks)] = group {
-            let data = series_data(std::mem::take(chunks), selection)?;
+    let mut out = Vec::with_capacity(groups.len());
+    for ReplicaGroup {
+        labels,
+        mut replicas,
+    } in groups
+    {
+        if replicas.len() == 1 {
+            let data = series_data(replicas.pop().unwrap_or_default(), selection)?;
             out.push(StoredSeries { labels, data });
             continue;
         }
-        if group.iter().any(|(_, chunks)| has_histograms(chunks)) {
+        if replicas.iter().any(|chunks| has_histograms(chunks)) {
             // The penalty algorithm merges float samples; for native histograms the replica
             // with the most samples in range answers.
             let mut best: Option<Arc<[Point]>> = None;
-            for (_, chunks) in group.iter() {
+            for chunks in &replicas {
                 let points = decode_points(chunks, selection)?;
                 if best.as_ref().is_none_or(|b| points.len() > b.len()) {
                     best = Some(points);
@@ -282,16 +272,11 @@ fn deduplicate(
             });
             continue;
         }
-        let replicas: Vec<Vec<Chunk>> = group
-            .iter_mut()
-            .map(|(_, chunks)| xor_chunks(std::mem::take(chunks)))
-            .collect();
-        let replicas: Vec<&[Chunk]> = replicas.iter().map(Vec::as_slice).collect();
-        let merged = dedup_chunks(&replicas, counter, selection.start_ms, selection.end_ms)
-            .map_err(StorageError)?;
+        let replicas: Vec<Vec<Chunk>> = replicas.into_iter().map(xor_chunks).collect();
+        let merged = ReplicaChunks::new(replicas, counter, selection.start_ms, selection.end_ms);
         out.push(StoredSeries {
             labels,
-            data: SeriesData::Samples(merged),
+            data: SeriesData::Deferred(Arc::new(merged)),
         });
     }
     Ok(out)
