@@ -74,14 +74,15 @@ impl Labels {
         labels.retain(|l| !l.value.is_empty());
         // Stable sort keeps insertion order among duplicates so "last wins" holds.
         labels.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut out: Vec<Label> = Vec::with_capacity(labels.len());
-        for l in labels {
-            match out.last_mut() {
-                Some(last) if last.name == l.name => *last = l,
-                _ => out.push(l),
+        // `dedup_by` removes the later of two equal neighbours: swap first, so the last wins.
+        labels.dedup_by(|later, kept| {
+            let same = later.name == kept.name;
+            if same {
+                std::mem::swap(later, kept);
             }
-        }
-        Self(Arc::from(out))
+            same
+        });
+        Self(Arc::from(labels))
     }
 
     /// Builds a label set from name/value pairs.
@@ -331,6 +332,9 @@ mod tests {
         assert_eq!(l.get("b"), Some("3"));
         assert_eq!(l.get("c"), None);
         assert_eq!(l.to_string(), "{a=\"1\", b=\"3\"}");
+        // Three of a name, not adjacent before sorting: the last given wins.
+        let l = Labels::from_pairs(&[("b", "1"), ("a", "x"), ("b", "2"), ("c", "y"), ("b", "3")]);
+        assert_eq!(l.to_string(), "{a=\"x\", b=\"3\", c=\"y\"}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn dedup_replicas(replicas: &[&[Sample]], counter: bool) -> Vec<Sample> {
         .iter()
         .map(|samples| Leaf::decoded(samples, counter, &errors));
     let mut merged = Vec::new();
-    merge(leaves.collect(), (i64::MIN, i64::MAX), true, &mut merged);
+    merge(leaves, (i64::MIN, i64::MAX), true, &mut merged);
     merged.into_iter().map(|p| (p.t, p.v)).collect()
 }
 
@@ -68,16 +68,22 @@ impl ReplicaChunks {
 
 impl DeferredSamples for ReplicaChunks {
     fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError> {
-        let replicas: Vec<&[Chunk]> = self.replicas.iter().map(Vec::as_slice).collect();
-        merge_chunks(&replicas, self.counter, self.range, (mint, maxt), true, out)
-            .map_err(StorageError)
+        merge_chunks(
+            &self.replicas,
+            self.counter,
+            self.range,
+            (mint, maxt),
+            true,
+            out,
+        )
+        .map_err(StorageError)
     }
 }
 
 /// Merges chunked replicas over `range`, appending the merged samples within `window` to
 /// `out`. Chunks of the replica that leads are decoded; the others only where needed.
-fn merge_chunks(
-    replicas: &[&[Chunk]],
+fn merge_chunks<R: AsRef<[Chunk]>>(
+    replicas: &[R],
     counter: bool,
     range: (i64, i64),
     window: (i64, i64),
@@ -85,14 +91,14 @@ fn merge_chunks(
     out: &mut Vec<Point>,
 ) -> Result<(), String> {
     let errors = RefCell::new(None);
-    let leaves: Vec<Leaf<'_>> = replicas
+    let leaves = replicas
         .iter()
-        .map(|chunks| Leaf::chunked(chunks, counter, range, &errors))
-        .collect();
+        .map(|chunks| Leaf::chunked(chunks.as_ref(), counter, range, &errors));
     let capacity = replicas
         .iter()
         .map(|chunks| {
             chunks
+                .as_ref()
                 .iter()
                 .map(|c| usize::from(header_count(c)))
                 .sum::<usize>()
@@ -119,7 +125,12 @@ fn header_count(chunk: &Chunk) -> u16 {
 /// `maxt`). With `fast`, runs of samples the leading replica is certain to win are copied in a
 /// tight loop (see [`Cursor::run_leader`]); without it every sample goes through the pairs,
 /// which the tests use as the reference.
-fn merge(leaves: Vec<Leaf<'_>>, (mint, maxt): (i64, i64), fast: bool, out: &mut Vec<Point>) {
+fn merge<'a>(
+    leaves: impl IntoIterator<Item = Leaf<'a>>,
+    (mint, maxt): (i64, i64),
+    fast: bool,
+    out: &mut Vec<Point>,
+) {
     let mut leaves = leaves.into_iter().map(Cursor::Leaf);
     let Some(first) = leaves.next() else {
         return;
@@ -354,7 +365,7 @@ impl<'a> Leaf<'a> {
     ) -> Self {
         let mut leaf = Self {
             pending: chunks,
-            buffer: Vec::new(),
+            buffer: pooled_buffer(),
             position: None,
             partial: None,
             range,
@@ -527,6 +538,38 @@ impl<'a> Leaf<'a> {
             self.correction += last - value;
         }
     }
+}
+
+impl Drop for Leaf<'_> {
+    fn drop(&mut self) {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        if buffer.capacity() == 0 || buffer.capacity() > POOLED_CAPACITY {
+            return;
+        }
+        buffer.clear();
+        BUFFERS.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buffer);
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Decode buffers of finished merges, reused by the next ones on this thread: a query
+    /// merges thousands of series, each with a buffer per replica.
+    static BUFFERS: RefCell<Vec<Vec<Sample>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread, and the largest kept (in samples; a chunk holds at most 65,535).
+const POOLED_BUFFERS: usize = 16;
+const POOLED_CAPACITY: usize = 1 << 17;
+
+fn pooled_buffer() -> Vec<Sample> {
+    BUFFERS
+        .with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_default()
 }
 
 /// Two cursors merged with the penalty algorithm. A side that cannot win the next comparison
