@@ -635,9 +635,18 @@ impl<'a> XorIterator<'a> {
         if self.read > 0 && self.t >= t {
             return Ok(Some((self.t, self.v)));
         }
-        while let Some((st, sv)) = self.next_sample()? {
-            if st >= t {
-                return Ok(Some((st, sv)));
+        // The bulk walk of `for_each_sample`, stopping at the first sample at or after `t`.
+        while self.read < self.total {
+            if self.read >= 2 && self.r.remaining() >= MAX_SAMPLE_BITS {
+                if !self.next_unchecked() {
+                    return Err(ChunkError::Truncated("bad value window"));
+                }
+                self.read += 1;
+            } else if self.next_sample()?.is_none() {
+                break;
+            }
+            if self.t >= t {
+                return Ok(Some((self.t, self.v)));
             }
         }
         Ok(None)
@@ -922,5 +931,39 @@ mod tests {
         assert_eq!(it.seek(50).unwrap(), Some((100, 10.0)));
         assert_eq!(it.next_sample().unwrap(), Some((110, 11.0)));
         assert_eq!(it.seek(10_000).unwrap(), None);
+
+        // Long chunks with varied gaps and values: seeking, then decoding the rest, sees
+        // exactly the samples at or after the target.
+        let mut c = XorChunk::new();
+        let mut samples = Vec::new();
+        let mut t = -5_000;
+        for i in 0..400i64 {
+            t += [15_000, 14_999, 1, 120_000, 15_001][(i % 5) as usize];
+            let v = if i % 7 == 0 {
+                i as f64 * 1.5
+            } else {
+                1e9 - i as f64
+            };
+            c.append(t, v).unwrap();
+            samples.push((t, v));
+        }
+        for target in [
+            i64::MIN,
+            -4_000,
+            samples[3].0,
+            samples[3].0 + 1,
+            samples[250].0,
+            t,
+            t + 1,
+        ] {
+            let mut it = XorIterator::new(c.bytes()).unwrap();
+            let found = it.seek(target).unwrap();
+            let mut rest = Vec::new();
+            it.decode_rest_into(i64::MIN, i64::MAX, &mut rest).unwrap();
+            let expected: Vec<(i64, f64)> =
+                samples.iter().copied().filter(|s| s.0 >= target).collect();
+            assert_eq!(found, expected.first().copied(), "target {target}");
+            assert_eq!(rest, expected.get(1..).unwrap_or(&[]), "target {target}");
+        }
     }
 }

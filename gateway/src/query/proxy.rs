@@ -24,6 +24,7 @@ use gauntlet_proto::thanos::{
     SeriesResponse, ZLabelSet,
 };
 use gauntlet_tsdb::labels::{Label, Labels};
+use tokio::task::JoinSet;
 
 use super::endpoints::{Endpoint, EndpointSet, labels_to_proto};
 use super::matchers::{CompiledMatchers, compile_matchers};
@@ -79,6 +80,12 @@ pub struct ReplicaGroup {
 
 /// A series as a store sent it.
 type WireSeries = (Vec<ProtoLabel>, Vec<AggrChunk>);
+
+/// One store's answer (series and warnings) with its statistics.
+type Answer = (
+    StoreStats,
+    Result<(Vec<WireSeries>, Vec<String>), StoreError>,
+);
 
 /// Every selected store's answer, before merging.
 struct Gathered {
@@ -167,7 +174,7 @@ impl ProxyStore {
             )));
         }
         let endpoints = self.select_endpoints(&matchers, request.min_time, request.max_time);
-        let answers = join_all(endpoints.iter().map(|endpoint| self.ask(endpoint, request))).await;
+        let answers = self.ask_all(&endpoints, request).await;
         let mut gathered = Gathered {
             series: Vec::new(),
             warnings: Vec::new(),
@@ -192,73 +199,44 @@ impl ProxyStore {
         Ok(gathered)
     }
 
-    /// One store's answer, collected, bounded and timed.
-    async fn ask(
-        &self,
-        endpoint: &Endpoint,
-        request: &SeriesRequest,
-    ) -> (
-        StoreStats,
-        Result<(Vec<WireSeries>, Vec<String>), StoreError>,
-    ) {
-        let started = Instant::now();
-        let collect = self.collect(endpoint, request.clone());
-        let result = match self.limits.response_timeout {
-            Some(timeout) => tokio::time::timeout(timeout, collect)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::Timeout(format!(
-                        "no complete answer within {timeout:?}"
-                    )))
-                }),
-            None => collect.await,
-        };
-        let (series, chunks, samples) = match &result {
-            Ok((series, _)) => (
-                series.len(),
-                series.iter().map(|(_, chunks)| chunks.len()).sum(),
-                series
-                    .iter()
-                    .flat_map(|(_, chunks)| chunks)
-                    .map(chunk_samples)
-                    .sum(),
-            ),
-            Err(_) => (0, 0, 0),
-        };
-        let stats = StoreStats {
-            name: endpoint.name().to_owned(),
-            duration: started.elapsed(),
-            series,
-            chunks,
-            samples,
-            error: result.as_ref().err().map(ToString::to_string),
-        };
-        (stats, result)
-    }
-
-    async fn collect(
-        &self,
-        endpoint: &Endpoint,
-        request: SeriesRequest,
-    ) -> Result<(Vec<WireSeries>, Vec<String>), StoreError> {
-        let mut frames = endpoint.store().series(request).await?;
-        let mut series = Vec::new();
-        let mut warnings = Vec::new();
-        let mut samples: u64 = 0;
-        while let Some(frame) = frames.next().await {
-            match frame?.result {
-                Some(Frame::Series(one)) => {
-                    samples += one.chunks.iter().map(chunk_samples).sum::<u64>();
-                    series.push((one.labels, one.chunks));
-                    self.check_limits(series.len() as u64, samples)?;
-                }
-                Some(Frame::Warning(warning)) => {
-                    warnings.push(format!("store {}: {warning}", endpoint.name()));
-                }
-                Some(Frame::Hints(_)) | None => {}
+    /// Every endpoint's answer, in the order of `endpoints`. Each store is asked in a task of
+    /// its own, so stores served by this process (store gateway, plugins) answer in parallel;
+    /// dropping the future stops them all.
+    async fn ask_all(&self, endpoints: &[Arc<Endpoint>], request: &SeriesRequest) -> Vec<Answer> {
+        let limits = self.limits;
+        if let [endpoint] = endpoints {
+            return vec![ask(limits, endpoint, request.clone()).await];
+        }
+        let mut tasks = JoinSet::new();
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let endpoint = endpoint.clone();
+            let request = request.clone();
+            tasks.spawn(async move { (index, ask(limits, &endpoint, request).await) });
+        }
+        let mut answers: Vec<Option<Answer>> = endpoints.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((index, answer)) = joined {
+                answers[index] = Some(answer);
             }
         }
-        Ok((series, warnings))
+        answers
+            .into_iter()
+            .zip(endpoints)
+            .map(|(answer, endpoint)| {
+                answer.unwrap_or_else(|| {
+                    let error = StoreError::Internal("the store's task failed".to_owned());
+                    let stats = StoreStats {
+                        name: endpoint.name().to_owned(),
+                        duration: Duration::ZERO,
+                        series: 0,
+                        chunks: 0,
+                        samples: 0,
+                        error: Some(error.to_string()),
+                    };
+                    (stats, Err(error))
+                })
+            })
+            .collect()
     }
 
     /// Fans a label-names or label-values request out and unions the sorted answers.
@@ -297,9 +275,73 @@ impl ProxyStore {
         }
         Ok((strings.into_iter().collect(), warnings))
     }
+}
 
-    fn check_limits(&self, series: u64, samples: u64) -> Result<(), StoreError> {
-        let limits = &self.limits;
+/// One store's answer, collected, bounded and timed.
+async fn ask(limits: ProxyLimits, endpoint: &Endpoint, request: SeriesRequest) -> Answer {
+    let started = Instant::now();
+    let collect = collect(limits, endpoint, request);
+    let result = match limits.response_timeout {
+        Some(timeout) => tokio::time::timeout(timeout, collect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Timeout(format!(
+                    "no complete answer within {timeout:?}"
+                )))
+            }),
+        None => collect.await,
+    };
+    let (series, chunks, samples) = match &result {
+        Ok((series, _)) => (
+            series.len(),
+            series.iter().map(|(_, chunks)| chunks.len()).sum(),
+            series
+                .iter()
+                .flat_map(|(_, chunks)| chunks)
+                .map(chunk_samples)
+                .sum(),
+        ),
+        Err(_) => (0, 0, 0),
+    };
+    let stats = StoreStats {
+        name: endpoint.name().to_owned(),
+        duration: started.elapsed(),
+        series,
+        chunks,
+        samples,
+        error: result.as_ref().err().map(ToString::to_string),
+    };
+    (stats, result)
+}
+
+async fn collect(
+    limits: ProxyLimits,
+    endpoint: &Endpoint,
+    request: SeriesRequest,
+) -> Result<(Vec<WireSeries>, Vec<String>), StoreError> {
+    let mut frames = endpoint.store().series(request).await?;
+    let mut series = Vec::new();
+    let mut warnings = Vec::new();
+    let mut samples: u64 = 0;
+    while let Some(frame) = frames.next().await {
+        match frame?.result {
+            Some(Frame::Series(one)) => {
+                samples += one.chunks.iter().map(chunk_samples).sum::<u64>();
+                series.push((one.labels, one.chunks));
+                limits.check(series.len() as u64, samples)?;
+            }
+            Some(Frame::Warning(warning)) => {
+                warnings.push(format!("store {}: {warning}", endpoint.name()));
+            }
+            Some(Frame::Hints(_)) | None => {}
+        }
+    }
+    Ok((series, warnings))
+}
+
+impl ProxyLimits {
+    fn check(&self, series: u64, samples: u64) -> Result<(), StoreError> {
+        let limits = self;
         if limits.series_per_store > 0 && series > limits.series_per_store {
             return Err(StoreError::ResourceExhausted(format!(
                 "more than {} series in one answer (--store.limits.request-series)",
@@ -357,33 +399,46 @@ fn labels_from_wire(labels: Vec<ProtoLabel>) -> Labels {
 
 /// Groups series by their labels without `replica_labels` (sorted by those labels, replicas by
 /// their replica label values); series equal in all labels, from different stores, are merged
-/// into one replica as [`merge_series`] does.
+/// into one replica as [`merge_series`] does. Labels are compared where they arrived, with
+/// the replica labels moved behind the others; only each group's label set is built.
 fn group_replicas(series: Vec<WireSeries>, replica_labels: &[&str]) -> Vec<ReplicaGroup> {
-    let mut keyed: Vec<(Labels, Vec<Label>, Vec<AggrChunk>)> = series
+    // (labels with the replica labels last, where the replica labels start, chunks)
+    let mut keyed: Vec<(Vec<ProtoLabel>, usize, Vec<AggrChunk>)> = series
         .into_iter()
-        .map(|(labels, chunks)| {
-            let (mut replica, rest): (Vec<Label>, Vec<Label>) = labels
-                .into_iter()
-                .filter(|l| !l.value.is_empty())
-                .map(|l| Label {
-                    name: l.name,
-                    value: l.value,
-                })
-                .partition(|l| replica_labels.contains(&l.name.as_str()));
-            replica.sort();
-            replica.dedup_by(|a, b| a.name == b.name);
-            (Labels::new(rest), replica, chunks)
+        .map(|(mut labels, chunks)| {
+            normalize(&mut labels);
+            let mut split = labels.len();
+            let mut i = 0;
+            while i < split {
+                if replica_labels.contains(&labels[i].name.as_str()) {
+                    labels[i..].rotate_left(1);
+                    split -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+            (labels, split, chunks)
         })
         .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    keyed.sort_by(|a, b| {
+        compare_labels(&a.0[..a.1], &b.0[..b.1])
+            .then_with(|| compare_labels(&a.0[a.1..], &b.0[b.1..]))
+    });
     let mut groups: Vec<ReplicaGroup> = Vec::new();
-    let mut last_replica: Option<Vec<Label>> = None;
-    for (labels, replica, chunks) in keyed {
+    for i in 0..keyed.len() {
+        let (done, rest) = keyed.split_at_mut(i);
+        let (labels, split, chunks) = &mut rest[0];
+        let chunks = std::mem::take(chunks);
+        let same_group = groups
+            .last()
+            .is_some_and(|group| same_labels(&group.labels, &labels[..*split]));
+        // From here on each entry keeps only its replica labels.
+        let stripped = labels.drain(..*split);
         match groups.last_mut() {
-            Some(group) if group.labels == labels => {
-                if last_replica.as_ref() == Some(&replica)
-                    && let Some(last) = group.replicas.last_mut()
-                {
+            Some(group) if same_group => {
+                drop(stripped);
+                let same_replica = done.last().is_some_and(|previous| previous.0 == *labels);
+                if same_replica && let Some(last) = group.replicas.last_mut() {
                     last.extend(chunks);
                     last.sort_by_key(|c| (c.min_time, c.max_time));
                     last.dedup();
@@ -391,14 +446,46 @@ fn group_replicas(series: Vec<WireSeries>, replica_labels: &[&str]) -> Vec<Repli
                     group.replicas.push(chunks);
                 }
             }
-            _ => groups.push(ReplicaGroup {
-                labels,
-                replicas: vec![chunks],
-            }),
+            _ => {
+                let stripped: Vec<ProtoLabel> = stripped.collect();
+                groups.push(ReplicaGroup {
+                    labels: labels_from_wire(stripped),
+                    replicas: vec![chunks],
+                });
+            }
         }
-        last_replica = Some(replica);
     }
     groups
+}
+
+fn same_labels(set: &Labels, wire: &[ProtoLabel]) -> bool {
+    set.len() == wire.len()
+        && set
+            .iter()
+            .zip(wire)
+            .all(|(a, b)| a.name == b.name && a.value == b.value)
+}
+
+/// Puts wire labels in the shape of a label set — sorted by name, names unique (the last
+/// wins), no empty values — unless they already are, as stores send them.
+fn normalize(labels: &mut Vec<ProtoLabel>) {
+    let tidy = labels.windows(2).all(|w| w[0].name < w[1].name)
+        && labels.iter().all(|l| !l.value.is_empty());
+    if !tidy {
+        let set = labels_from_wire(std::mem::take(labels));
+        *labels = labels_to_proto(&set);
+    }
+}
+
+/// Label lists in label-set order: label by label (name, then value), then by length.
+fn compare_labels(a: &[ProtoLabel], b: &[ProtoLabel]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let order = x.name.cmp(&y.name).then_with(|| x.value.cmp(&y.value));
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Sorts series by labels and merges equal label sets (from different stores) into one series
@@ -523,5 +610,89 @@ impl Store for ProxyStore {
             warnings,
             hints: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(pairs: &[(&str, &str)], min_time: i64) -> WireSeries {
+        let labels = pairs
+            .iter()
+            .map(|(name, value)| ProtoLabel {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect();
+        let chunk = AggrChunk {
+            min_time,
+            max_time: min_time + 10,
+            ..AggrChunk::default()
+        };
+        (labels, vec![chunk])
+    }
+
+    fn starts(replicas: &[Vec<AggrChunk>]) -> Vec<Vec<i64>> {
+        replicas
+            .iter()
+            .map(|chunks| chunks.iter().map(|c| c.min_time).collect())
+            .collect()
+    }
+
+    #[test]
+    fn replicas_are_grouped_by_their_other_labels() {
+        let series = vec![
+            // Store answers as they come: each sorted, replicas interleaved across stores.
+            wire(&[("__name__", "up"), ("job", "b"), ("replica", "1")], 100),
+            wire(&[("__name__", "up"), ("job", "a"), ("replica", "1")], 200),
+            wire(&[("__name__", "up"), ("job", "a"), ("replica", "0")], 300),
+            // The same series as the one before, from another store (e.g. a store gateway).
+            wire(&[("__name__", "up"), ("job", "a"), ("replica", "0")], 400),
+            // Unsorted, with an empty label: treated as the label set it stands for.
+            wire(
+                &[
+                    ("replica", "0"),
+                    ("job", "b"),
+                    ("x", ""),
+                    ("__name__", "up"),
+                ],
+                500,
+            ),
+            // No replica label at all.
+            wire(&[("__name__", "up"), ("job", "c")], 600),
+            // Two replica labels.
+            wire(
+                &[
+                    ("__name__", "up"),
+                    ("job", "c"),
+                    ("replica", "0"),
+                    ("rule_replica", "1"),
+                ],
+                700,
+            ),
+        ];
+        let groups = group_replicas(series, &["replica", "rule_replica"]);
+        let got: Vec<(String, Vec<Vec<i64>>)> = groups
+            .iter()
+            .map(|g| (g.labels.to_string(), starts(&g.replicas)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"{__name__="up", job="a"}"#.to_owned(),
+                    vec![vec![300, 400], vec![200]]
+                ),
+                (
+                    r#"{__name__="up", job="b"}"#.to_owned(),
+                    vec![vec![500], vec![100]]
+                ),
+                (
+                    r#"{__name__="up", job="c"}"#.to_owned(),
+                    vec![vec![600], vec![700]]
+                ),
+            ]
+        );
     }
 }
