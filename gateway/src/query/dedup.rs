@@ -245,7 +245,11 @@ impl<'a> Cursor<'a> {
             return;
         }
         let (mut previous, mut current) = (start, start);
-        let mut bound = first_bound;
+        // Samples after `hi` may lose (or lie past the window or the run limit).
+        let limit = RUN_LIMIT.min(maxt);
+        let floor = if constrained { i64::MIN } else { i64::MAX };
+        let strict = i64::from(strict);
+        let mut hi = first_bound.max(floor).min(limit);
         // The largest seek target of the other sides from the second step on (the same for
         // every pair); `i64::MIN` until then.
         let mut common = i64::MIN;
@@ -254,24 +258,25 @@ impl<'a> Cursor<'a> {
         loop {
             let ahead = leaf.ahead();
             let mut taken = 0;
+            // Samples before the window are stepped over, not returned.
+            let returned = out.len();
+            out.reserve(ahead.len());
             // Timestamps stay within ±RUN_LIMIT, so the arithmetic below cannot overflow.
-            for &(t, _) in ahead {
-                if t <= current || t > RUN_LIMIT || t > maxt || (constrained && t > bound) {
+            for &(t, v) in ahead {
+                if t <= current || t > hi {
                     break;
                 }
                 common = common.max(next_target);
-                taken += 1;
                 (previous, current) = (current, t);
                 next_target = t + 1 + (t - previous) * 2;
-                bound = next_target - i64::from(strict);
+                hi = (next_target - strict).max(floor).min(limit);
+                out.push(Point::float(t, v + correction));
+                taken += 1;
             }
-            let run = &ahead[..taken];
-            let from = run.partition_point(|&(t, _)| t < mint);
-            out.extend(
-                run[from..]
-                    .iter()
-                    .map(|&(t, v)| Point::float(t, v + correction)),
-            );
+            if out.get(returned).is_some_and(|p| p.t < mint) {
+                let before = out[returned..].partition_point(|p| p.t < mint);
+                out.drain(returned..returned + before);
+            }
             steps += taken;
             let stopped = taken < ahead.len();
             leaf.skip(taken);
