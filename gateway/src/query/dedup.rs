@@ -239,7 +239,9 @@ impl<'a> Cursor<'a> {
             return;
         }
         let leaf = self.leading_leaf();
-        leaf.complete();
+        // One sample at a time while the leader is a replica read only up to its current
+        // sample: a leader that loses at once is not decoded further.
+        leaf.pull();
         let correction = leaf.correction;
         if !(-RUN_LIMIT..=RUN_LIMIT).contains(&start) {
             return;
@@ -339,7 +341,7 @@ struct Leaf<'a> {
     buffer: Vec<Sample>,
     /// Index into `buffer`; `None` before the first `next` or `seek`.
     position: Option<usize>,
-    /// The current chunk (with its last timestamp), read only up to the one sample in
+    /// The current chunk (with its last timestamp), read only up to the last sample in
     /// `buffer` so far: a replica that does not lead may never need the rest.
     partial: Option<(XorIterator<'a>, i64)>,
     range: (i64, i64),
@@ -430,7 +432,7 @@ impl<'a> Leaf<'a> {
             .get_or_insert_with(|| format!("decoding chunk: {error}"));
     }
 
-    /// Decodes the rest of a chunk read only up to the current sample.
+    /// Decodes the rest of a chunk read only partly (up to the last sample in `buffer`).
     fn complete(&mut self) {
         if let Some((it, _)) = self.partial.take() {
             let (mint, maxt) = self.range;
@@ -440,8 +442,38 @@ impl<'a> Leaf<'a> {
         }
     }
 
-    /// The decoded samples after the current one (none before the first `next`, or while
-    /// the current chunk is read only up to its first sample).
+    /// Decodes one more sample of a chunk read only up to the current one, if nothing is
+    /// decoded ahead of it.
+    fn pull(&mut self) {
+        if !self.ahead().is_empty() {
+            return;
+        }
+        let Some((it, _)) = &mut self.partial else {
+            return;
+        };
+        let (mint, maxt) = self.range;
+        loop {
+            match it.next_sample() {
+                Ok(Some(sample)) if sample.0 < mint => {}
+                Ok(Some(sample)) if sample.0 <= maxt => {
+                    self.buffer.push(sample);
+                    return;
+                }
+                Ok(_) => {
+                    self.partial = None;
+                    return;
+                }
+                Err(error) => {
+                    self.partial = None;
+                    self.record(&error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The decoded samples after the current one (none before the first `next`; a chunk read
+    /// only partly has at most one).
     fn ahead(&self) -> &[Sample] {
         match self.position {
             Some(position) => self.buffer.get(position + 1..).unwrap_or(&[]),
@@ -465,6 +497,12 @@ impl<'a> Leaf<'a> {
         }
         self.buffer.drain(..position);
         self.position = Some(0);
+        if self.partial.is_some() {
+            self.complete();
+            if self.buffer.len() > 1 {
+                return true;
+            }
+        }
         while let Some((chunk, rest)) = self.pending.split_first() {
             self.pending = rest;
             if chunk.max_time < self.range.0 || chunk.min_time > self.range.1 {
@@ -497,6 +535,11 @@ impl<'a> Leaf<'a> {
             self.position = Some(start);
             return true;
         }
+        if self.buffer.last().is_some_and(|(ts, _)| *ts >= t) {
+            let rest = &self.buffer[start..];
+            self.position = Some(start + rest.partition_point(|(ts, _)| *ts < t));
+            return true;
+        }
         if let Some((mut it, max_time)) = self.partial.take() {
             // Only as far into the chunk as `t`; past its end, not at all.
             if t <= max_time {
@@ -514,11 +557,6 @@ impl<'a> Leaf<'a> {
             }
             self.position = Some(self.buffer.len());
             return self.load_next_chunk(t);
-        }
-        if self.buffer.last().is_some_and(|(ts, _)| *ts >= t) {
-            let rest = &self.buffer[start..];
-            self.position = Some(start + rest.partition_point(|(ts, _)| *ts < t));
-            return true;
         }
         self.position = Some(self.buffer.len());
         // Chunks that end before `t` are skipped without decoding them.
@@ -972,11 +1010,27 @@ mod tests {
                     (mint, mint + random(2_000_000) as i64)
                 }
             };
+            // The reference: every replica decoded up front, cut to the range.
+            let in_range: Vec<Vec<Sample>> = replicas
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .copied()
+                        .filter(|(t, _)| (range.0..=range.1).contains(t))
+                        .collect()
+                })
+                .collect();
+            let in_range: Vec<&[Sample]> = in_range.iter().map(Vec::as_slice).collect();
             for counter in [false, true] {
                 let slow = merged(&refs, counter, range, false).expect("valid chunks");
                 let fast = merged(&refs, counter, range, true).expect("valid chunks");
                 assert_eq!(
                     fast, slow,
+                    "case {case}, counter {counter}, range {range:?}"
+                );
+                assert_eq!(
+                    fast,
+                    dedup_replicas(&in_range, counter),
                     "case {case}, counter {counter}, range {range:?}"
                 );
                 runs_taken += fast.len();
