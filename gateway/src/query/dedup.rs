@@ -247,11 +247,9 @@ impl<'a> Cursor<'a> {
             return;
         }
         let (mut previous, mut current) = (start, start);
-        // Samples after `hi` may lose (or lie past the window or the run limit).
         let limit = RUN_LIMIT.min(maxt);
-        let floor = if constrained { i64::MIN } else { i64::MAX };
         let strict = i64::from(strict);
-        let mut hi = first_bound.max(floor).min(limit);
+        let mut bound = first_bound;
         // The largest seek target of the other sides from the second step on (the same for
         // every pair); `i64::MIN` until then.
         let mut common = i64::MIN;
@@ -259,26 +257,39 @@ impl<'a> Cursor<'a> {
         let mut steps = 0usize;
         loop {
             let ahead = leaf.ahead();
+            // Samples past the window or the run limit end the run.
+            let candidates = &ahead[..ahead.partition_point(|&(t, _)| t <= limit)];
             let mut taken = 0;
-            // Samples before the window are stepped over, not returned.
-            let returned = out.len();
-            out.reserve(ahead.len());
             // Timestamps stay within ±RUN_LIMIT, so the arithmetic below cannot overflow.
-            for &(t, v) in ahead {
-                if t <= current || t > hi {
-                    break;
+            if constrained {
+                for &(t, _) in candidates {
+                    if t <= current || t > bound {
+                        break;
+                    }
+                    common = common.max(next_target);
+                    (previous, current) = (current, t);
+                    next_target = t + 1 + (t - previous) * 2;
+                    bound = next_target - strict;
+                    taken += 1;
                 }
-                common = common.max(next_target);
-                (previous, current) = (current, t);
-                next_target = t + 1 + (t - previous) * 2;
-                hi = (next_target - strict).max(floor).min(limit);
-                out.push(Point::float(t, v + correction));
-                taken += 1;
+            } else {
+                // No other side to lose to: only the order matters.
+                for &(t, _) in candidates {
+                    if t <= current {
+                        break;
+                    }
+                    (previous, current) = (current, t);
+                    taken += 1;
+                }
             }
-            if out.get(returned).is_some_and(|p| p.t < mint) {
-                let before = out[returned..].partition_point(|p| p.t < mint);
-                out.drain(returned..returned + before);
-            }
+            let run = &candidates[..taken];
+            // Samples before the window are stepped over, not returned.
+            let from = run.partition_point(|&(t, _)| t < mint);
+            out.extend(
+                run[from..]
+                    .iter()
+                    .map(|&(t, v)| Point::float(t, v + correction)),
+            );
             steps += taken;
             let stopped = taken < ahead.len();
             leaf.skip(taken);
