@@ -317,6 +317,9 @@ impl PluginHost {
         if let Some(path) = &cache {
             self.write_cache(path, &component);
         }
+        // The compiler's working memory (tens of MiB) is free now; give it back rather than
+        // keep it resident for the life of the process.
+        crate::allocator::release_free_memory();
         Ok(component)
     }
 
