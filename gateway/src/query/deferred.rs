@@ -1,0 +1,284 @@
+//! Chunk bodies checked as the engine decodes them instead of when a store answers.
+//!
+//! A store that cannot trust its data (a store plugin) checks every XOR chunk it returns. For
+//! a PromQL query that costs a second full decode of every chunk, since the engine decodes it
+//! again. Within a query's [`DeferredChecks::scope`], such a store may check only the chunk
+//! headers and register the chunks with [`DeferredChecks::defer`]; the querier then hands
+//! those series to the engine as [`CheckedChunks`], whose decode checks each sample it reads
+//! (inside the chunk's declared range, strictly increasing, bytes well formed) and reports a
+//! failure through the store's [`ChunkOrigin`], which names the store and counts it.
+//!
+//! A scope is only opened where a store's failure fails the query anyway (no partial
+//! response, no replica merging), so a failure found late means the same as one found early.
+//! Outside a scope nothing changes: every answer served to another querier or tool is checked
+//! in full when it is produced. Bytes the engine never reads (chunks outside the queried range,
+//! the tail of a chunk after it) never reach an answer and are not decoded.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use gauntlet_proto::thanos::AggrChunk;
+use gauntlet_proto::thanos::chunk::Encoding;
+use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::chunkenc::XorIterator;
+
+use crate::promql::{Chunk, DeferredSamples, Point, SeriesData, StorageError};
+
+/// The store a deferred chunk came from: turns a failed check into the store's error.
+pub trait ChunkOrigin: std::fmt::Debug + Send + Sync {
+    /// Records that `message` is wrong with a chunk of `series` (metrics) and returns the
+    /// error the query fails with.
+    fn refuse(&self, series: &Labels, message: &str) -> StorageError;
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<DeferredChecks>;
+}
+
+/// A deferred chunk's bytes (kept so that their address is not reused while the selection is
+/// built) and the store it came from.
+type Deferred = (Bytes, Arc<dyn ChunkOrigin>);
+
+/// The chunks whose bodies the engine's decode checks, for one selection.
+#[derive(Debug, Default)]
+pub struct DeferredChecks {
+    /// By the address and length of their bytes.
+    chunks: Mutex<HashMap<(usize, usize), Deferred>>,
+}
+
+fn key(data: &Bytes) -> (usize, usize) {
+    (data.as_ptr() as usize, data.len())
+}
+
+impl DeferredChecks {
+    /// Runs `f` (a fan-out) with deferred checks allowed for the stores it asks.
+    pub async fn scope<F: Future>(self: &Arc<Self>, f: F) -> F::Output {
+        CURRENT.scope(self.clone(), f).await
+    }
+
+    /// The checks of the fan-out being run, when deferred checks are allowed. Call it from
+    /// the store's async `series` (not from another task or thread).
+    pub fn current() -> Option<Arc<Self>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// Registers XOR chunk bodies whose headers were checked and whose bodies the engine's
+    /// decode is to check, with the store they came from.
+    pub fn defer<'a>(&self, origin: &Arc<dyn ChunkOrigin>, data: impl Iterator<Item = &'a Bytes>) {
+        if let Ok(mut chunks) = self.chunks.lock() {
+            for data in data {
+                chunks.insert(key(data), (data.clone(), origin.clone()));
+            }
+        }
+    }
+
+    /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`];
+    /// `None` when none were (or it holds other than XOR chunks).
+    pub fn series_data(&self, labels: &Labels, chunks: &[AggrChunk]) -> Option<SeriesData> {
+        let deferred = self.chunks.lock().ok()?;
+        if deferred.is_empty() {
+            return None;
+        }
+        let mut any = false;
+        let mut out = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let raw = chunk.raw.as_ref()?;
+            if raw.r#type != Encoding::Xor as i32 {
+                return None;
+            }
+            let origin = deferred.get(&key(&raw.data)).map(|(_, o)| o.clone());
+            any |= origin.is_some();
+            out.push((
+                Chunk {
+                    min_time: chunk.min_time,
+                    max_time: chunk.max_time,
+                    data: raw.data.clone(),
+                },
+                origin,
+            ));
+        }
+        any.then(|| {
+            SeriesData::Deferred(Arc::new(CheckedChunks {
+                labels: labels.clone(),
+                chunks: out,
+            }))
+        })
+    }
+}
+
+/// A float series' XOR chunks, some from a store whose chunk bodies are checked as they are
+/// decoded. Decodes as [`SeriesData::Chunks`] does (overlaps merged, first sample wins).
+#[derive(Debug)]
+pub struct CheckedChunks {
+    labels: Labels,
+    chunks: Vec<(Chunk, Option<Arc<dyn ChunkOrigin>>)>,
+}
+
+/// Decodes the samples of `chunk` within `[mint, maxt]` into `out`, checking each sample read
+/// against the chunk's declared range and order.
+fn decode_checked(chunk: &Chunk, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), String> {
+    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    let left = it.num_samples().min(chunk.data.len() * 8);
+    out.reserve(left);
+    let (lo, hi) = (chunk.min_time, chunk.max_time);
+    let mut last = i64::MIN;
+    let mut bad: Option<i64> = None;
+    let mut first = true;
+    it.for_each_sample(|t, v| {
+        if t < lo || t > hi || (!first && t <= last) {
+            bad = Some(t);
+            return false;
+        }
+        first = false;
+        last = t;
+        if t > maxt {
+            return false;
+        }
+        if t >= mint {
+            out.push(Point::float(t, v));
+        }
+        true
+    })
+    .map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    match bad {
+        Some(t) if t < lo || t > hi => Err(format!(
+            "sample at {t} outside the chunk's range {lo}..={hi}"
+        )),
+        Some(t) => Err(format!("samples out of order at {t}")),
+        None => Ok(()),
+    }
+}
+
+impl DeferredSamples for CheckedChunks {
+    fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError> {
+        let start = out.len();
+        let mut sorted = true;
+        let mut raw: Vec<(i64, f64)> = Vec::new();
+        for (chunk, origin) in &self.chunks {
+            if chunk.max_time < mint || chunk.min_time > maxt {
+                continue;
+            }
+            let before = out.len();
+            match origin {
+                Some(origin) => {
+                    if let Err(message) = decode_checked(chunk, mint, maxt, out) {
+                        out.truncate(start);
+                        return Err(origin.refuse(&self.labels, &message));
+                    }
+                }
+                None => {
+                    raw.clear();
+                    gauntlet_tsdb::chunkenc::decode_xor_into(&chunk.data, mint, maxt, &mut raw)
+                        .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
+                    out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
+                }
+            }
+            if before > start && out.len() > before && out[before].t <= out[before - 1].t {
+                sorted = false;
+            }
+        }
+        if !sorted {
+            crate::promql::merge_sorted_runs(out, start);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gauntlet_tsdb::chunkenc::XorChunk;
+
+    #[derive(Debug)]
+    struct Named;
+
+    impl ChunkOrigin for Named {
+        fn refuse(&self, series: &Labels, message: &str) -> StorageError {
+            StorageError(format!("origin: series {series}: {message}"))
+        }
+    }
+
+    fn xor(samples: &[(i64, f64)]) -> AggrChunk {
+        let mut c = XorChunk::new();
+        for &(t, v) in samples {
+            c.append(t, v).unwrap();
+        }
+        AggrChunk {
+            min_time: samples[0].0,
+            max_time: samples[samples.len() - 1].0,
+            raw: Some(gauntlet_proto::thanos::Chunk {
+                r#type: Encoding::Xor as i32,
+                data: c.into_bytes().into(),
+                hash: 0,
+            }),
+            ..AggrChunk::default()
+        }
+    }
+
+    fn deferred(chunks: &[AggrChunk]) -> SeriesData {
+        let checks = DeferredChecks::default();
+        let origin: Arc<dyn ChunkOrigin> = Arc::new(Named);
+        checks.defer(
+            &origin,
+            chunks
+                .iter()
+                .filter_map(|c| c.raw.as_ref())
+                .map(|r| &r.data),
+        );
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        checks.series_data(&labels, chunks).unwrap()
+    }
+
+    fn decode(data: &SeriesData, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>, StorageError> {
+        let SeriesData::Deferred(d) = data else {
+            panic!("not deferred")
+        };
+        let mut out = Vec::new();
+        d.decode_into(mint, maxt, &mut out)?;
+        Ok(out.iter().map(|p| (p.t, p.v)).collect())
+    }
+
+    #[test]
+    fn decodes_like_chunks_overlaps_merged_first_wins() {
+        let data = deferred(&[
+            xor(&[(10, 1.0), (30, 3.0), (50, 5.0)]),
+            xor(&[(20, 2.0), (30, 99.0), (40, 4.0)]),
+        ]);
+        assert_eq!(
+            decode(&data, 0, 45).unwrap(),
+            vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]
+        );
+    }
+
+    #[test]
+    fn undeferred_chunks_stay_plain() {
+        let checks = DeferredChecks::default();
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        assert!(checks.series_data(&labels, &[xor(&[(1, 1.0)])]).is_none());
+    }
+
+    #[test]
+    fn corrupt_and_lying_chunks_are_refused_by_their_origin() {
+        let mut corrupt = xor(&[(1, 1.0), (2, 2.0)]);
+        if let Some(raw) = corrupt.raw.as_mut() {
+            raw.data = bytes::Bytes::from_static(&[0, 200, 1, 2, 3]);
+        }
+        let err = decode(&deferred(&[corrupt]), 0, 10).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("origin: series {__name__=\"m\"}: corrupt XOR chunk"),
+            "{err}"
+        );
+        let mut lying = xor(&[(100, 1.0), (200, 1.0)]);
+        lying.max_time = 150;
+        let err = decode(&deferred(&[lying]), 0, 1000).unwrap_err();
+        assert!(
+            err.0
+                .contains("sample at 200 outside the chunk's range 100..=150"),
+            "{err}"
+        );
+    }
+}
