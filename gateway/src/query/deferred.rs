@@ -101,19 +101,28 @@ impl DeferredChecks {
     }
 
     /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`];
-    /// `None` when none were (or it holds other than XOR chunks).
-    pub fn series_data(&self, labels: &Labels, chunks: &[AggrChunk]) -> Option<SeriesData> {
-        let deferred = self.chunks.lock().ok()?;
+    /// `None` when none were. A series that also holds native histogram chunks (merged from
+    /// another store) is decoded eagerly by the querier: its deferred chunks are checked here
+    /// in full, and `None` returned.
+    pub fn series_data(
+        &self,
+        labels: &Labels,
+        chunks: &[AggrChunk],
+    ) -> Result<Option<SeriesData>, StorageError> {
+        let Ok(deferred) = self.chunks.lock() else {
+            return Ok(None);
+        };
         if deferred.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut any = false;
+        let mut xor_only = true;
         let mut out = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let raw = chunk.raw.as_ref()?;
-            if raw.r#type != Encoding::Xor as i32 {
-                return None;
-            }
+            let Some(raw) = chunk.raw.as_ref() else {
+                continue;
+            };
+            xor_only &= raw.r#type == Encoding::Xor as i32;
             let origin = deferred.get(&key(&raw.data)).map(|(_, o)| o.clone());
             any |= origin.is_some();
             out.push((
@@ -125,12 +134,25 @@ impl DeferredChecks {
                 origin,
             ));
         }
-        any.then(|| {
-            SeriesData::Deferred(Arc::new(CheckedChunks {
-                labels: labels.clone(),
-                chunks: out,
-            }))
-        })
+        drop(deferred);
+        if !any {
+            return Ok(None);
+        }
+        if !xor_only {
+            let mut scratch = Vec::new();
+            for (chunk, origin) in &out {
+                if let Some(origin) = origin {
+                    scratch.clear();
+                    decode_checked(chunk, i64::MIN, i64::MAX, &mut scratch)
+                        .map_err(|message| origin.refuse(labels, &message))?;
+                }
+            }
+            return Ok(None);
+        }
+        Ok(Some(SeriesData::Deferred(Arc::new(CheckedChunks {
+            labels: labels.clone(),
+            chunks: out,
+        }))))
     }
 }
 
@@ -269,7 +291,7 @@ mod tests {
                 .map(|r| &r.data),
         );
         let labels = Labels::from_pairs(&[("__name__", "m")]);
-        checks.series_data(&labels, chunks).unwrap()
+        checks.series_data(&labels, chunks).unwrap().unwrap()
     }
 
     fn decode(data: &SeriesData, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>, StorageError> {
@@ -297,7 +319,47 @@ mod tests {
     fn undeferred_chunks_stay_plain() {
         let checks = DeferredChecks::default();
         let labels = Labels::from_pairs(&[("__name__", "m")]);
-        assert!(checks.series_data(&labels, &[xor(&[(1, 1.0)])]).is_none());
+        assert!(
+            checks
+                .series_data(&labels, &[xor(&[(1, 1.0)])])
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn series_with_histograms_have_their_deferred_chunks_checked_at_once() {
+        let checks = DeferredChecks::default();
+        let origin: Arc<dyn ChunkOrigin> = Arc::new(Named);
+        let good = xor(&[(1, 1.0), (2, 2.0)]);
+        let mut corrupt = xor(&[(3, 1.0), (4, 2.0)]);
+        if let Some(raw) = corrupt.raw.as_mut() {
+            raw.data = bytes::Bytes::from_static(&[0, 200, 1, 2, 3]);
+        }
+        checks.defer(
+            &origin,
+            [&good, &corrupt]
+                .into_iter()
+                .filter_map(|c| c.raw.as_ref())
+                .map(|r| &r.data),
+        );
+        let histogram = AggrChunk {
+            min_time: 10,
+            max_time: 20,
+            raw: Some(gauntlet_proto::thanos::Chunk {
+                r#type: Encoding::Histogram as i32,
+                data: bytes::Bytes::from_static(&[0, 1]),
+                hash: 0,
+            }),
+            ..AggrChunk::default()
+        };
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        let with_good = [good, histogram.clone()];
+        assert!(checks.series_data(&labels, &with_good).unwrap().is_none());
+        let err = checks
+            .series_data(&labels, &[corrupt, histogram])
+            .unwrap_err();
+        assert!(err.0.contains("corrupt XOR chunk"), "{err}");
     }
 
     #[test]

@@ -131,10 +131,11 @@ impl Queryable for StoreQueryable {
                 .series
                 .into_iter()
                 .map(|(labels, chunks)| {
-                    let data = match checks
-                        .as_ref()
-                        .and_then(|c| c.series_data(&labels, &chunks))
-                    {
+                    let deferred = match &checks {
+                        Some(checks) => checks.series_data(&labels, &chunks)?,
+                        None => None,
+                    };
+                    let data = match deferred {
                         Some(data) => data,
                         None => series_data(chunks, selection)?,
                     };
