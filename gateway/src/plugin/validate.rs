@@ -187,7 +187,12 @@ impl SeriesValidator {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let labels = check_labels(s.labels).map_err(BatchError::Malformed)?;
-            if let Some(previous) = &self.previous
+            // The previous series: this batch's last, else the previous batch's.
+            let previous = out
+                .last()
+                .map(|s: &thanos::Series| s.labels.as_slice())
+                .or(self.previous.as_deref());
+            if let Some(previous) = previous
                 && labels_cmp(previous, &labels) != Ordering::Less
             {
                 return Err(BatchError::Malformed(format!(
@@ -226,8 +231,10 @@ impl SeriesValidator {
                     ..AggrChunk::default()
                 });
             }
-            self.previous = Some(labels.clone());
             out.push(thanos::Series { labels, chunks });
+        }
+        if let Some(last) = out.last() {
+            self.previous = Some(last.labels.clone());
         }
         Ok(out)
     }
@@ -367,6 +374,9 @@ mod tests {
         assert!(v.check_batch(vec![s("2"), s("1")]).is_err());
         let mut v = validator();
         assert!(v.check_batch(vec![s("1"), s("1")]).is_err());
+        let mut v = validator();
+        assert!(v.check_batch(vec![s("1"), s("3")]).is_ok());
+        assert!(v.check_batch(vec![s("2")]).is_err());
     }
 
     #[test]
