@@ -38,10 +38,6 @@ tokio::task_local! {
     static CURRENT: Arc<DeferredChecks>;
 }
 
-/// A deferred chunk's bytes (kept so that their address is not reused while the selection is
-/// built) and the store it came from.
-type Deferred = (Bytes, Arc<dyn ChunkOrigin>);
-
 /// Hashes the (address, length) keys: they are not chosen by anyone, so a multiply spreads
 /// them well enough, for a fraction of the default hasher's cost.
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,14 +64,31 @@ impl Hasher for AddressHasher {
 }
 
 /// The chunks whose bodies the engine's decode checks, for one selection.
+///
+/// Chunks are known by the address and length of their bytes. A registered chunk is alive
+/// until the selection is built (its answer is kept whole, or the selection fails), and two
+/// live chunks never share an address: a registered chunk is always found. (Another store's
+/// chunk could only share the key of a registered chunk dropped before, e.g. as a duplicate;
+/// it would then merely be checked too.)
 #[derive(Debug, Default)]
 pub struct DeferredChecks {
-    /// By the address and length of their bytes.
-    chunks: Mutex<HashMap<(usize, usize), Deferred, BuildHasherDefault<AddressHasher>>>,
+    chunks: Mutex<ByAddress>,
 }
+
+/// Origins by chunk (address, length).
+type ByAddress = HashMap<(usize, usize), Arc<dyn ChunkOrigin>, BuildHasherDefault<AddressHasher>>;
 
 fn key(data: &Bytes) -> (usize, usize) {
     (data.as_ptr() as usize, data.len())
+}
+
+/// What [`DeferredChecks::series_data`] made of a series' chunks.
+#[derive(Debug)]
+pub enum Deferral {
+    /// Some chunks' bodies are checked as the engine decodes them.
+    Checked(SeriesData),
+    /// None are: the chunks, handed back.
+    Plain(Vec<AggrChunk>),
 }
 
 impl DeferredChecks {
@@ -95,64 +108,78 @@ impl DeferredChecks {
     pub fn defer<'a>(&self, origin: &Arc<dyn ChunkOrigin>, data: impl Iterator<Item = &'a Bytes>) {
         if let Ok(mut chunks) = self.chunks.lock() {
             for data in data {
-                chunks.insert(key(data), (data.clone(), origin.clone()));
+                chunks.insert(key(data), origin.clone());
             }
         }
     }
 
-    /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`];
-    /// `None` when none were. A series that also holds native histogram chunks (merged from
-    /// another store) is decoded eagerly by the querier: its deferred chunks are checked here
-    /// in full, and `None` returned.
+    /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`].
+    /// A series that also holds native histogram chunks (merged from another store) is
+    /// decoded eagerly by the querier: its deferred chunks are checked here in full, and the
+    /// chunks handed back.
     pub fn series_data(
         &self,
         labels: &Labels,
-        chunks: &[AggrChunk],
-    ) -> Result<Option<SeriesData>, StorageError> {
+        chunks: Vec<AggrChunk>,
+    ) -> Result<Deferral, StorageError> {
         let Ok(deferred) = self.chunks.lock() else {
-            return Ok(None);
+            return Ok(Deferral::Plain(chunks));
         };
         if deferred.is_empty() {
-            return Ok(None);
+            return Ok(Deferral::Plain(chunks));
         }
-        let mut any = false;
-        let mut xor_only = true;
-        let mut out = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let Some(raw) = chunk.raw.as_ref() else {
-                continue;
-            };
-            xor_only &= raw.r#type == Encoding::Xor as i32;
-            let origin = deferred.get(&key(&raw.data)).map(|(_, o)| o.clone());
-            any |= origin.is_some();
-            out.push((
-                Chunk {
-                    min_time: chunk.min_time,
-                    max_time: chunk.max_time,
-                    data: raw.data.clone(),
-                },
-                origin,
-            ));
-        }
+        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = chunks
+            .iter()
+            .map(|c| {
+                c.raw
+                    .as_ref()
+                    .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
+            })
+            .collect();
         drop(deferred);
-        if !any {
-            return Ok(None);
+        if origins.iter().all(Option::is_none) {
+            return Ok(Deferral::Plain(chunks));
         }
+        let xor_only = chunks.iter().all(|c| {
+            c.raw
+                .as_ref()
+                .is_none_or(|raw| raw.r#type == Encoding::Xor as i32)
+        });
         if !xor_only {
             let mut scratch = Vec::new();
-            for (chunk, origin) in &out {
-                if let Some(origin) = origin {
+            for (chunk, origin) in chunks.iter().zip(&origins) {
+                if let (Some(origin), Some(raw)) = (origin, &chunk.raw) {
+                    let chunk = Chunk {
+                        min_time: chunk.min_time,
+                        max_time: chunk.max_time,
+                        data: raw.data.clone(),
+                    };
                     scratch.clear();
-                    decode_checked(chunk, i64::MIN, i64::MAX, &mut scratch)
+                    decode_checked(&chunk, i64::MIN, i64::MAX, &mut scratch)
                         .map_err(|message| origin.refuse(labels, &message))?;
                 }
             }
-            return Ok(None);
+            return Ok(Deferral::Plain(chunks));
         }
-        Ok(Some(SeriesData::Deferred(Arc::new(CheckedChunks {
-            labels: labels.clone(),
-            chunks: out,
-        }))))
+        let chunks = chunks
+            .into_iter()
+            .zip(origins)
+            .filter_map(|(chunk, origin)| {
+                let raw = chunk.raw?;
+                let chunk = Chunk {
+                    min_time: chunk.min_time,
+                    max_time: chunk.max_time,
+                    data: raw.data,
+                };
+                Some((chunk, origin))
+            })
+            .collect();
+        Ok(Deferral::Checked(SeriesData::Deferred(Arc::new(
+            CheckedChunks {
+                labels: labels.clone(),
+                chunks,
+            },
+        ))))
     }
 }
 
@@ -291,7 +318,10 @@ mod tests {
                 .map(|r| &r.data),
         );
         let labels = Labels::from_pairs(&[("__name__", "m")]);
-        checks.series_data(&labels, chunks).unwrap().unwrap()
+        match checks.series_data(&labels, chunks.to_vec()).unwrap() {
+            Deferral::Checked(data) => data,
+            Deferral::Plain(_) => panic!("not deferred"),
+        }
     }
 
     fn decode(data: &SeriesData, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>, StorageError> {
@@ -319,12 +349,10 @@ mod tests {
     fn undeferred_chunks_stay_plain() {
         let checks = DeferredChecks::default();
         let labels = Labels::from_pairs(&[("__name__", "m")]);
-        assert!(
-            checks
-                .series_data(&labels, &[xor(&[(1, 1.0)])])
-                .unwrap()
-                .is_none()
-        );
+        assert!(matches!(
+            checks.series_data(&labels, vec![xor(&[(1, 1.0)])]).unwrap(),
+            Deferral::Plain(_)
+        ));
     }
 
     #[test]
@@ -354,10 +382,13 @@ mod tests {
             ..AggrChunk::default()
         };
         let labels = Labels::from_pairs(&[("__name__", "m")]);
-        let with_good = [good, histogram.clone()];
-        assert!(checks.series_data(&labels, &with_good).unwrap().is_none());
+        let with_good = vec![good, histogram.clone()];
+        assert!(matches!(
+            checks.series_data(&labels, with_good).unwrap(),
+            Deferral::Plain(_)
+        ));
         let err = checks
-            .series_data(&labels, &[corrupt, histogram])
+            .series_data(&labels, vec![corrupt, histogram])
             .unwrap_err();
         assert!(err.0.contains("corrupt XOR chunk"), "{err}");
     }

@@ -16,7 +16,7 @@ use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
 use gauntlet_tsdb::{is_stale_nan, stale_nan};
 
 use super::dedup::{ReplicaChunks, is_counter_function};
-use super::deferred::DeferredChecks;
+use super::deferred::{Deferral, DeferredChecks};
 use super::matchers::matcher_to_proto;
 use super::proxy::{ProxyStore, ReplicaGroup, StoreStats};
 use super::store::StoreError;
@@ -131,12 +131,11 @@ impl Queryable for StoreQueryable {
                 .series
                 .into_iter()
                 .map(|(labels, chunks)| {
-                    let deferred = match &checks {
-                        Some(checks) => checks.series_data(&labels, &chunks)?,
-                        None => None,
-                    };
-                    let data = match deferred {
-                        Some(data) => data,
+                    let data = match &checks {
+                        Some(checks) => match checks.series_data(&labels, chunks)? {
+                            Deferral::Checked(data) => data,
+                            Deferral::Plain(chunks) => series_data(chunks, selection)?,
+                        },
                         None => series_data(chunks, selection)?,
                     };
                     Ok(StoredSeries { labels, data })
