@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::PluginError;
 use super::bindings::host::gauntlet::plugin::types::{MatchOp, Matcher, TimeRange};
 use super::bindings::store_backend::exports::gauntlet::plugin::store as wit;
-use super::instance::LoadedPlugin;
+use super::instance::{LoadedPlugin, StoreInstance};
 use super::manifest::FailurePolicy;
 use super::reload::PluginSlot;
 use super::validate::{
@@ -222,6 +222,18 @@ fn stream_series(
             check_batches(&plugin, &raw_rx, &tx, deferred.as_deref());
         });
     }
+    // The stream is dropped and the instance given back before the end of the answer is
+    // passed on, so that a query following this one finds it idle instead of creating one.
+    let release = |mut instance: StoreInstance| {
+        if !instance.poisoned() {
+            let dropped = plugin.call(&mut instance, "drop-stream", |store, _| {
+                resource.resource_drop(store)
+            });
+            if dropped.is_ok() {
+                plugin.checkin(instance);
+            }
+        }
+    };
     loop {
         let batch = plugin.call(&mut instance, "next-batch", |store, exports| {
             exports
@@ -235,21 +247,18 @@ fn stream_series(
             Ok(Err(guest)) => Raw::Failed(plugin.guest_failure("next-batch", guest)),
             Err(e) => Raw::Failed(e),
         };
-        let end = !matches!(message, Raw::Batch(_));
+        if !matches!(message, Raw::Batch(_)) {
+            release(instance);
+            let _ = raw_tx.send(message);
+            return;
+        }
         // A send fails when the checker stopped (malformed batch, consumer gone).
-        if raw_tx.send(message).is_err() || end {
+        if raw_tx.send(message).is_err() {
             break;
         }
     }
     drop(raw_tx);
-    if !instance.poisoned() {
-        let dropped = plugin.call(&mut instance, "drop-stream", |store, _| {
-            resource.resource_drop(store)
-        });
-        if dropped.is_ok() {
-            plugin.checkin(instance);
-        }
-    }
+    release(instance);
 }
 
 impl PluginStore {
