@@ -931,3 +931,103 @@ async fn the_sidecar_plugin_reads_the_tsdb_only_when_granted() {
     assert_eq!(files, ["chunks", "index", "meta.json"]);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A range query through the querier and the engine over one plugin store.
+async fn promql(
+    store: PluginStore,
+    query: &str,
+    partial_response: bool,
+) -> Result<gauntlet::promql::QueryResult, String> {
+    use gauntlet::promql::{Engine, EngineOptions};
+    use gauntlet::query::endpoints::EndpointSet;
+    use gauntlet::query::proxy::{ProxyLimits, ProxyStore};
+    use gauntlet::query::queryable::{QueryOptions, StoreQueryable};
+    use std::sync::Arc;
+
+    let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
+    endpoints.add_local("plugin", Arc::new(store));
+    endpoints.refresh().await;
+    let proxy = Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()));
+    let queryable = StoreQueryable::new(
+        proxy,
+        QueryOptions {
+            partial_response,
+            ..QueryOptions::default()
+        },
+    );
+    Engine::new(EngineOptions::default())
+        .range_query(&queryable, query, 0, 300_000, 1000)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_chunks_fail_a_query_through_the_engine() {
+    let fx = Fixture::new();
+    let store = hostile(
+        &fx,
+        "h-engine",
+        "[config]\nbehaviour = \"corrupt-chunk-body\"\n",
+    )
+    .await;
+    // Without partial response the engine's decode checks the chunk bodies.
+    let err = promql(store.clone(), "corrupt_body", false)
+        .await
+        .expect_err("corrupt chunk");
+    assert!(err.contains("plugin h-engine"), "{err}");
+    assert!(err.contains("corrupt XOR chunk"), "{err}");
+    assert_eq!(malformed("h-engine"), 1.0);
+    // With partial response the store is dropped with a warning, as for any failing store.
+    let answer = promql(store, "corrupt_body", true)
+        .await
+        .expect("partial answer");
+    assert!(
+        answer
+            .warnings
+            .iter()
+            .any(|w| w.contains("corrupt XOR chunk")),
+        "{:?}",
+        answer.warnings
+    );
+    assert_eq!(malformed("h-engine"), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_times_that_lie_fail_a_query_through_the_engine() {
+    let fx = Fixture::new();
+    let store = hostile(
+        &fx,
+        "h-engine-lies",
+        "[config]\nbehaviour = \"chunk-time-lies\"\n",
+    )
+    .await;
+    let err = promql(store, "lies", false).await.expect_err("lying chunk");
+    assert!(err.contains("outside the chunk's range"), "{err}");
+    assert_eq!(malformed("h-engine-lies"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_plugins_are_skipped_through_the_engine() {
+    let fx = Fixture::new();
+    let manifest = fx.manifest(
+        "h-engine-open",
+        "hostile",
+        "failure_policy = \"fail-open\"\n[config]\nbehaviour = \"corrupt-chunk-body\"\n",
+    );
+    let store = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load")
+        .store();
+    let answer = promql(store, "corrupt_body", false)
+        .await
+        .expect("fail-open answers");
+    assert!(
+        answer
+            .warnings
+            .iter()
+            .any(|w| w.contains("store plugin h-engine-open skipped (fail-open)")),
+        "{:?}",
+        answer.warnings
+    );
+    assert_eq!(malformed("h-engine-open"), 1.0);
+}

@@ -21,10 +21,14 @@ use tokio::sync::mpsc;
 use super::PluginError;
 use super::bindings::host::gauntlet::plugin::types::{MatchOp, Matcher, TimeRange};
 use super::bindings::store_backend::exports::gauntlet::plugin::store as wit;
-use super::instance::LoadedPlugin;
+use super::instance::{LoadedPlugin, StoreInstance};
 use super::manifest::FailurePolicy;
 use super::reload::PluginSlot;
-use super::validate::{BatchError, BatchLimits, SeriesValidator, check_labels};
+use super::validate::{
+    BatchError, BatchLimits, SeriesValidator, check_labels, deferred_xor_bodies,
+};
+use crate::promql::StorageError;
+use crate::query::deferred::{ChunkOrigin, DeferredChecks};
 use crate::query::store::{SeriesStream, Store, StoreError};
 
 /// Batches in flight between the plugin thread and the consumer.
@@ -95,12 +99,38 @@ enum Raw {
     Failed(PluginError),
 }
 
+/// A plugin as the origin of chunks whose bodies the engine's decode checks: a failure is
+/// the plugin's malformed answer, counted in its metrics.
+struct PluginChunks(Arc<LoadedPlugin>);
+
+impl std::fmt::Debug for PluginChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PluginChunks({})", self.0.name())
+    }
+}
+
+impl ChunkOrigin for PluginChunks {
+    fn refuse(&self, series: &gauntlet_tsdb::Labels, message: &str) -> StorageError {
+        self.0.count_malformed("next-batch");
+        StorageError(
+            PluginError::Malformed {
+                plugin: self.0.name().to_owned(),
+                call: "next-batch",
+                message: format!("series {series}: {message}"),
+            }
+            .to_string(),
+        )
+    }
+}
+
 /// Checks and converts batches in order, forwarding them to the consumer; stops at the first
-/// malformed batch, failure, end, or when the consumer goes away.
+/// malformed batch, failure, end, or when the consumer goes away. With `deferred`, the bodies
+/// of XOR chunks are left to the engine's checked decode and registered there.
 fn check_batches(
-    plugin: &LoadedPlugin,
+    plugin: &Arc<LoadedPlugin>,
     raw: &std::sync::mpsc::Receiver<Raw>,
     tx: &mpsc::Sender<Batch>,
+    deferred: Option<&DeferredChecks>,
 ) {
     let limits = &plugin.manifest().limits;
     let mut validator = SeriesValidator::new(
@@ -110,10 +140,17 @@ fn check_batches(
         },
         limits.full_chunk_validation,
     );
+    if deferred.is_some() {
+        validator = validator.deferring_xor_bodies();
+    }
+    let origin: Arc<dyn ChunkOrigin> = Arc::new(PluginChunks(plugin.clone()));
     for message in raw {
         let out = match message {
             Raw::Batch(batch) => match validator.check_batch(batch.series) {
                 Ok(series) => {
+                    if let Some(deferred) = deferred {
+                        deferred.defer(&origin, series.iter().flat_map(deferred_xor_bodies));
+                    }
                     let mut frames: Vec<SeriesResponse> =
                         batch.warnings.into_iter().map(warning).collect();
                     frames.extend(series.into_iter().map(|s| SeriesResponse {
@@ -152,6 +189,7 @@ fn stream_series(
     plugin: &Arc<LoadedPlugin>,
     request: &wit::SeriesRequest,
     tx: &mpsc::Sender<Batch>,
+    deferred: Option<Arc<DeferredChecks>>,
 ) {
     let mut instance = match plugin.checkout() {
         Ok(instance) => instance,
@@ -180,8 +218,22 @@ fn stream_series(
     {
         let plugin = plugin.clone();
         let tx = tx.clone();
-        tokio::task::spawn_blocking(move || check_batches(&plugin, &raw_rx, &tx));
+        tokio::task::spawn_blocking(move || {
+            check_batches(&plugin, &raw_rx, &tx, deferred.as_deref());
+        });
     }
+    // The stream is dropped and the instance given back before the end of the answer is
+    // passed on, so that a query following this one finds it idle instead of creating one.
+    let release = |mut instance: StoreInstance| {
+        if !instance.poisoned() {
+            let dropped = plugin.call(&mut instance, "drop-stream", |store, _| {
+                resource.resource_drop(store)
+            });
+            if dropped.is_ok() {
+                plugin.checkin(instance);
+            }
+        }
+    };
     loop {
         let batch = plugin.call(&mut instance, "next-batch", |store, exports| {
             exports
@@ -195,21 +247,18 @@ fn stream_series(
             Ok(Err(guest)) => Raw::Failed(plugin.guest_failure("next-batch", guest)),
             Err(e) => Raw::Failed(e),
         };
-        let end = !matches!(message, Raw::Batch(_));
+        if !matches!(message, Raw::Batch(_)) {
+            release(instance);
+            let _ = raw_tx.send(message);
+            return;
+        }
         // A send fails when the checker stopped (malformed batch, consumer gone).
-        if raw_tx.send(message).is_err() || end {
+        if raw_tx.send(message).is_err() {
             break;
         }
     }
     drop(raw_tx);
-    if !instance.poisoned() {
-        let dropped = plugin.call(&mut instance, "drop-stream", |store, _| {
-            resource.resource_drop(store)
-        });
-        if dropped.is_ok() {
-            plugin.checkin(instance);
-        }
-    }
+    release(instance);
 }
 
 impl PluginStore {
@@ -348,9 +397,19 @@ impl Store for PluginStore {
             limit: u64::try_from(request.limit).unwrap_or(0),
         };
         let plugin = self.slot.current();
-        let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
-        tokio::task::spawn_blocking(move || stream_series(&plugin, &wit_request, &tx));
         let fail_open = self.fail_open();
+        // Chunk bodies are checked here unless the querier's engine will check them as it
+        // decodes them; a fail-open plugin's answer must be whole before it is used.
+        let manifest = plugin.manifest();
+        let deferred = if manifest.failure_policy == FailurePolicy::FailOpen
+            || !manifest.limits.full_chunk_validation
+        {
+            None
+        } else {
+            DeferredChecks::current()
+        };
+        let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
+        tokio::task::spawn_blocking(move || stream_series(&plugin, &wit_request, &tx, deferred));
         let name = self.name();
         let first = rx.recv().await.unwrap_or_else(|| Err(unfinished(&name)));
         let (first_frames, finished) = match first {

@@ -2,7 +2,9 @@
 //! Thanos wire type: label sets sorted with unique, non-empty names and non-empty values;
 //! series in strictly increasing label order across batches; chunks with `min <= max`, in
 //! time order, and — for XOR — bytes that decode completely with every timestamp inside the
-//! chunk's declared range. Batches are bounded in series and bytes.
+//! chunk's declared range (with `limits.validate_chunks = "header"`, or when the querier's
+//! engine checks the bodies as it decodes them, see [`crate::query::deferred`]: the header and
+//! the first sample). Batches are bounded in series and bytes.
 //!
 //! A plugin's data is untrusted: this module must refuse, never repair, and never panic or
 //! allocate in proportion to a length the plugin declares.
@@ -41,6 +43,9 @@ pub struct SeriesValidator {
     previous: Option<Vec<thanos::Label>>,
     /// Decode XOR chunks fully (otherwise only the header is checked).
     deep: bool,
+    /// Check only the headers of series made of XOR chunks only: their bodies are checked as
+    /// the engine decodes them.
+    defer_xor_bodies: bool,
 }
 
 fn labels_cmp(a: &[thanos::Label], b: &[thanos::Label]) -> Ordering {
@@ -96,12 +101,22 @@ fn check_chunk(chunk: &Chunk, deep: bool) -> Result<(), String> {
     if chunk.encoding != ChunkEncoding::Xor {
         return Ok(());
     }
-    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    let mut it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
     if it.num_samples() == 0 {
         return Err("empty XOR chunk".to_owned());
     }
     if !deep {
-        return Ok(());
+        // The first sample is cheap to read and says whether the declared range is a lie.
+        let first = it
+            .next_sample()
+            .map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+        return match first {
+            Some((t, _)) if t < chunk.min_time || t > chunk.max_time => Err(format!(
+                "sample at {t} outside the chunk's range {}..={}",
+                chunk.min_time, chunk.max_time
+            )),
+            _ => Ok(()),
+        };
     }
     // The first sample outside the declared range or out of order, if any.
     let mut last: Option<i64> = None;
@@ -132,7 +147,16 @@ impl SeriesValidator {
             limits,
             previous: None,
             deep,
+            defer_xor_bodies: false,
         }
+    }
+
+    /// Leaves the bodies of series made of XOR chunks only unchecked (see
+    /// [`deferred_xor_bodies`]): for answers whose chunks the engine decodes with checks.
+    #[must_use]
+    pub fn deferring_xor_bodies(mut self) -> Self {
+        self.defer_xor_bodies = true;
+        self
     }
 
     /// Checks a batch and converts it to Thanos series, in order.
@@ -163,7 +187,12 @@ impl SeriesValidator {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let labels = check_labels(s.labels).map_err(BatchError::Malformed)?;
-            if let Some(previous) = &self.previous
+            // The previous series: this batch's last, else the previous batch's.
+            let previous = out
+                .last()
+                .map(|s: &thanos::Series| s.labels.as_slice())
+                .or(self.previous.as_deref());
+            if let Some(previous) = previous
                 && labels_cmp(previous, &labels) != Ordering::Less
             {
                 return Err(BatchError::Malformed(format!(
@@ -172,10 +201,11 @@ impl SeriesValidator {
                     format_labels(previous)
                 )));
             }
+            let deep = self.deep && !(self.defer_xor_bodies && only_xor(&s.chunks));
             let mut chunks = Vec::with_capacity(s.chunks.len());
             let mut last_max: Option<i64> = None;
             for chunk in s.chunks {
-                check_chunk(&chunk, self.deep).map_err(|e| {
+                check_chunk(&chunk, deep).map_err(|e| {
                     BatchError::Malformed(format!("series {}: {e}", format_labels(&labels)))
                 })?;
                 if last_max.is_some_and(|m| chunk.min_time <= m) {
@@ -201,11 +231,34 @@ impl SeriesValidator {
                     ..AggrChunk::default()
                 });
             }
-            self.previous = Some(labels.clone());
             out.push(thanos::Series { labels, chunks });
+        }
+        if let Some(last) = out.last() {
+            self.previous = Some(last.labels.clone());
         }
         Ok(out)
     }
+}
+
+fn only_xor(chunks: &[Chunk]) -> bool {
+    chunks.iter().all(|c| c.encoding == ChunkEncoding::Xor)
+}
+
+/// The chunk bodies of a checked series that a validator [`deferring_xor_bodies`] left
+/// unchecked: those of a series made of XOR chunks only.
+///
+/// [`deferring_xor_bodies`]: SeriesValidator::deferring_xor_bodies
+pub fn deferred_xor_bodies(series: &thanos::Series) -> impl Iterator<Item = &bytes::Bytes> {
+    let xor = series.chunks.iter().all(|c| {
+        c.raw
+            .as_ref()
+            .is_some_and(|r| r.r#type == Encoding::Xor as i32)
+    });
+    series
+        .chunks
+        .iter()
+        .filter(move |_| xor)
+        .filter_map(|c| c.raw.as_ref().map(|r| &r.data))
 }
 
 fn format_labels(labels: &[thanos::Label]) -> String {
@@ -321,6 +374,9 @@ mod tests {
         assert!(v.check_batch(vec![s("2"), s("1")]).is_err());
         let mut v = validator();
         assert!(v.check_batch(vec![s("1"), s("1")]).is_err());
+        let mut v = validator();
+        assert!(v.check_batch(vec![s("1"), s("3")]).is_ok());
+        assert!(v.check_batch(vec![s("2")]).is_err());
     }
 
     #[test]

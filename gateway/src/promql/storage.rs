@@ -211,21 +211,27 @@ impl StoredSeries {
                     }
                 }
                 if !sorted {
-                    out[start..].sort_by_key(|x| x.t);
-                    let mut w = start;
-                    for r in start..out.len() {
-                        if w > start && out[w - 1].t == out[r].t {
-                            continue;
-                        }
-                        out.swap(w, r);
-                        w += 1;
-                    }
-                    out.truncate(w);
+                    merge_sorted_runs(out, start);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Puts `out[start..]` (runs of samples each in time order, e.g. one per chunk) in time order;
+/// of equal timestamps the first one appended is kept.
+pub(crate) fn merge_sorted_runs(out: &mut Vec<Point>, start: usize) {
+    out[start..].sort_by_key(|x| x.t);
+    let mut w = start;
+    for r in start..out.len() {
+        if w > start && out[w - 1].t == out[r].t {
+            continue;
+        }
+        out.swap(w, r);
+        w += 1;
+    }
+    out.truncate(w);
 }
 
 /// The answer to a [`Selection`].

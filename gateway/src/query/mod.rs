@@ -2,6 +2,7 @@
 //! partial responses.
 
 pub mod dedup;
+pub mod deferred;
 pub mod endpoints;
 pub mod matchers;
 pub mod proxy;

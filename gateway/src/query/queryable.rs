@@ -16,6 +16,7 @@ use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
 use gauntlet_tsdb::{is_stale_nan, stale_nan};
 
 use super::dedup::{ReplicaChunks, is_counter_function};
+use super::deferred::{Deferral, DeferredChecks};
 use super::matchers::matcher_to_proto;
 use super::proxy::{ProxyStore, ReplicaGroup, StoreStats};
 use super::store::StoreError;
@@ -117,12 +118,26 @@ impl Queryable for StoreQueryable {
             let series = deduplicate(fan_out.groups, counter, selection, &mut warnings)?;
             (series, warnings, fan_out.stats)
         } else {
-            let fan_out = self.proxy.select(&request, partial).await.map_err(failed)?;
+            // Without partial response a store's failure fails the query, so stores may leave
+            // checking chunk bodies to the engine's decode.
+            let checks = (!partial).then(|| Arc::new(DeferredChecks::default()));
+            let select = self.proxy.select(&request, partial);
+            let fan_out = match &checks {
+                Some(checks) => checks.scope(select).await,
+                None => select.await,
+            }
+            .map_err(failed)?;
             let series = fan_out
                 .series
                 .into_iter()
                 .map(|(labels, chunks)| {
-                    let data = series_data(chunks, selection)?;
+                    let data = match &checks {
+                        Some(checks) => match checks.series_data(&labels, chunks)? {
+                            Deferral::Checked(data) => data,
+                            Deferral::Plain(chunks) => series_data(chunks, selection)?,
+                        },
+                        None => series_data(chunks, selection)?,
+                    };
                     Ok(StoredSeries { labels, data })
                 })
                 .collect::<Result<_, StorageError>>()?;

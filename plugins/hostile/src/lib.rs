@@ -162,6 +162,18 @@ fn misbehave(behaviour: &str) -> Result<Vec<Series>, PluginError> {
                 data: vec![0x00, 0xc8, 0xff, 0x13, 0x37, 0x42],
             }],
         }]),
+        "corrupt-chunk-body" => {
+            // A well-formed start (header and first samples), then the body ends early: the
+            // header claims 200 samples.
+            let mut series = good_series("corrupt_body")?;
+            if let Some(chunk) = series.chunks.first_mut()
+                && chunk.data.len() >= 2
+            {
+                chunk.data[0] = 0;
+                chunk.data[1] = 200;
+            }
+            Ok(vec![series])
+        }
         "inverted-chunk-time" => {
             let mut series = good_series("inverted")?;
             if let Some(chunk) = series.chunks.first_mut() {

@@ -1,0 +1,417 @@
+//! Chunk bodies checked as the engine decodes them instead of when a store answers.
+//!
+//! A store that cannot trust its data (a store plugin) checks every XOR chunk it returns. For
+//! a PromQL query that costs a second full decode of every chunk, since the engine decodes it
+//! again. Within a query's [`DeferredChecks::scope`], such a store may check only the chunk
+//! headers and register the chunks with [`DeferredChecks::defer`]; the querier then hands
+//! those series to the engine as [`CheckedChunks`], whose decode checks each sample it reads
+//! (inside the chunk's declared range, strictly increasing, bytes well formed) and reports a
+//! failure through the store's [`ChunkOrigin`], which names the store and counts it.
+//!
+//! A scope is only opened where a store's failure fails the query anyway (no partial
+//! response, no replica merging), so a failure found late means the same as one found early.
+//! Outside a scope nothing changes: every answer served to another querier or tool is checked
+//! in full when it is produced. Bytes the engine never reads (chunks outside the queried range,
+//! the tail of a chunk after it) never reach an answer and are not decoded.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use gauntlet_proto::thanos::AggrChunk;
+use gauntlet_proto::thanos::chunk::Encoding;
+use gauntlet_tsdb::Labels;
+use gauntlet_tsdb::chunkenc::XorIterator;
+
+use crate::promql::{Chunk, DeferredSamples, Point, SeriesData, StorageError};
+
+/// The store a deferred chunk came from: turns a failed check into the store's error.
+pub trait ChunkOrigin: std::fmt::Debug + Send + Sync {
+    /// Records that `message` is wrong with a chunk of `series` (metrics) and returns the
+    /// error the query fails with.
+    fn refuse(&self, series: &Labels, message: &str) -> StorageError;
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<DeferredChecks>;
+}
+
+/// Hashes the (address, length) keys: they are not chosen by anyone, so a multiply spreads
+/// them well enough, for a fraction of the default hasher's cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// The chunks whose bodies the engine's decode checks, for one selection.
+///
+/// Chunks are known by the address and length of their bytes. A registered chunk is alive
+/// until the selection is built (its answer is kept whole, or the selection fails), and two
+/// live chunks never share an address: a registered chunk is always found. (Another store's
+/// chunk could only share the key of a registered chunk dropped before, e.g. as a duplicate;
+/// it would then merely be checked too.)
+#[derive(Debug, Default)]
+pub struct DeferredChecks {
+    chunks: Mutex<ByAddress>,
+}
+
+/// Origins by chunk (address, length).
+type ByAddress = HashMap<(usize, usize), Arc<dyn ChunkOrigin>, BuildHasherDefault<AddressHasher>>;
+
+fn key(data: &Bytes) -> (usize, usize) {
+    (data.as_ptr() as usize, data.len())
+}
+
+/// What [`DeferredChecks::series_data`] made of a series' chunks.
+#[derive(Debug)]
+pub enum Deferral {
+    /// Some chunks' bodies are checked as the engine decodes them.
+    Checked(SeriesData),
+    /// None are: the chunks, handed back.
+    Plain(Vec<AggrChunk>),
+}
+
+impl DeferredChecks {
+    /// Runs `f` (a fan-out) with deferred checks allowed for the stores it asks.
+    pub async fn scope<F: Future>(self: &Arc<Self>, f: F) -> F::Output {
+        CURRENT.scope(self.clone(), f).await
+    }
+
+    /// The checks of the fan-out being run, when deferred checks are allowed. Call it from
+    /// the store's async `series` (not from another task or thread).
+    pub fn current() -> Option<Arc<Self>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// Registers XOR chunk bodies whose headers were checked and whose bodies the engine's
+    /// decode is to check, with the store they came from.
+    pub fn defer<'a>(&self, origin: &Arc<dyn ChunkOrigin>, data: impl Iterator<Item = &'a Bytes>) {
+        if let Ok(mut chunks) = self.chunks.lock() {
+            for data in data {
+                chunks.insert(key(data), origin.clone());
+            }
+        }
+    }
+
+    /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`].
+    /// A series that also holds native histogram chunks (merged from another store) is
+    /// decoded eagerly by the querier: its deferred chunks are checked here in full, and the
+    /// chunks handed back.
+    pub fn series_data(
+        &self,
+        labels: &Labels,
+        chunks: Vec<AggrChunk>,
+    ) -> Result<Deferral, StorageError> {
+        let Ok(deferred) = self.chunks.lock() else {
+            return Ok(Deferral::Plain(chunks));
+        };
+        if deferred.is_empty() {
+            return Ok(Deferral::Plain(chunks));
+        }
+        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = chunks
+            .iter()
+            .map(|c| {
+                c.raw
+                    .as_ref()
+                    .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
+            })
+            .collect();
+        drop(deferred);
+        if origins.iter().all(Option::is_none) {
+            return Ok(Deferral::Plain(chunks));
+        }
+        let xor_only = chunks.iter().all(|c| {
+            c.raw
+                .as_ref()
+                .is_none_or(|raw| raw.r#type == Encoding::Xor as i32)
+        });
+        if !xor_only {
+            let mut scratch = Vec::new();
+            for (chunk, origin) in chunks.iter().zip(&origins) {
+                if let (Some(origin), Some(raw)) = (origin, &chunk.raw) {
+                    let chunk = Chunk {
+                        min_time: chunk.min_time,
+                        max_time: chunk.max_time,
+                        data: raw.data.clone(),
+                    };
+                    scratch.clear();
+                    decode_checked(&chunk, i64::MIN, i64::MAX, &mut scratch)
+                        .map_err(|message| origin.refuse(labels, &message))?;
+                }
+            }
+            return Ok(Deferral::Plain(chunks));
+        }
+        let chunks = chunks
+            .into_iter()
+            .zip(origins)
+            .filter_map(|(chunk, origin)| {
+                let raw = chunk.raw?;
+                let chunk = Chunk {
+                    min_time: chunk.min_time,
+                    max_time: chunk.max_time,
+                    data: raw.data,
+                };
+                Some((chunk, origin))
+            })
+            .collect();
+        Ok(Deferral::Checked(SeriesData::Deferred(Arc::new(
+            CheckedChunks {
+                labels: labels.clone(),
+                chunks,
+            },
+        ))))
+    }
+}
+
+/// A float series' XOR chunks, some from a store whose chunk bodies are checked as they are
+/// decoded. Decodes as [`SeriesData::Chunks`] does (overlaps merged, first sample wins).
+#[derive(Debug)]
+pub struct CheckedChunks {
+    labels: Labels,
+    chunks: Vec<(Chunk, Option<Arc<dyn ChunkOrigin>>)>,
+}
+
+/// Decodes the samples of `chunk` within `[mint, maxt]` into `out`, checking each sample read
+/// against the chunk's declared range and order: the first one against both ends, the others
+/// only against their predecessor (strictly increasing), and the last one read against the
+/// end; so one comparison per sample.
+fn decode_checked(chunk: &Chunk, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), String> {
+    let corrupt = |e: gauntlet_tsdb::chunkenc::ChunkError| format!("corrupt XOR chunk: {e}");
+    let (lo, hi) = (chunk.min_time, chunk.max_time);
+    let outside = |t: i64| format!("sample at {t} outside the chunk's range {lo}..={hi}");
+    let mut it = XorIterator::new(&chunk.data).map_err(corrupt)?;
+    // The header is untrusted: never reserve more than the bits left could hold.
+    out.reserve(it.num_samples().min(chunk.data.len() * 8));
+    let Some((first, v)) = it.next_sample().map_err(corrupt)? else {
+        return Ok(());
+    };
+    if first < lo || first > hi {
+        return Err(outside(first));
+    }
+    if first > maxt {
+        return Ok(());
+    }
+    if first >= mint {
+        out.push(Point::float(first, v));
+    }
+    let mut last = first;
+    let mut disorder = false;
+    it.for_each_sample(|t, v| {
+        if t <= last {
+            disorder = true;
+            return false;
+        }
+        last = t;
+        if t > maxt {
+            return false;
+        }
+        if t >= mint {
+            out.push(Point::float(t, v));
+        }
+        true
+    })
+    .map_err(corrupt)?;
+    if disorder {
+        return Err(format!("samples out of order after {last}"));
+    }
+    if last > hi {
+        return Err(outside(last));
+    }
+    Ok(())
+}
+
+impl DeferredSamples for CheckedChunks {
+    fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError> {
+        let start = out.len();
+        let mut sorted = true;
+        let mut raw: Vec<(i64, f64)> = Vec::new();
+        for (chunk, origin) in &self.chunks {
+            if chunk.max_time < mint || chunk.min_time > maxt {
+                continue;
+            }
+            let before = out.len();
+            match origin {
+                Some(origin) => {
+                    if let Err(message) = decode_checked(chunk, mint, maxt, out) {
+                        out.truncate(start);
+                        return Err(origin.refuse(&self.labels, &message));
+                    }
+                }
+                None => {
+                    raw.clear();
+                    gauntlet_tsdb::chunkenc::decode_xor_into(&chunk.data, mint, maxt, &mut raw)
+                        .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
+                    out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
+                }
+            }
+            if before > start && out.len() > before && out[before].t <= out[before - 1].t {
+                sorted = false;
+            }
+        }
+        if !sorted {
+            crate::promql::merge_sorted_runs(out, start);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gauntlet_tsdb::chunkenc::XorChunk;
+
+    #[derive(Debug)]
+    struct Named;
+
+    impl ChunkOrigin for Named {
+        fn refuse(&self, series: &Labels, message: &str) -> StorageError {
+            StorageError(format!("origin: series {series}: {message}"))
+        }
+    }
+
+    fn xor(samples: &[(i64, f64)]) -> AggrChunk {
+        let mut c = XorChunk::new();
+        for &(t, v) in samples {
+            c.append(t, v).unwrap();
+        }
+        AggrChunk {
+            min_time: samples[0].0,
+            max_time: samples[samples.len() - 1].0,
+            raw: Some(gauntlet_proto::thanos::Chunk {
+                r#type: Encoding::Xor as i32,
+                data: c.into_bytes().into(),
+                hash: 0,
+            }),
+            ..AggrChunk::default()
+        }
+    }
+
+    fn deferred(chunks: &[AggrChunk]) -> SeriesData {
+        let checks = DeferredChecks::default();
+        let origin: Arc<dyn ChunkOrigin> = Arc::new(Named);
+        checks.defer(
+            &origin,
+            chunks
+                .iter()
+                .filter_map(|c| c.raw.as_ref())
+                .map(|r| &r.data),
+        );
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        match checks.series_data(&labels, chunks.to_vec()).unwrap() {
+            Deferral::Checked(data) => data,
+            Deferral::Plain(_) => panic!("not deferred"),
+        }
+    }
+
+    fn decode(data: &SeriesData, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>, StorageError> {
+        let SeriesData::Deferred(d) = data else {
+            panic!("not deferred")
+        };
+        let mut out = Vec::new();
+        d.decode_into(mint, maxt, &mut out)?;
+        Ok(out.iter().map(|p| (p.t, p.v)).collect())
+    }
+
+    #[test]
+    fn decodes_like_chunks_overlaps_merged_first_wins() {
+        let data = deferred(&[
+            xor(&[(10, 1.0), (30, 3.0), (50, 5.0)]),
+            xor(&[(20, 2.0), (30, 99.0), (40, 4.0)]),
+        ]);
+        assert_eq!(
+            decode(&data, 0, 45).unwrap(),
+            vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]
+        );
+    }
+
+    #[test]
+    fn undeferred_chunks_stay_plain() {
+        let checks = DeferredChecks::default();
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        assert!(matches!(
+            checks.series_data(&labels, vec![xor(&[(1, 1.0)])]).unwrap(),
+            Deferral::Plain(_)
+        ));
+    }
+
+    #[test]
+    fn series_with_histograms_have_their_deferred_chunks_checked_at_once() {
+        let checks = DeferredChecks::default();
+        let origin: Arc<dyn ChunkOrigin> = Arc::new(Named);
+        let good = xor(&[(1, 1.0), (2, 2.0)]);
+        let mut corrupt = xor(&[(3, 1.0), (4, 2.0)]);
+        if let Some(raw) = corrupt.raw.as_mut() {
+            raw.data = bytes::Bytes::from_static(&[0, 200, 1, 2, 3]);
+        }
+        checks.defer(
+            &origin,
+            [&good, &corrupt]
+                .into_iter()
+                .filter_map(|c| c.raw.as_ref())
+                .map(|r| &r.data),
+        );
+        let histogram = AggrChunk {
+            min_time: 10,
+            max_time: 20,
+            raw: Some(gauntlet_proto::thanos::Chunk {
+                r#type: Encoding::Histogram as i32,
+                data: bytes::Bytes::from_static(&[0, 1]),
+                hash: 0,
+            }),
+            ..AggrChunk::default()
+        };
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        let with_good = vec![good, histogram.clone()];
+        assert!(matches!(
+            checks.series_data(&labels, with_good).unwrap(),
+            Deferral::Plain(_)
+        ));
+        let err = checks
+            .series_data(&labels, vec![corrupt, histogram])
+            .unwrap_err();
+        assert!(err.0.contains("corrupt XOR chunk"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_and_lying_chunks_are_refused_by_their_origin() {
+        let mut corrupt = xor(&[(1, 1.0), (2, 2.0)]);
+        if let Some(raw) = corrupt.raw.as_mut() {
+            raw.data = bytes::Bytes::from_static(&[0, 200, 1, 2, 3]);
+        }
+        let err = decode(&deferred(&[corrupt]), 0, 10).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("origin: series {__name__=\"m\"}: corrupt XOR chunk"),
+            "{err}"
+        );
+        let mut lying = xor(&[(100, 1.0), (200, 1.0)]);
+        lying.max_time = 150;
+        let err = decode(&deferred(&[lying]), 0, 1000).unwrap_err();
+        assert!(
+            err.0
+                .contains("sample at 200 outside the chunk's range 100..=150"),
+            "{err}"
+        );
+    }
+}
