@@ -283,7 +283,7 @@ impl<'a> Lexer<'a> {
                     || (c == '.' && self.peek().is_some_and(|c| c.is_ascii_digit())) =>
                 {
                     self.backup();
-                    self.number_or_duration(start)?;
+                    self.number_or_duration(start, false)?;
                 }
                 '"' | '\'' => self.string(start, c)?,
                 '`' => self.raw_string(start)?,
@@ -428,8 +428,14 @@ impl<'a> Lexer<'a> {
     /// The range right after `[`: a duration (or, unlike Prometheus 2, a plain number).
     fn range(&mut self) -> Result<(), LexError> {
         let start = self.pos;
+        self.number_or_duration(start, true)
+    }
+
+    /// A number or a duration starting at `start`; `in_range` right after `[`, where
+    /// Prometheus words its errors for durations only.
+    fn number_or_duration(&mut self, start: usize, in_range: bool) -> Result<(), LexError> {
         if self.scan_number() {
-            if self.pos == start {
+            if in_range && self.pos == start {
                 return Err((start, "missing unit character in duration".to_owned()));
             }
             self.emit(Kind::Number, start);
@@ -438,20 +444,12 @@ impl<'a> Lexer<'a> {
             self.emit(Kind::Duration, start);
         } else {
             let text = go_quote(&self.query[start..self.pos]);
-            return Err((start, format!("bad duration syntax: {text}")));
-        }
-        Ok(())
-    }
-
-    fn number_or_duration(&mut self, start: usize) -> Result<(), LexError> {
-        if self.scan_number() {
-            self.emit(Kind::Number, start);
-        } else if self.remaining_duration() {
-            self.backup();
-            self.emit(Kind::Duration, start);
-        } else {
-            let text = go_quote(&self.query[start..self.pos]);
-            return Err((start, format!("bad number or duration syntax: {text}")));
+            let what = if in_range {
+                "duration"
+            } else {
+                "number or duration"
+            };
+            return Err((start, format!("bad {what} syntax: {text}")));
         }
         Ok(())
     }
