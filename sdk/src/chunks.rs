@@ -43,9 +43,7 @@ impl ChunkEncoder {
             )));
         }
         self.last_t = Some(t);
-        let (chunk, _, max) = self
-            .current
-            .get_or_insert_with(|| (XorChunk::new(), t, t));
+        let (chunk, _, max) = self.current.get_or_insert_with(|| (XorChunk::new(), t, t));
         chunk
             .append(t, v)
             .map_err(|e| PluginError::Internal(format!("encoding chunk: {e}")))?;
