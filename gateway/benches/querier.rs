@@ -6,7 +6,9 @@
 //! - fan-out: the series spread over 10 stores vs all in 1 store;
 //! - transport: one store reached over the gRPC StoreAPI on loopback vs called in process.
 //!
-//! Each row is the median of several runs of the same PromQL range query.
+//! Each row runs the same PromQL range query through the baseline and the compared setup in
+//! turn, several times: the medians of both, and the median of the runs' ratios (so that a
+//! machine whose speed drifts affects both sides alike).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use gauntlet_tsdb::Labels;
 const SERIES: usize = 2_000;
 const HOURS: i64 = 2;
 const INTERVAL_MS: i64 = 15_000;
-const RUNS: usize = 7;
+const RUNS: usize = 11;
 const QUERIES: [&str; 3] = [
     "sum by (job) (rate(http_requests_total[5m]))",
     "max_over_time(http_requests_total[10m])",
@@ -64,29 +66,45 @@ async fn proxy(stores: Vec<(String, Arc<dyn Store>)>) -> Arc<ProxyStore> {
     Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()))
 }
 
-/// Median wall time of a range query over the whole data set through `proxy`.
-async fn time_query(proxy: &Arc<ProxyStore>, query: &str) -> Duration {
+/// Wall time of one range query over the whole data set through `proxy`.
+async fn run_query(proxy: &Arc<ProxyStore>, query: &str) -> Duration {
     let engine = Engine::new(EngineOptions::default());
-    let end = HOURS * 3_600_000;
-    let mut times = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let options = QueryOptions {
-            dedup: true,
-            replica_labels: vec!["replica".into()],
-            partial_response: false,
-        };
-        let queryable = StoreQueryable::new(proxy.clone(), options);
-        let started = Instant::now();
-        let result = engine
-            .range_query(&queryable, query, 600_000, end, 60_000)
-            .await;
-        times.push(started.elapsed());
-        if let Err(error) = result {
-            panic!("{query}: {error}");
-        }
+    let options = QueryOptions {
+        dedup: true,
+        replica_labels: vec!["replica".into()],
+        partial_response: false,
+    };
+    let queryable = StoreQueryable::new(proxy.clone(), options);
+    let started = Instant::now();
+    let result = engine
+        .range_query(&queryable, query, 600_000, HOURS * 3_600_000, 60_000)
+        .await;
+    let elapsed = started.elapsed();
+    if let Err(error) = result {
+        panic!("{query}: {error}");
     }
+    elapsed
+}
+
+/// Runs the query through `base` and `measured` in turn, `RUNS` times, so that both see the
+/// same machine: the median of each, and the median of the runs' ratios.
+async fn compare(
+    base: &Arc<ProxyStore>,
+    measured: &Arc<ProxyStore>,
+    query: &str,
+) -> (Duration, Duration, f64) {
+    let (mut bases, mut times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let b = run_query(base, query).await;
+        let m = run_query(measured, query).await;
+        ratios.push(m.as_secs_f64() / b.as_secs_f64());
+        bases.push(b);
+        times.push(m);
+    }
+    bases.sort();
     times.sort();
-    times[RUNS / 2]
+    ratios.sort_by(f64::total_cmp);
+    (bases[RUNS / 2], times[RUNS / 2], ratios[RUNS / 2])
 }
 
 #[tokio::main]
@@ -131,20 +149,19 @@ async fn main() {
         "query", "comparison", "base ms", "ms", "ratio"
     );
     for query in QUERIES {
-        let base = time_query(&one, query).await;
         for (name, proxy) in [
             ("3 HA replicas, dedup vs 1 store", &replicas),
             ("10 stores vs 1 store", &spread),
             ("gRPC StoreAPI vs in-process", &over_grpc),
         ] {
-            let measured = time_query(proxy, query).await;
+            let (base, measured, ratio) = compare(&one, proxy, query).await;
             println!(
                 "{:<48} {:>32} {:>10.1} {:>10.1} {:>7.2}",
                 query,
                 name,
                 base.as_secs_f64() * 1000.0,
                 measured.as_secs_f64() * 1000.0,
-                measured.as_secs_f64() / base.as_secs_f64()
+                ratio
             );
         }
     }
