@@ -636,6 +636,8 @@ impl<'a> XorIterator<'a> {
             return Ok(Some((self.t, self.v)));
         }
         // The bulk walk of `for_each_sample`, stopping at the first sample at or after `t`.
+        // Written out rather than shared: a common helper cost the bulk walk 1.5 % more
+        // instructions per sample.
         while self.read < self.total {
             if self.read >= 2 && self.r.remaining() >= MAX_SAMPLE_BITS {
                 if !self.next_unchecked() {
