@@ -289,38 +289,23 @@ impl Shipper {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    outside.log(
-                        Level::Warn,
-                        &format!(
-                            "cannot read the shipper state {}: {e}; starting afresh (blocks already in the bucket are not uploaded again)",
-                            path.display()
-                        ),
-                    );
-                    return (ShipperState::empty(), false);
+                    let problem = format!("cannot read the shipper state {}: {e}", path.display());
+                    return start_afresh(outside, &problem);
                 }
             };
             return match serde_json::from_slice::<ShipperState>(&bytes) {
                 Ok(state) if state.version == STATE_VERSION => (state, from_legacy),
                 Ok(state) => {
-                    outside.log(
-                        Level::Warn,
-                        &format!(
-                            "{}: unknown shipper state version {}; starting afresh (blocks already in the bucket are not uploaded again)",
-                            path.display(),
-                            state.version
-                        ),
+                    let problem = format!(
+                        "{}: unknown shipper state version {}",
+                        path.display(),
+                        state.version
                     );
-                    (ShipperState::empty(), false)
+                    start_afresh(outside, &problem)
                 }
                 Err(e) => {
-                    outside.log(
-                        Level::Warn,
-                        &format!(
-                            "cannot read the shipper state {}: {e}; starting afresh (blocks already in the bucket are not uploaded again)",
-                            path.display()
-                        ),
-                    );
-                    (ShipperState::empty(), false)
+                    let problem = format!("cannot read the shipper state {}: {e}", path.display());
+                    start_afresh(outside, &problem)
                 }
             };
         }
@@ -462,6 +447,17 @@ fn read_block(dir: &Path) -> Result<LocalBlock, String> {
         meta,
         files,
     })
+}
+
+/// An unusable shipper state is logged and replaced by an empty one.
+fn start_afresh(outside: &dyn Outside, problem: &str) -> (ShipperState, bool) {
+    outside.log(
+        Level::Warn,
+        &format!(
+            "{problem}; starting afresh (blocks already in the bucket are not uploaded again)"
+        ),
+    );
+    (ShipperState::empty(), false)
 }
 
 #[cfg(test)]
