@@ -10,8 +10,8 @@ mod plugin_common;
 use std::time::Duration;
 
 use gauntlet_e2e::{
-    Process, api_stores, browser_artifacts, drive_ui, free_loopback_address, gauntlet_binary,
-    scratch_dir, sorted_strings, ui_labels, ui_stores, wait_until_ok,
+    Process, api_stores, browser_artifacts, demo_args, drive_ui, free_loopback_address,
+    gauntlet_binary, get_json, scratch_dir, sorted_strings, ui_labels, ui_stores, wait_until_ok,
 };
 use serde_json::{Value, json};
 
@@ -19,13 +19,8 @@ const GRAPH_CLUSTERS: &str = "sum by (cluster) (rate(http_requests_total[5m]))";
 const GRAPH_WAREHOUSE: &str = gauntlet::demo::files::EXAMPLE_QUERY;
 
 async fn api(base: &str, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Value> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .query(params)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let params: Vec<(&str, String)> = params.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+    let body = get_json(base, path, &params).await?;
     anyhow::ensure!(body["status"] == "success", "{path} {params:?}: {body}");
     Ok(body)
 }
@@ -60,15 +55,7 @@ async fn the_ui_queries_toggles_dedup_graphs_and_lists_stores() -> anyhow::Resul
     let demo = Process::spawn(
         "demo",
         &gauntlet_binary()?,
-        &[
-            "demo".into(),
-            "--http-address".into(),
-            http.to_string(),
-            "--grpc-address".into(),
-            grpc.to_string(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ],
+        &demo_args(http, grpc, Some(&data_dir)),
     )?;
     wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(60)).await?;
     let base = format!("http://{http}");

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gauntlet_e2e::{
-    Process, free_loopback_address, gauntlet_binary, get_json, scratch_dir, wait_until_ok,
+    Process, demo_args, free_loopback_address, gauntlet_binary, get_json, scratch_dir,
+    wait_until_ok,
 };
 use serde_json::Value;
 
@@ -27,17 +28,7 @@ async fn start_stack() -> anyhow::Result<Stack> {
     plugin_common::components();
     let binary = gauntlet_binary()?;
     let (demo_http, demo_grpc) = (free_loopback_address()?, free_loopback_address()?);
-    let demo = Process::spawn(
-        "demo",
-        &binary,
-        &[
-            "demo".into(),
-            "--http-address".into(),
-            demo_http.to_string(),
-            "--grpc-address".into(),
-            demo_grpc.to_string(),
-        ],
-    )?;
+    let demo = Process::spawn("demo", &binary, &demo_args(demo_http, demo_grpc, None))?;
     wait_until_ok(
         &format!("http://{demo_http}/-/ready"),
         Duration::from_secs(30),
@@ -228,15 +219,7 @@ async fn the_demo_starts_without_its_plugin_and_says_how_to_build_it() -> anyhow
     let demo = Process::spawn_with_env(
         "demo-no-plugin",
         &binary,
-        &[
-            "demo".into(),
-            "--http-address".into(),
-            http.to_string(),
-            "--grpc-address".into(),
-            grpc.to_string(),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-        ],
+        &demo_args(http, grpc, Some(&dir.join("data"))),
         &[("GAUNTLET_PLUGIN_DIR", empty.as_os_str())],
     )?;
     wait_until_ok(&format!("http://{http}/-/ready"), Duration::from_secs(60)).await?;

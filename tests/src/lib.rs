@@ -5,7 +5,7 @@
 //! Tests only ever bind and connect to loopback addresses.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Path of the `gauntlet` binary in the workspace's target directory, building it if needed.
@@ -32,6 +32,22 @@ pub fn gauntlet_binary() -> anyhow::Result<PathBuf> {
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// The arguments of `gauntlet demo` serving on `http` and `grpc`, with its data in `data_dir`
+/// when one is given.
+pub fn demo_args(http: SocketAddr, grpc: SocketAddr, data_dir: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "demo".to_owned(),
+        "--http-address".to_owned(),
+        http.to_string(),
+        "--grpc-address".to_owned(),
+        grpc.to_string(),
+    ];
+    if let Some(dir) = data_dir {
+        args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
+    }
+    args
 }
 
 /// A loopback address with a port that was free a moment ago.
