@@ -170,3 +170,20 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, S
         Err(_) => Err("no async runtime available to the plugin host".to_owned()),
     }
 }
+
+/// Like [`block_on`], but the future runs as a task on the runtime's workers and the
+/// blocking thread wakes once, for the result. For futures that wake often (a response read
+/// piece by piece): each wake-up of a blocking thread is a futex round trip, while a task
+/// woken on a worker is a queue push.
+pub(crate) fn run_on_runtime<F>(future: F) -> Result<F::Output, String>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| "no async runtime available to the plugin host".to_owned())?;
+    let task = handle.spawn(future);
+    handle
+        .block_on(task)
+        .map_err(|e| format!("host task failed: {e}"))
+}

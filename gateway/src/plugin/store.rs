@@ -123,64 +123,80 @@ impl ChunkOrigin for PluginChunks {
     }
 }
 
-/// Checks and converts batches in order, forwarding them to the consumer; stops at the first
-/// malformed batch, failure, end, or when the consumer goes away. With `deferred`, the bodies
-/// of XOR chunks are left to the engine's checked decode and registered there.
-fn check_batches(
-    plugin: &Arc<LoadedPlugin>,
-    raw: &std::sync::mpsc::Receiver<Raw>,
-    tx: &mpsc::Sender<Batch>,
-    deferred: Option<&DeferredChecks>,
-) {
-    let limits = &plugin.manifest().limits;
-    let mut validator = SeriesValidator::new(
-        BatchLimits {
-            max_series: limits.batch_series,
-            max_bytes: limits.batch_bytes,
-        },
-        limits.full_chunk_validation,
-    );
-    if deferred.is_some() {
-        validator = validator.deferring_xor_bodies();
-    }
-    let origin: Arc<dyn ChunkOrigin> = Arc::new(PluginChunks(plugin.clone()));
-    for message in raw {
-        let out = match message {
-            Raw::Batch(batch) => match validator.check_batch(batch.series) {
-                Ok(series) => {
-                    if let Some(deferred) = deferred {
-                        deferred.defer(&origin, series.iter().flat_map(deferred_xor_bodies));
-                    }
-                    let mut frames: Vec<SeriesResponse> =
-                        batch.warnings.into_iter().map(warning).collect();
-                    frames.extend(series.into_iter().map(|s| SeriesResponse {
-                        result: Some(series_response::Result::Series(s)),
-                    }));
-                    Ok(Some(frames))
-                }
-                Err(e) => {
-                    plugin.count_malformed("next-batch");
-                    Err(match e {
-                        BatchError::Malformed(message) => PluginError::Malformed {
-                            plugin: plugin.name().to_owned(),
-                            call: "next-batch",
-                            message,
-                        },
-                        BatchError::TooLarge(message) => PluginError::LimitExceeded {
-                            plugin: plugin.name().to_owned(),
-                            call: "next-batch",
-                            message,
-                        },
-                    })
-                }
+/// Checks and converts batches in order; stops at the first malformed batch. With
+/// `deferred`, the bodies of XOR chunks are left to the engine's checked decode and
+/// registered there.
+struct Checker {
+    plugin: Arc<LoadedPlugin>,
+    validator: SeriesValidator,
+    origin: Arc<dyn ChunkOrigin>,
+    deferred: Option<Arc<DeferredChecks>>,
+}
+
+impl Checker {
+    fn new(plugin: &Arc<LoadedPlugin>, deferred: Option<Arc<DeferredChecks>>) -> Self {
+        let limits = &plugin.manifest().limits;
+        let mut validator = SeriesValidator::new(
+            BatchLimits {
+                max_series: limits.batch_series,
+                max_bytes: limits.batch_bytes,
             },
-            Raw::Done => Ok(None),
-            Raw::Failed(e) => Err(e),
-        };
-        let more = matches!(out, Ok(Some(_)));
-        if tx.blocking_send(out).is_err() || !more {
-            return;
+            limits.full_chunk_validation,
+        );
+        if deferred.is_some() {
+            validator = validator.deferring_xor_bodies();
         }
+        Self {
+            plugin: plugin.clone(),
+            validator,
+            origin: Arc::new(PluginChunks(plugin.clone())),
+            deferred,
+        }
+    }
+
+    /// What to pass on for one message of the guest.
+    fn check(&mut self, message: Raw) -> Batch {
+        let batch = match message {
+            Raw::Batch(batch) => batch,
+            Raw::Done => return Ok(None),
+            Raw::Failed(e) => return Err(e),
+        };
+        let plugin = &self.plugin;
+        match self.validator.check_batch(batch.series) {
+            Ok(series) => {
+                if let Some(deferred) = &self.deferred {
+                    deferred.defer(&self.origin, series.iter().flat_map(deferred_xor_bodies));
+                }
+                let mut frames: Vec<SeriesResponse> =
+                    batch.warnings.into_iter().map(warning).collect();
+                frames.extend(series.into_iter().map(|s| SeriesResponse {
+                    result: Some(series_response::Result::Series(s)),
+                }));
+                Ok(Some(frames))
+            }
+            Err(e) => {
+                plugin.count_malformed("next-batch");
+                Err(match e {
+                    BatchError::Malformed(message) => PluginError::Malformed {
+                        plugin: plugin.name().to_owned(),
+                        call: "next-batch",
+                        message,
+                    },
+                    BatchError::TooLarge(message) => PluginError::LimitExceeded {
+                        plugin: plugin.name().to_owned(),
+                        call: "next-batch",
+                        message,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Checks `message` and passes it on; whether more may follow.
+    fn pass_on(&mut self, message: Raw, tx: &mpsc::Sender<Batch>) -> bool {
+        let out = self.check(message);
+        let more = matches!(out, Ok(Some(_)));
+        tx.blocking_send(out).is_ok() && more
     }
 }
 
@@ -212,16 +228,20 @@ fn stream_series(
             return;
         }
     };
-    // Pipeline: this thread drives the guest while a second one checks and converts the
-    // previous batch, so the two overlap.
-    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Raw>(2);
-    {
-        let plugin = plugin.clone();
-        let tx = tx.clone();
-        tokio::task::spawn_blocking(move || {
-            check_batches(&plugin, &raw_rx, &tx, deferred.as_deref());
+    let next = |instance: &mut StoreInstance| {
+        let batch = plugin.call(instance, "next-batch", |store, exports| {
+            exports
+                .gauntlet_plugin_store()
+                .series_stream()
+                .call_next_batch(store, resource)
         });
-    }
+        match batch {
+            Ok(Ok(Some(batch))) => Raw::Batch(batch),
+            Ok(Ok(None)) => Raw::Done,
+            Ok(Err(guest)) => Raw::Failed(plugin.guest_failure("next-batch", guest)),
+            Err(e) => Raw::Failed(e),
+        }
+    };
     // The stream is dropped and the instance given back before the end of the answer is
     // passed on, so that a query following this one finds it idle instead of creating one.
     let release = |mut instance: StoreInstance| {
@@ -234,19 +254,34 @@ fn stream_series(
             }
         }
     };
-    loop {
-        let batch = plugin.call(&mut instance, "next-batch", |store, exports| {
-            exports
-                .gauntlet_plugin_store()
-                .series_stream()
-                .call_next_batch(store, resource)
+    // The first batch is checked on this thread: a one-batch answer (most answers) is passed
+    // on without a hand-off between threads.
+    let mut checker = Checker::new(plugin, deferred);
+    let first = next(&mut instance);
+    if !matches!(first, Raw::Batch(_)) {
+        release(instance);
+        checker.pass_on(first, tx);
+        return;
+    }
+    if !checker.pass_on(first, tx) {
+        release(instance);
+        return;
+    }
+    // More batches: a second thread checks and converts the previous batch while this one
+    // drives the guest, so the two overlap.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Raw>(2);
+    {
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            for message in raw_rx {
+                if !checker.pass_on(message, &tx) {
+                    return;
+                }
+            }
         });
-        let message = match batch {
-            Ok(Ok(Some(batch))) => Raw::Batch(batch),
-            Ok(Ok(None)) => Raw::Done,
-            Ok(Err(guest)) => Raw::Failed(plugin.guest_failure("next-batch", guest)),
-            Err(e) => Raw::Failed(e),
-        };
+    }
+    loop {
+        let message = next(&mut instance);
         if !matches!(message, Raw::Batch(_)) {
             release(instance);
             let _ = raw_tx.send(message);

@@ -8,6 +8,7 @@
 //! decodes or re-encodes samples. Every length read from the wire is bounded before it
 //! allocates, and a frame whose checksum does not match is an error, never data.
 
+use crc32c::crc32c;
 use prost::Message;
 
 /// `prometheus.ReadRequest.ResponseType.STREAMED_XOR_CHUNKS`.
@@ -209,31 +210,6 @@ fn uvarint(bytes: &[u8]) -> Result<(u64, usize), FrameError> {
     } else {
         Err(FrameError::BadLength(value))
     }
-}
-
-/// CRC32 with the Castagnoli polynomial (reflected 0x82F63B78), as Go's `crc32.MakeTable(crc32.Castagnoli)`.
-pub fn crc32c(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut table = [0u32; 256];
-        for (i, entry) in table.iter_mut().enumerate() {
-            let mut crc = u32::try_from(i).unwrap_or(0);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-            *entry = crc;
-        }
-        table
-    });
-    let mut crc = !0u32;
-    for &b in data {
-        crc = table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 /// Writes one frame the way Prometheus does (for tests and tools).

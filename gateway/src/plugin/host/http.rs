@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::plugin::bindings::host::gauntlet::plugin::http::{Host, HttpError, Request, Response};
-use crate::plugin::state::{HostState, block_on};
+use crate::plugin::state::{HostState, run_on_runtime};
 
 /// Largest response body handed to a plugin.
 const MAX_BODY: u64 = 16 << 20;
@@ -65,7 +65,7 @@ impl Host for HostState {
         if !request.body.is_empty() {
             builder = builder.body(request.body);
         }
-        let outcome = block_on(async move {
+        let outcome = run_on_runtime(async move {
             let mut response = builder.send().await.map_err(|e| classify(&e))?;
             if let Some(length) = response.content_length()
                 && length > MAX_BODY
