@@ -932,33 +932,47 @@ async fn the_sidecar_plugin_reads_the_tsdb_only_when_granted() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The querier's fan-out over one plugin store, in process.
+async fn proxy_over(store: PluginStore) -> std::sync::Arc<gauntlet::query::proxy::ProxyStore> {
+    use gauntlet::query::endpoints::EndpointSet;
+    use gauntlet::query::proxy::{ProxyLimits, ProxyStore};
+    use std::sync::Arc;
+
+    let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
+    endpoints.add_local("plugin", Arc::new(store));
+    endpoints.refresh().await;
+    Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()))
+}
+
+/// A range query through the engine over `queryable`.
+async fn evaluate(
+    queryable: &gauntlet::query::queryable::StoreQueryable,
+    query: &str,
+) -> Result<gauntlet::promql::QueryResult, String> {
+    use gauntlet::promql::{Engine, EngineOptions};
+
+    Engine::new(EngineOptions::default())
+        .range_query(queryable, query, 0, 300_000, 1000)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A range query through the querier and the engine over one plugin store.
 async fn promql(
     store: PluginStore,
     query: &str,
     partial_response: bool,
 ) -> Result<gauntlet::promql::QueryResult, String> {
-    use gauntlet::promql::{Engine, EngineOptions};
-    use gauntlet::query::endpoints::EndpointSet;
-    use gauntlet::query::proxy::{ProxyLimits, ProxyStore};
     use gauntlet::query::queryable::{QueryOptions, StoreQueryable};
-    use std::sync::Arc;
 
-    let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
-    endpoints.add_local("plugin", Arc::new(store));
-    endpoints.refresh().await;
-    let proxy = Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()));
     let queryable = StoreQueryable::new(
-        proxy,
+        proxy_over(store).await,
         QueryOptions {
             partial_response,
             ..QueryOptions::default()
         },
     );
-    Engine::new(EngineOptions::default())
-        .range_query(&queryable, query, 0, 300_000, 1000)
-        .await
-        .map_err(|e| e.to_string())
+    evaluate(&queryable, query).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -990,6 +1004,143 @@ async fn corrupt_chunks_fail_a_query_through_the_engine() {
         answer.warnings
     );
     assert_eq!(malformed("h-engine"), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_check_failures_under_partial_response_are_retried_with_checks_up_front() {
+    use gauntlet::query::queryable::{QueryOptions, StoreQueryable};
+
+    let fx = Fixture::new();
+    let store = hostile(
+        &fx,
+        "h-late",
+        "[config]\nbehaviour = \"corrupt-chunk-body\"\n",
+    )
+    .await;
+    let proxy = proxy_over(store).await;
+    for dedup in [false, true] {
+        let options = QueryOptions {
+            dedup,
+            replica_labels: if dedup {
+                vec!["replica".into()]
+            } else {
+                Vec::new()
+            },
+            partial_response: true,
+        };
+        let before = malformed("h-late");
+        // The bodies were left to the engine's decode: the attempt fails, flagged, and the
+        // store is not blamed yet.
+        let lazy = StoreQueryable::new(proxy.clone(), options).retrying_late_checks();
+        let err = evaluate(&lazy, "corrupt_body")
+            .await
+            .expect_err("late failure");
+        assert!(
+            err.contains("failed its check at decode"),
+            "dedup {dedup}: {err}"
+        );
+        assert!(lazy.late_check_failed(), "dedup {dedup}");
+        assert_eq!(malformed("h-late"), before, "dedup {dedup}");
+        // Checked up front, the store becomes a warning, counted once.
+        let answer = evaluate(&lazy.checked_up_front(), "corrupt_body")
+            .await
+            .expect("partial answer");
+        assert!(
+            answer
+                .warnings
+                .iter()
+                .any(|w| w.contains("plugin h-late") && w.contains("corrupt XOR chunk")),
+            "dedup {dedup}: {:?}",
+            answer.warnings
+        );
+        assert_eq!(malformed("h-late"), before + 1.0, "dedup {dedup}");
+        // A good answer is not flagged.
+        let good = StoreQueryable::new(
+            proxy.clone(),
+            QueryOptions {
+                partial_response: true,
+                ..QueryOptions::default()
+            },
+        )
+        .retrying_late_checks();
+        let answer = evaluate(&good, "up{behaviour=\"none\"}")
+            .await
+            .expect("answer");
+        assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+        assert!(!good.late_check_failed());
+    }
+}
+
+/// The querier's HTTP API over one in-process plugin store: a range query's status code and
+/// JSON answer.
+async fn api_query_range(store: PluginStore, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    use gauntlet::http::api::{ApiOptions, ApiState, routes};
+    use gauntlet::promql::EngineOptions;
+    use std::sync::Arc;
+
+    let options = ApiOptions {
+        engine: EngineOptions::default(),
+        replica_labels: vec!["replica".into()],
+        partial_response: true,
+        max_concurrent: 4,
+    };
+    let state = Arc::new(ApiState::new(options, proxy_over(store).await));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback listener");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = gauntlet::shutdown::channel();
+    let server = tokio::spawn(gauntlet::http::serve(listener, routes(state), stopped));
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}/api/v1/query_range"))
+        .query(params)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("JSON answer");
+    stop.trigger();
+    server.await.expect("server task").expect("server");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_turns_a_late_check_failure_into_a_warning_or_an_error() {
+    let fx = Fixture::new();
+    let store = hostile(
+        &fx,
+        "h-late-api",
+        "[config]\nbehaviour = \"corrupt-chunk-body\"\n",
+    )
+    .await;
+    let range = [
+        ("query", "corrupt_body"),
+        ("start", "0"),
+        ("end", "300"),
+        ("step", "1"),
+    ];
+    let with = |partial: &'static str| {
+        let mut params = range.to_vec();
+        params.push(("partial_response", partial));
+        params
+    };
+    let (status, body) = api_query_range(store.clone(), &with("true")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(warnings.contains("corrupt XOR chunk"), "{body}");
+    assert_eq!(malformed("h-late-api"), 1.0);
+    let (status, body) = api_query_range(store, &with("false")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errorType"], "execution", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("corrupt XOR chunk"),
+        "{body}"
+    );
+    assert_eq!(malformed("h-late-api"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

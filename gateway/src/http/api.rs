@@ -320,10 +320,8 @@ async fn run_query(
     let expr: Expr = parse_expr(&text)?;
     let engine_options = params.engine_options(&state.options)?;
     let timeout = engine_options.timeout;
-    let queryable = Arc::new(StoreQueryable::new(
-        state.proxy.clone(),
-        params.query_options(&state.options)?,
-    ));
+    let queryable = StoreQueryable::new(state.proxy.clone(), params.query_options(&state.options)?)
+        .retrying_late_checks();
     let with_stats = params.get("stats").is_some_and(|s| !s.is_empty());
     match params.get("format") {
         None | Some("" | "json" | "arrow") => {}
@@ -342,26 +340,34 @@ async fn run_query(
     })?;
     let cancel = CancelOnDrop(CancelFlag::new());
     let flag = cancel.0.clone();
-    let task_queryable = queryable.clone();
     let started = Instant::now();
     let task = tokio::spawn(async move {
         let engine = Engine::new(engine_options);
-        match kind {
+        let evaluate = async |queryable: &StoreQueryable| match kind {
             QueryKind::Instant { time } => {
                 engine
-                    .instant_query_expr(task_queryable.as_ref(), &expr, time, &flag)
+                    .instant_query_expr(queryable, &expr, time, &flag)
                     .await
             }
             QueryKind::Range { start, end, step } => {
                 engine
-                    .range_query_expr(task_queryable.as_ref(), &expr, start, end, step, &flag)
+                    .range_query_expr(queryable, &expr, start, end, step, &flag)
                     .await
             }
+        };
+        let result = evaluate(&queryable).await;
+        if result.is_err() && queryable.late_check_failed() {
+            // A store's chunk failed a check the engine's decode made: only a check made as
+            // the answers arrive can turn that store into a warning.
+            let checked = queryable.checked_up_front();
+            let result = evaluate(&checked).await;
+            return (result, checked);
         }
+        (result, queryable)
     });
     let grace = Duration::from_secs(1);
-    let result = match tokio::time::timeout(timeout + grace, task).await {
-        Ok(Ok(result)) => result?,
+    let (result, queryable) = match tokio::time::timeout(timeout + grace, task).await {
+        Ok(Ok((result, queryable))) => (result?, queryable),
         Ok(Err(join_error)) => {
             return Err(ApiError {
                 kind: "internal",

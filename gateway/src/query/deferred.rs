@@ -8,8 +8,13 @@
 //! (inside the chunk's declared range, strictly increasing, bytes well formed) and reports a
 //! failure through the store's [`ChunkOrigin`], which names the store and counts it.
 //!
-//! A scope is only opened where a store's failure fails the query anyway (no partial
-//! response, no replica merging), so a failure found late means the same as one found early.
+//! Without partial response a store's failure fails the query, so a failure found late means
+//! the same as one found early. With partial response a failing store must become a warning
+//! instead, which a failure found halfway through evaluation cannot: there the checks are
+//! [`DeferredChecks::provisional`], a late failure only fails the attempt, and the caller runs
+//! the query again with every answer checked up front (see
+//! [`crate::query::queryable::StoreQueryable::retrying_late_checks`]). Series merged from
+//! several replicas are checked in full when the selection is built ([`DeferredChecks::check_now`]).
 //! Outside a scope nothing changes: every answer served to another querier or tool is checked
 //! in full when it is produced. Bytes the engine never reads (chunks outside the queried range,
 //! the tail of a chunk after it) never reach an answer and are not decoded.
@@ -17,6 +22,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -73,6 +79,32 @@ impl Hasher for AddressHasher {
 #[derive(Debug, Default)]
 pub struct DeferredChecks {
     chunks: Mutex<ByAddress>,
+    failures: Failures,
+}
+
+/// How a failed check of a deferred chunk is reported.
+#[derive(Debug, Clone, Default)]
+enum Failures {
+    /// To the chunk's store (which counts it), failing the query.
+    #[default]
+    Final,
+    /// Only noted in the flag: the query is run again with every answer checked up front,
+    /// where the store's failure is reported (and counted) once.
+    Provisional(Arc<AtomicBool>),
+}
+
+impl Failures {
+    fn refuse(&self, origin: &dyn ChunkOrigin, series: &Labels, message: &str) -> StorageError {
+        match self {
+            Self::Final => origin.refuse(series, message),
+            Self::Provisional(failed) => {
+                failed.store(true, Ordering::Relaxed);
+                StorageError(format!(
+                    "series {series}: a chunk failed its check at decode: {message}"
+                ))
+            }
+        }
+    }
 }
 
 /// Origins by chunk (address, length).
@@ -92,6 +124,16 @@ pub enum Deferral {
 }
 
 impl DeferredChecks {
+    /// Checks for a query with partial response: a failed check sets `failed` and fails the
+    /// query without being reported to the store; the caller then runs the query again
+    /// without deferred checks.
+    pub fn provisional(failed: Arc<AtomicBool>) -> Self {
+        Self {
+            chunks: Mutex::default(),
+            failures: Failures::Provisional(failed),
+        }
+    }
+
     /// Runs `f` (a fan-out) with deferred checks allowed for the stores it asks.
     pub async fn scope<F: Future>(self: &Arc<Self>, f: F) -> F::Output {
         CURRENT.scope(self.clone(), f).await
@@ -146,19 +188,7 @@ impl DeferredChecks {
                 .is_none_or(|raw| raw.r#type == Encoding::Xor as i32)
         });
         if !xor_only {
-            let mut scratch = Vec::new();
-            for (chunk, origin) in chunks.iter().zip(&origins) {
-                if let (Some(origin), Some(raw)) = (origin, &chunk.raw) {
-                    let chunk = Chunk {
-                        min_time: chunk.min_time,
-                        max_time: chunk.max_time,
-                        data: raw.data.clone(),
-                    };
-                    scratch.clear();
-                    decode_checked(&chunk, i64::MIN, i64::MAX, &mut scratch)
-                        .map_err(|message| origin.refuse(labels, &message))?;
-                }
-            }
+            self.check_all(labels, &chunks, &origins)?;
             return Ok(Deferral::Plain(chunks));
         }
         let chunks = chunks
@@ -178,8 +208,53 @@ impl DeferredChecks {
             CheckedChunks {
                 labels: labels.clone(),
                 chunks,
+                failures: self.failures.clone(),
             },
         ))))
+    }
+
+    /// Checks the bodies of the deferred chunks among `chunks` in full, now: for series the
+    /// querier decodes by other means (replicas merged, native histograms).
+    pub fn check_now(&self, labels: &Labels, chunks: &[AggrChunk]) -> Result<(), StorageError> {
+        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = {
+            let Ok(deferred) = self.chunks.lock() else {
+                return Ok(());
+            };
+            if deferred.is_empty() {
+                return Ok(());
+            }
+            chunks
+                .iter()
+                .map(|c| {
+                    c.raw
+                        .as_ref()
+                        .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
+                })
+                .collect()
+        };
+        self.check_all(labels, chunks, &origins)
+    }
+
+    fn check_all(
+        &self,
+        labels: &Labels,
+        chunks: &[AggrChunk],
+        origins: &[Option<Arc<dyn ChunkOrigin>>],
+    ) -> Result<(), StorageError> {
+        let mut scratch = Vec::new();
+        for (chunk, origin) in chunks.iter().zip(origins) {
+            if let (Some(origin), Some(raw)) = (origin, &chunk.raw) {
+                let chunk = Chunk {
+                    min_time: chunk.min_time,
+                    max_time: chunk.max_time,
+                    data: raw.data.clone(),
+                };
+                scratch.clear();
+                decode_checked(&chunk, i64::MIN, i64::MAX, &mut scratch)
+                    .map_err(|message| self.failures.refuse(origin.as_ref(), labels, &message))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +264,7 @@ impl DeferredChecks {
 pub struct CheckedChunks {
     labels: Labels,
     chunks: Vec<(Chunk, Option<Arc<dyn ChunkOrigin>>)>,
+    failures: Failures,
 }
 
 /// Decodes the samples of `chunk` within `[mint, maxt]` into `out`, checking each sample read
@@ -254,7 +330,9 @@ impl DeferredSamples for CheckedChunks {
                 Some(origin) => {
                     if let Err(message) = decode_checked(chunk, mint, maxt, out) {
                         out.truncate(start);
-                        return Err(origin.refuse(&self.labels, &message));
+                        return Err(self
+                            .failures
+                            .refuse(origin.as_ref(), &self.labels, &message));
                     }
                 }
                 None => {
@@ -413,5 +491,91 @@ mod tests {
                 .contains("sample at 200 outside the chunk's range 100..=150"),
             "{err}"
         );
+    }
+
+    /// An origin that counts its refusals.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl ChunkOrigin for Counting {
+        fn refuse(&self, series: &Labels, message: &str) -> StorageError {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            StorageError(format!("counted: series {series}: {message}"))
+        }
+    }
+
+    /// The chunk with bytes of its own that are not a chunk.
+    fn corrupt(mut chunk: AggrChunk) -> AggrChunk {
+        if let Some(raw) = chunk.raw.as_mut() {
+            raw.data = bytes::Bytes::from(vec![0, 200, 1, 2, 3]);
+        }
+        chunk
+    }
+
+    #[test]
+    fn provisional_failures_flag_the_query_and_leave_the_store_alone() {
+        let failed = Arc::new(AtomicBool::new(false));
+        let checks = DeferredChecks::provisional(failed.clone());
+        let counting = Arc::new(Counting::default());
+        let origin: Arc<dyn ChunkOrigin> = counting.clone();
+        let good = xor(&[(1, 1.0), (2, 2.0)]);
+        let bad = corrupt(xor(&[(3, 1.0), (4, 2.0)]));
+        checks.defer(
+            &origin,
+            [&good, &bad]
+                .into_iter()
+                .filter_map(|c| c.raw.as_ref())
+                .map(|r| &r.data),
+        );
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        // A good series decodes and flags nothing.
+        let Deferral::Checked(data) = checks.series_data(&labels, vec![good]).unwrap() else {
+            panic!("not deferred")
+        };
+        assert_eq!(decode(&data, 0, 10).unwrap(), vec![(1, 1.0), (2, 2.0)]);
+        assert!(!failed.load(Ordering::Relaxed));
+        // A bad one fails the attempt, is flagged, and is not reported to its store.
+        let Deferral::Checked(data) = checks.series_data(&labels, vec![bad]).unwrap() else {
+            panic!("not deferred")
+        };
+        let err = decode(&data, 0, 10).unwrap_err();
+        assert!(
+            err.0
+                .contains("failed its check at decode: corrupt XOR chunk"),
+            "{err}"
+        );
+        assert!(failed.load(Ordering::Relaxed));
+        assert_eq!(counting.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn merged_replicas_are_checked_now() {
+        let checks = DeferredChecks::default();
+        let counting = Arc::new(Counting::default());
+        let origin: Arc<dyn ChunkOrigin> = counting.clone();
+        let good = xor(&[(1, 1.0), (2, 2.0)]);
+        let mut lying = xor(&[(100, 1.0), (200, 1.0)]);
+        lying.max_time = 150;
+        let bad = corrupt(xor(&[(3, 1.0), (4, 2.0)]));
+        let never_deferred = corrupt(xor(&[(5, 1.0)]));
+        checks.defer(
+            &origin,
+            [&good, &lying, &bad]
+                .into_iter()
+                .filter_map(|c| c.raw.as_ref())
+                .map(|r| &r.data),
+        );
+        let labels = Labels::from_pairs(&[("__name__", "m")]);
+        checks.check_now(&labels, &[good]).unwrap();
+        // Chunks no store deferred are not this check's business.
+        checks.check_now(&labels, &[never_deferred]).unwrap();
+        let err = checks.check_now(&labels, &[lying]).unwrap_err();
+        assert!(
+            err.0.contains("outside the chunk's range 100..=150"),
+            "{err}"
+        );
+        let err = checks.check_now(&labels, &[bad]).unwrap_err();
+        assert!(err.0.starts_with("counted: series"), "{err}");
+        assert_eq!(counting.0.load(Ordering::Relaxed), 2);
     }
 }

@@ -26,6 +26,7 @@ use gauntlet_proto::thanos::{
 use gauntlet_tsdb::labels::{Label, Labels};
 use tokio::task::JoinSet;
 
+use super::deferred::DeferredChecks;
 use super::endpoints::{Endpoint, EndpointSet, labels_to_proto};
 use super::matchers::{CompiledMatchers, compile_matchers};
 use super::store::{SeriesStream, Store, StoreError};
@@ -207,11 +208,21 @@ impl ProxyStore {
         if let [endpoint] = endpoints {
             return vec![ask(limits, endpoint, request.clone()).await];
         }
+        // A query's deferred chunk checks follow its stores into their tasks.
+        let checks = DeferredChecks::current();
         let mut tasks = JoinSet::new();
         for (index, endpoint) in endpoints.iter().enumerate() {
             let endpoint = endpoint.clone();
             let request = request.clone();
-            tasks.spawn(async move { (index, ask(limits, &endpoint, request).await) });
+            let checks = checks.clone();
+            tasks.spawn(async move {
+                let answer = ask(limits, &endpoint, request);
+                let answer = match checks {
+                    Some(checks) => checks.scope(answer).await,
+                    None => answer.await,
+                };
+                (index, answer)
+            });
         }
         let mut answers: Vec<Option<Answer>> = endpoints.iter().map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {

@@ -5,6 +5,7 @@
 //! One instance serves one query: it carries that query's dedup and partial-response choices
 //! and collects per-store statistics for the response.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -40,6 +41,9 @@ pub struct StoreQueryable {
     proxy: Arc<ProxyStore>,
     options: QueryOptions,
     stats: Mutex<Vec<StoreStats>>,
+    /// With partial response: set when a chunk failed a check deferred to the engine's
+    /// decode (`None`: no checks are deferred under partial response).
+    late_failure: Option<Arc<AtomicBool>>,
 }
 
 impl StoreQueryable {
@@ -48,7 +52,40 @@ impl StoreQueryable {
             proxy,
             options,
             stats: Mutex::new(Vec::new()),
+            late_failure: None,
         }
+    }
+
+    /// Lets stores leave chunk body checks to the engine's decode under partial response
+    /// too. The caller promises to run the query again through [`Self::checked_up_front`]
+    /// when it fails and [`Self::late_check_failed`] says why: only an up-front check can
+    /// turn a store's bad answer into a warning.
+    #[must_use]
+    pub fn retrying_late_checks(mut self) -> Self {
+        self.late_failure = Some(Arc::new(AtomicBool::new(false)));
+        self
+    }
+
+    /// Whether a deferred chunk check failed during a query with partial response.
+    pub fn late_check_failed(&self) -> bool {
+        self.late_failure
+            .as_ref()
+            .is_some_and(|failed| failed.load(Ordering::Relaxed))
+    }
+
+    /// The same stores and options, with every answer checked when it arrives.
+    pub fn checked_up_front(&self) -> Self {
+        Self::new(self.proxy.clone(), self.options.clone())
+    }
+
+    /// The deferred checks for one selection, when stores may defer them.
+    fn deferred_checks(&self) -> Option<Arc<DeferredChecks>> {
+        if !self.options.partial_response {
+            // A store's failure fails the query, early or late.
+            return Some(Arc::new(DeferredChecks::default()));
+        }
+        let failed = self.late_failure.clone()?;
+        Some(Arc::new(DeferredChecks::provisional(failed)))
     }
 
     /// How each store fared across every selector of the query so far.
@@ -103,24 +140,31 @@ impl Queryable for StoreQueryable {
             .map(String::as_str)
             .collect();
         let failed = |error: StoreError| StorageError(error.to_string());
+        let checks = self.deferred_checks();
         let (series, warnings, stats) = if self.options.dedup && !replica_labels.is_empty() {
-            let fan_out = self
+            let select = self
                 .proxy
-                .select_replicas(&request, partial, &replica_labels)
-                .await
-                .map_err(failed)?;
+                .select_replicas(&request, partial, &replica_labels);
+            let fan_out = match &checks {
+                Some(checks) => checks.scope(select).await,
+                None => select.await,
+            }
+            .map_err(failed)?;
             let counter = selection
                 .hints
                 .func
                 .as_deref()
                 .is_some_and(is_counter_function);
             let mut warnings = fan_out.warnings;
-            let series = deduplicate(fan_out.groups, counter, selection, &mut warnings)?;
+            let series = deduplicate(
+                fan_out.groups,
+                counter,
+                selection,
+                checks.as_deref(),
+                &mut warnings,
+            )?;
             (series, warnings, fan_out.stats)
         } else {
-            // Without partial response a store's failure fails the query, so stores may leave
-            // checking chunk bodies to the engine's decode.
-            let checks = (!partial).then(|| Arc::new(DeferredChecks::default()));
             let select = self.proxy.select(&request, partial);
             let fan_out = match &checks {
                 Some(checks) => checks.scope(select).await,
@@ -254,6 +298,7 @@ fn deduplicate(
     groups: Vec<ReplicaGroup>,
     counter: bool,
     selection: &Selection,
+    checks: Option<&DeferredChecks>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<StoredSeries>, StorageError> {
     let mut out = Vec::with_capacity(groups.len());
@@ -263,9 +308,22 @@ fn deduplicate(
     } in groups
     {
         if replicas.len() == 1 {
-            let data = series_data(replicas.pop().unwrap_or_default(), selection)?;
+            let chunks = replicas.pop().unwrap_or_default();
+            let data = match checks {
+                Some(checks) => match checks.series_data(&labels, chunks)? {
+                    Deferral::Checked(data) => data,
+                    Deferral::Plain(chunks) => series_data(chunks, selection)?,
+                },
+                None => series_data(chunks, selection)?,
+            };
             out.push(StoredSeries { labels, data });
             continue;
+        }
+        // The merge decodes replicas without checking: deferred chunks are checked here.
+        if let Some(checks) = checks {
+            for chunks in &replicas {
+                checks.check_now(&labels, chunks)?;
+            }
         }
         if replicas.iter().any(|chunks| has_histograms(chunks)) {
             // The penalty algorithm merges float samples; for native histograms the replica
