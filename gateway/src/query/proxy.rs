@@ -302,52 +302,65 @@ async fn ask(limits: ProxyLimits, endpoint: &Endpoint, request: SeriesRequest) -
             }),
         None => collect.await,
     };
-    let (series, chunks, samples) = match &result {
-        Ok((series, _)) => (
-            series.len(),
-            series.iter().map(|(_, chunks)| chunks.len()).sum(),
-            series
-                .iter()
-                .flat_map(|(_, chunks)| chunks)
-                .map(chunk_samples)
-                .sum(),
-        ),
-        Err(_) => (0, 0, 0),
-    };
-    let stats = StoreStats {
+    let mut stats = StoreStats {
         name: endpoint.name().to_owned(),
         duration: started.elapsed(),
-        series,
-        chunks,
-        samples,
-        error: result.as_ref().err().map(ToString::to_string),
+        series: 0,
+        chunks: 0,
+        samples: 0,
+        error: None,
+    };
+    let result = match result {
+        Ok(collected) => {
+            stats.series = collected.series.len();
+            stats.chunks = collected.chunks;
+            stats.samples = collected.samples;
+            Ok((collected.series, collected.warnings))
+        }
+        Err(error) => {
+            stats.error = Some(error.to_string());
+            Err(error)
+        }
     };
     (stats, result)
+}
+
+/// A store's whole answer, with its size.
+struct Collected {
+    series: Vec<WireSeries>,
+    warnings: Vec<String>,
+    chunks: usize,
+    samples: u64,
 }
 
 async fn collect(
     limits: ProxyLimits,
     endpoint: &Endpoint,
     request: SeriesRequest,
-) -> Result<(Vec<WireSeries>, Vec<String>), StoreError> {
+) -> Result<Collected, StoreError> {
     let mut frames = endpoint.store().series(request).await?;
-    let mut series = Vec::new();
-    let mut warnings = Vec::new();
-    let mut samples: u64 = 0;
+    let mut collected = Collected {
+        series: Vec::new(),
+        warnings: Vec::new(),
+        chunks: 0,
+        samples: 0,
+    };
     while let Some(frame) = frames.next().await {
         match frame?.result {
             Some(Frame::Series(one)) => {
-                samples += one.chunks.iter().map(chunk_samples).sum::<u64>();
-                series.push((one.labels, one.chunks));
-                limits.check(series.len() as u64, samples)?;
+                collected.chunks += one.chunks.len();
+                collected.samples += one.chunks.iter().map(chunk_samples).sum::<u64>();
+                collected.series.push((one.labels, one.chunks));
+                limits.check(collected.series.len() as u64, collected.samples)?;
             }
             Some(Frame::Warning(warning)) => {
-                warnings.push(format!("store {}: {warning}", endpoint.name()));
+                let warning = format!("store {}: {warning}", endpoint.name());
+                collected.warnings.push(warning);
             }
             Some(Frame::Hints(_)) | None => {}
         }
     }
-    Ok((series, warnings))
+    Ok(collected)
 }
 
 impl ProxyLimits {
