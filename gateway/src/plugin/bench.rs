@@ -358,10 +358,13 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
             .map_err(to_host)?;
         let checks = if limits.is_empty() { "full" } else { "header" };
         let span_ms = (config.samples_per_series.max(2) as i64 - 1) * 15_000;
-        let (plugin_ms, native_ms) = (
-            promql_range_ms(Arc::new(plugin_store.clone()), span_ms, config.selects).await?,
-            promql_range_ms(Arc::new(native.clone()), span_ms, config.selects).await?,
-        );
+        let (plugin_ms, native_ms) = promql_range_ms(
+            Arc::new(plugin_store.clone()),
+            Arc::new(native.clone()),
+            span_ms,
+            config.selects,
+        )
+        .await?;
         promql_rows.push(BenchRow {
             name: format!(
                 "PromQL sum(rate(bench[5m])), {} series, step 60s, {checks} chunk checks",
@@ -386,32 +389,43 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
     Ok(report)
 }
 
-/// Median milliseconds of a PromQL range query over `store` behind the querier's proxy.
+/// Median milliseconds of a PromQL range query over `store` and over `baseline`, each behind
+/// the querier's proxy. The two are queried in turn, so that both see the same machine.
 async fn promql_range_ms(
     store: Arc<dyn Store>,
+    baseline: Arc<dyn Store>,
     span_ms: i64,
     runs: usize,
-) -> Result<f64, PluginError> {
+) -> Result<(f64, f64), PluginError> {
     use crate::promql::{Engine, EngineOptions};
     use crate::query::endpoints::EndpointSet;
     use crate::query::proxy::{ProxyLimits, ProxyStore};
     use crate::query::queryable::{QueryOptions, StoreQueryable};
 
-    let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
-    endpoints.add_local("bench", store);
-    endpoints.refresh().await;
-    let proxy = Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()));
-    let engine = Engine::new(EngineOptions::default());
-    let mut times = Vec::with_capacity(runs.max(1));
-    for _ in 0..runs.max(1) {
-        let queryable = StoreQueryable::new(proxy.clone(), QueryOptions::default());
-        let started = Instant::now();
-        engine
-            .range_query(&queryable, "sum(rate(bench[5m]))", 300_000, span_ms, 60_000)
-            .await
-            .map_err(|e| PluginError::Host(format!("bench query: {e}")))?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    let mut proxies = Vec::new();
+    for store in [store, baseline] {
+        let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
+        endpoints.add_local("bench", store);
+        endpoints.refresh().await;
+        proxies.push(Arc::new(ProxyStore::new(endpoints, ProxyLimits::default())));
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let engine = Engine::new(EngineOptions::default());
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..runs.max(1) {
+        for (proxy, times) in proxies.iter().zip(&mut times) {
+            let queryable = StoreQueryable::new(proxy.clone(), QueryOptions::default());
+            let started = Instant::now();
+            engine
+                .range_query(&queryable, "sum(rate(bench[5m]))", 300_000, span_ms, 60_000)
+                .await
+                .map_err(|e| PluginError::Host(format!("bench query: {e}")))?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let [mut measured, mut base] = times;
+    let median = |times: &mut Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    Ok((median(&mut measured), median(&mut base)))
 }
