@@ -270,8 +270,14 @@ pub struct CheckedChunks {
 /// Decodes the samples of `chunk` within `[mint, maxt]` into `out`, checking each sample read
 /// against the chunk's declared range and order: the first one against both ends, the others
 /// only against their predecessor (strictly increasing), and the last one read against the
-/// end; so one comparison per sample.
-fn decode_checked(chunk: &Chunk, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), String> {
+/// end; so one comparison per sample. Samples go to `(t, v)` pairs, as the unchecked decode
+/// writes them, and become points in one pass afterwards.
+fn decode_checked(
+    chunk: &Chunk,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), String> {
     let corrupt = |e: gauntlet_tsdb::chunkenc::ChunkError| format!("corrupt XOR chunk: {e}");
     let (lo, hi) = (chunk.min_time, chunk.max_time);
     let outside = |t: i64| format!("sample at {t} outside the chunk's range {lo}..={hi}");
@@ -288,7 +294,7 @@ fn decode_checked(chunk: &Chunk, mint: i64, maxt: i64, out: &mut Vec<Point>) -> 
         return Ok(());
     }
     if first >= mint {
-        out.push(Point::float(first, v));
+        out.push((first, v));
     }
     let mut last = first;
     let mut disorder = false;
@@ -302,7 +308,7 @@ fn decode_checked(chunk: &Chunk, mint: i64, maxt: i64, out: &mut Vec<Point>) -> 
             return false;
         }
         if t >= mint {
-            out.push(Point::float(t, v));
+            out.push((t, v));
         }
         true
     })
@@ -326,9 +332,10 @@ impl DeferredSamples for CheckedChunks {
                 continue;
             }
             let before = out.len();
+            raw.clear();
             match origin {
                 Some(origin) => {
-                    if let Err(message) = decode_checked(chunk, mint, maxt, out) {
+                    if let Err(message) = decode_checked(chunk, mint, maxt, &mut raw) {
                         out.truncate(start);
                         return Err(self
                             .failures
@@ -336,12 +343,11 @@ impl DeferredSamples for CheckedChunks {
                     }
                 }
                 None => {
-                    raw.clear();
                     gauntlet_tsdb::chunkenc::decode_xor_into(&chunk.data, mint, maxt, &mut raw)
                         .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
-                    out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
                 }
             }
+            out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
             if before > start && out.len() > before && out[before].t <= out[before - 1].t {
                 sorted = false;
             }
