@@ -944,6 +944,11 @@ async fn proxy_over(store: PluginStore) -> std::sync::Arc<gauntlet::query::proxy
     Arc::new(ProxyStore::new(endpoints, ProxyLimits::default()))
 }
 
+/// The hostile plugin answering with a chunk whose body ends early after a valid start.
+async fn corrupt_body_plugin(fx: &Fixture, name: &str) -> PluginStore {
+    hostile(fx, name, "[config]\nbehaviour = \"corrupt-chunk-body\"\n").await
+}
+
 /// A range query through the engine over `queryable`.
 async fn evaluate(
     queryable: &gauntlet::query::queryable::StoreQueryable,
@@ -978,12 +983,7 @@ async fn promql(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_chunks_fail_a_query_through_the_engine() {
     let fx = Fixture::new();
-    let store = hostile(
-        &fx,
-        "h-engine",
-        "[config]\nbehaviour = \"corrupt-chunk-body\"\n",
-    )
-    .await;
+    let store = corrupt_body_plugin(&fx, "h-engine").await;
     // Without partial response the engine's decode checks the chunk bodies.
     let err = promql(store.clone(), "corrupt_body", false)
         .await
@@ -1011,12 +1011,7 @@ async fn late_check_failures_under_partial_response_are_retried_with_checks_up_f
     use gauntlet::query::queryable::{QueryOptions, StoreQueryable};
 
     let fx = Fixture::new();
-    let store = hostile(
-        &fx,
-        "h-late",
-        "[config]\nbehaviour = \"corrupt-chunk-body\"\n",
-    )
-    .await;
+    let store = corrupt_body_plugin(&fx, "h-late").await;
     let proxy = proxy_over(store).await;
     for dedup in [false, true] {
         let options = QueryOptions {
@@ -1107,12 +1102,7 @@ async fn api_query_range(store: PluginStore, params: &[(&str, &str)]) -> (u16, s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_turns_a_late_check_failure_into_a_warning_or_an_error() {
     let fx = Fixture::new();
-    let store = hostile(
-        &fx,
-        "h-late-api",
-        "[config]\nbehaviour = \"corrupt-chunk-body\"\n",
-    )
-    .await;
+    let store = corrupt_body_plugin(&fx, "h-late-api").await;
     let range = [
         ("query", "corrupt_body"),
         ("start", "0"),
