@@ -501,7 +501,6 @@ fn decode_frames(
     warnings: &mut BTreeSet<String>,
     out: &mut Vec<Series>,
 ) -> Result<(), PluginError> {
-    let mut last_raw: Option<Vec<remote_read::Label>> = None;
     for frame in remote_read::FrameReader::new(body) {
         let frame = frame.map_err(|e| PluginError::Unavailable(e.to_string()))?;
         for series in frame.chunked_series {
@@ -524,32 +523,30 @@ fn decode_frames(
                     data: c.data,
                 })
             });
-            if last_raw.as_ref() == Some(&series.labels)
-                && let Some(previous) = out.last_mut()
+            let labels = series
+                .labels
+                .into_iter()
+                .map(|l| Label {
+                    name: l.name,
+                    value: l.value,
+                })
+                .collect();
+            let labels = with_external(labels, external);
+            // A series continued from the previous frame (or time slice) joins it.
+            if let Some(previous) = out.last_mut()
+                && compare_labels(&previous.labels, &labels) == std::cmp::Ordering::Equal
             {
                 if !skip_chunks {
                     previous.chunks.extend(chunks);
                 }
                 continue;
             }
-            let labels = series
-                .labels
-                .iter()
-                .map(|l| Label {
-                    name: l.name.clone(),
-                    value: l.value.clone(),
-                })
-                .collect();
             let chunks = if skip_chunks {
                 Vec::new()
             } else {
                 chunks.collect()
             };
-            last_raw = Some(series.labels);
-            out.push(Series {
-                labels: with_external(labels, external),
-                chunks,
-            });
+            out.push(Series { labels, chunks });
         }
     }
     Ok(())
