@@ -155,6 +155,12 @@ impl DeferredChecks {
         }
     }
 
+    /// Whether any store deferred a check (when none did, the selection is built as if there
+    /// were no scope).
+    pub fn any(&self) -> bool {
+        self.chunks.lock().is_ok_and(|chunks| !chunks.is_empty())
+    }
+
     /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`].
     /// A series that also holds native histogram chunks (merged from another store) is
     /// decoded eagerly by the querier: its deferred chunks are checked here in full, and the

@@ -156,13 +156,8 @@ impl Queryable for StoreQueryable {
                 .as_deref()
                 .is_some_and(is_counter_function);
             let mut warnings = fan_out.warnings;
-            let series = deduplicate(
-                fan_out.groups,
-                counter,
-                selection,
-                checks.as_deref(),
-                &mut warnings,
-            )?;
+            let checks = checks.as_deref().filter(|checks| checks.any());
+            let series = deduplicate(fan_out.groups, counter, selection, checks, &mut warnings)?;
             (series, warnings, fan_out.stats)
         } else {
             let select = self.proxy.select(&request, partial);
@@ -171,6 +166,7 @@ impl Queryable for StoreQueryable {
                 None => select.await,
             }
             .map_err(failed)?;
+            let checks = checks.filter(|checks| checks.any());
             let series = fan_out
                 .series
                 .into_iter()
