@@ -15,6 +15,7 @@ use gauntlet_proto::thanos::{self, AggrChunk, chunk::Encoding};
 use gauntlet_tsdb::chunkenc::XorIterator;
 
 use super::bindings::host::gauntlet::plugin::types::{Chunk, ChunkEncoding, Label, Series};
+use crate::query::deferred::read_checked;
 
 /// Limits on one batch.
 #[derive(Debug, Clone, Copy)]
@@ -101,43 +102,13 @@ fn check_chunk(chunk: &Chunk, deep: bool) -> Result<(), String> {
     if chunk.encoding != ChunkEncoding::Xor {
         return Ok(());
     }
-    let mut it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
     if it.num_samples() == 0 {
         return Err("empty XOR chunk".to_owned());
     }
-    if !deep {
-        // The first sample is cheap to read and says whether the declared range is a lie.
-        let first = it
-            .next_sample()
-            .map_err(|e| format!("corrupt XOR chunk: {e}"))?;
-        return match first {
-            Some((t, _)) if t < chunk.min_time || t > chunk.max_time => Err(format!(
-                "sample at {t} outside the chunk's range {}..={}",
-                chunk.min_time, chunk.max_time
-            )),
-            _ => Ok(()),
-        };
-    }
-    // The first sample outside the declared range or out of order, if any.
-    let mut last: Option<i64> = None;
-    let mut bad: Option<i64> = None;
-    it.for_each_sample(|t, _| {
-        if t < chunk.min_time || t > chunk.max_time || last.is_some_and(|l| t <= l) {
-            bad = Some(t);
-            return false;
-        }
-        last = Some(t);
-        true
-    })
-    .map_err(|e| format!("corrupt XOR chunk: {e}"))?;
-    match bad {
-        Some(t) if t < chunk.min_time || t > chunk.max_time => Err(format!(
-            "sample at {t} outside the chunk's range {}..={}",
-            chunk.min_time, chunk.max_time
-        )),
-        Some(t) => Err(format!("samples out of order at {t}")),
-        None => Ok(()),
-    }
+    // Without `deep`, only the first sample: cheap to read, and it says whether the declared
+    // range is a lie.
+    read_checked(it, (chunk.min_time, chunk.max_time), |_, _| deep)
 }
 
 impl SeriesValidator {

@@ -48,7 +48,7 @@ mod value;
 
 pub use engine::{CancelFlag, Engine, EngineOptions, parse_expr};
 pub use error::{QueryError, StorageError};
-pub(crate) use storage::merge_sorted_runs;
+pub(crate) use storage::decode_chunks;
 pub use storage::{
     Chunk, DeferredSamples, MatchKind, Matcher, MemoryQueryable, Queryable, SelectHints, Selection,
     SeriesData, SeriesSet, StoredSeries,

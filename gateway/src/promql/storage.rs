@@ -193,35 +193,57 @@ impl StoredSeries {
                 out.extend(s[from..].iter().take_while(|x| x.t <= maxt).cloned());
             }
             SeriesData::Deferred(d) => d.decode_into(mint, maxt, out)?,
-            SeriesData::Chunks(chunks) => {
-                let start = out.len();
-                let mut sorted = true;
-                let mut raw: Vec<(i64, f64)> = Vec::new();
-                for c in chunks {
-                    if c.max_time < mint || c.min_time > maxt {
-                        continue;
-                    }
-                    let before = out.len();
-                    raw.clear();
-                    decode_xor_into(&c.data, mint, maxt, &mut raw)
-                        .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
-                    out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
-                    if before > start && out.len() > before && out[before].t <= out[before - 1].t {
-                        sorted = false;
-                    }
-                }
-                if !sorted {
-                    merge_sorted_runs(out, start);
-                }
-            }
+            SeriesData::Chunks(chunks) => decode_chunks(
+                chunks.iter().map(|c| (c, ())),
+                (mint, maxt),
+                out,
+                |c, (), raw| {
+                    decode_xor_into(&c.data, mint, maxt, raw)
+                        .map_err(|e| StorageError(format!("decoding chunk: {e}")))
+                },
+            )?,
         }
         Ok(())
     }
 }
 
+/// Appends the samples within `[mint, maxt]` of XOR chunks in time order (possibly
+/// overlapping) to `out`, in time order, the first sample of a timestamp kept. Each chunk
+/// that overlaps the window goes through `decode` (with what came with it), which writes its
+/// samples in the window as `(t, v)` pairs. On an error `out` is left as it was.
+pub(crate) fn decode_chunks<'c, X>(
+    chunks: impl IntoIterator<Item = (&'c Chunk, X)>,
+    (mint, maxt): (i64, i64),
+    out: &mut Vec<Point>,
+    mut decode: impl FnMut(&Chunk, X, &mut Vec<(i64, f64)>) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let start = out.len();
+    let mut sorted = true;
+    let mut raw: Vec<(i64, f64)> = Vec::new();
+    for (chunk, with) in chunks {
+        if chunk.max_time < mint || chunk.min_time > maxt {
+            continue;
+        }
+        raw.clear();
+        if let Err(e) = decode(chunk, with, &mut raw) {
+            out.truncate(start);
+            return Err(e);
+        }
+        let before = out.len();
+        out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
+        if before > start && out.len() > before && out[before].t <= out[before - 1].t {
+            sorted = false;
+        }
+    }
+    if !sorted {
+        merge_sorted_runs(out, start);
+    }
+    Ok(())
+}
+
 /// Puts `out[start..]` (runs of samples each in time order, e.g. one per chunk) in time order;
 /// of equal timestamps the first one appended is kept.
-pub(crate) fn merge_sorted_runs(out: &mut Vec<Point>, start: usize) {
+fn merge_sorted_runs(out: &mut Vec<Point>, start: usize) {
     out[start..].sort_by_key(|x| x.t);
     let mut w = start;
     for r in start..out.len() {

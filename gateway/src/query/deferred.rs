@@ -31,7 +31,7 @@ use gauntlet_proto::thanos::chunk::Encoding;
 use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::chunkenc::XorIterator;
 
-use crate::promql::{Chunk, DeferredSamples, Point, SeriesData, StorageError};
+use crate::promql::{Chunk, DeferredSamples, Point, SeriesData, StorageError, decode_chunks};
 
 /// The store a deferred chunk came from: turns a failed check into the store's error.
 pub trait ChunkOrigin: std::fmt::Debug + Send + Sync {
@@ -170,24 +170,9 @@ impl DeferredChecks {
         labels: &Labels,
         chunks: Vec<AggrChunk>,
     ) -> Result<Deferral, StorageError> {
-        let Ok(deferred) = self.chunks.lock() else {
+        let Some(origins) = self.origins(&chunks) else {
             return Ok(Deferral::Plain(chunks));
         };
-        if deferred.is_empty() {
-            return Ok(Deferral::Plain(chunks));
-        }
-        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = chunks
-            .iter()
-            .map(|c| {
-                c.raw
-                    .as_ref()
-                    .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
-            })
-            .collect();
-        drop(deferred);
-        if origins.iter().all(Option::is_none) {
-            return Ok(Deferral::Plain(chunks));
-        }
         let xor_only = chunks.iter().all(|c| {
             c.raw
                 .as_ref()
@@ -222,23 +207,27 @@ impl DeferredChecks {
     /// Checks the bodies of the deferred chunks among `chunks` in full, now: for series the
     /// querier decodes by other means (replicas merged, native histograms).
     pub fn check_now(&self, labels: &Labels, chunks: &[AggrChunk]) -> Result<(), StorageError> {
-        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = {
-            let Ok(deferred) = self.chunks.lock() else {
-                return Ok(());
-            };
-            if deferred.is_empty() {
-                return Ok(());
-            }
-            chunks
-                .iter()
-                .map(|c| {
-                    c.raw
-                        .as_ref()
-                        .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
-                })
-                .collect()
-        };
-        self.check_all(labels, chunks, &origins)
+        match self.origins(chunks) {
+            Some(origins) => self.check_all(labels, chunks, &origins),
+            None => Ok(()),
+        }
+    }
+
+    /// The store each of `chunks` was deferred by; `None` when none was.
+    fn origins(&self, chunks: &[AggrChunk]) -> Option<Vec<Option<Arc<dyn ChunkOrigin>>>> {
+        let deferred = self.chunks.lock().ok()?;
+        if deferred.is_empty() {
+            return None;
+        }
+        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = chunks
+            .iter()
+            .map(|c| {
+                c.raw
+                    .as_ref()
+                    .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
+            })
+            .collect();
+        origins.iter().any(Option::is_some).then_some(origins)
     }
 
     fn check_all(
@@ -273,34 +262,26 @@ pub struct CheckedChunks {
     failures: Failures,
 }
 
-/// Decodes the samples of `chunk` within `[mint, maxt]` into `out`, checking each sample read
-/// against the chunk's declared range and order: the first one against both ends, the others
-/// only against their predecessor (strictly increasing), and the last one read against the
-/// end; so one comparison per sample. Samples go to `(t, v)` pairs, as the unchecked decode
-/// writes them, and become points in one pass afterwards.
-fn decode_checked(
-    chunk: &Chunk,
-    mint: i64,
-    maxt: i64,
-    out: &mut Vec<(i64, f64)>,
+/// Reads the samples of an XOR chunk declared to span `[lo, hi]`, handing each to `keep`
+/// until it returns false, and checks every sample read: the first against both ends, the
+/// others against their predecessor (strictly increasing), and the last one read against the
+/// end; so one comparison per sample. The error says what is wrong with the chunk. Shared by
+/// the deferred checks and a plugin answer's up-front checks (`plugin::validate`).
+pub(crate) fn read_checked(
+    mut it: XorIterator<'_>,
+    (lo, hi): (i64, i64),
+    mut keep: impl FnMut(i64, f64) -> bool,
 ) -> Result<(), String> {
     let corrupt = |e: gauntlet_tsdb::chunkenc::ChunkError| format!("corrupt XOR chunk: {e}");
-    let (lo, hi) = (chunk.min_time, chunk.max_time);
     let outside = |t: i64| format!("sample at {t} outside the chunk's range {lo}..={hi}");
-    let mut it = XorIterator::new(&chunk.data).map_err(corrupt)?;
-    // The header is untrusted: never reserve more than the bits left could hold.
-    out.reserve(it.num_samples().min(chunk.data.len() * 8));
     let Some((first, v)) = it.next_sample().map_err(corrupt)? else {
         return Ok(());
     };
     if first < lo || first > hi {
         return Err(outside(first));
     }
-    if first > maxt {
+    if !keep(first, v) {
         return Ok(());
-    }
-    if first >= mint {
-        out.push((first, v));
     }
     let mut last = first;
     let mut disorder = false;
@@ -310,13 +291,7 @@ fn decode_checked(
             return false;
         }
         last = t;
-        if t > maxt {
-            return false;
-        }
-        if t >= mint {
-            out.push((t, v));
-        }
-        true
+        keep(t, v)
     })
     .map_err(corrupt)?;
     if disorder {
@@ -328,40 +303,44 @@ fn decode_checked(
     Ok(())
 }
 
+/// Decodes the samples of `chunk` within `[mint, maxt]` into `out` as `(t, v)` pairs (as the
+/// unchecked decode writes them), checking them as [`read_checked`] does.
+fn decode_checked(
+    chunk: &Chunk,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), String> {
+    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    // The header is untrusted: never reserve more than the bits left could hold.
+    out.reserve(it.num_samples().min(chunk.data.len() * 8));
+    read_checked(it, (chunk.min_time, chunk.max_time), |t, v| {
+        if t > maxt {
+            return false;
+        }
+        if t >= mint {
+            out.push((t, v));
+        }
+        true
+    })
+}
+
 impl DeferredSamples for CheckedChunks {
     fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError> {
-        let start = out.len();
-        let mut sorted = true;
-        let mut raw: Vec<(i64, f64)> = Vec::new();
-        for (chunk, origin) in &self.chunks {
-            if chunk.max_time < mint || chunk.min_time > maxt {
-                continue;
-            }
-            let before = out.len();
-            raw.clear();
-            match origin {
-                Some(origin) => {
-                    if let Err(message) = decode_checked(chunk, mint, maxt, &mut raw) {
-                        out.truncate(start);
-                        return Err(self
-                            .failures
-                            .refuse(origin.as_ref(), &self.labels, &message));
-                    }
-                }
-                None => {
-                    gauntlet_tsdb::chunkenc::decode_xor_into(&chunk.data, mint, maxt, &mut raw)
-                        .map_err(|e| StorageError(format!("decoding chunk: {e}")))?;
-                }
-            }
-            out.extend(raw.iter().map(|&(t, v)| Point::float(t, v)));
-            if before > start && out.len() > before && out[before].t <= out[before - 1].t {
-                sorted = false;
-            }
-        }
-        if !sorted {
-            crate::promql::merge_sorted_runs(out, start);
-        }
-        Ok(())
+        let chunks = self.chunks.iter().map(|(chunk, origin)| (chunk, origin));
+        decode_chunks(
+            chunks,
+            (mint, maxt),
+            out,
+            |chunk, origin, raw| match origin {
+                Some(origin) => decode_checked(chunk, mint, maxt, raw).map_err(|message| {
+                    self.failures
+                        .refuse(origin.as_ref(), &self.labels, &message)
+                }),
+                None => gauntlet_tsdb::chunkenc::decode_xor_into(&chunk.data, mint, maxt, raw)
+                    .map_err(|e| StorageError(format!("decoding chunk: {e}"))),
+            },
+        )
     }
 }
 
