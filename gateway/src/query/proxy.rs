@@ -365,17 +365,16 @@ async fn collect(
 
 impl ProxyLimits {
     fn check(&self, series: u64, samples: u64) -> Result<(), StoreError> {
-        let limits = self;
-        if limits.series_per_store > 0 && series > limits.series_per_store {
+        if self.series_per_store > 0 && series > self.series_per_store {
             return Err(StoreError::ResourceExhausted(format!(
                 "more than {} series in one answer (--store.limits.request-series)",
-                limits.series_per_store
+                self.series_per_store
             )));
         }
-        if limits.samples_per_store > 0 && samples > limits.samples_per_store {
+        if self.samples_per_store > 0 && samples > self.samples_per_store {
             return Err(StoreError::ResourceExhausted(format!(
                 "more than {} samples in one answer (--store.limits.request-samples)",
-                limits.samples_per_store
+                self.samples_per_store
             )));
         }
         Ok(())
@@ -463,9 +462,7 @@ fn group_replicas(series: Vec<WireSeries>, replica_labels: &[&str]) -> Vec<Repli
                 drop(stripped);
                 let same_replica = done.last().is_some_and(|previous| previous.0 == *labels);
                 if same_replica && let Some(last) = group.replicas.last_mut() {
-                    last.extend(chunks);
-                    last.sort_by_key(|c| (c.min_time, c.max_time));
-                    last.dedup();
+                    join_chunks(last, chunks);
                 } else {
                     group.replicas.push(chunks);
                 }
@@ -519,15 +516,18 @@ fn merge_series(mut all: Vec<(Labels, Vec<AggrChunk>)>) -> Vec<(Labels, Vec<Aggr
     let mut merged: Vec<(Labels, Vec<AggrChunk>)> = Vec::with_capacity(all.len());
     for (labels, chunks) in all {
         match merged.last_mut() {
-            Some((last, last_chunks)) if *last == labels => {
-                last_chunks.extend(chunks);
-                last_chunks.sort_by_key(|c| (c.min_time, c.max_time));
-                last_chunks.dedup();
-            }
+            Some((last, last_chunks)) if *last == labels => join_chunks(last_chunks, chunks),
             _ => merged.push((labels, chunks)),
         }
     }
     merged
+}
+
+/// Adds the chunks of the same series from another store: time order, exact duplicates removed.
+fn join_chunks(into: &mut Vec<AggrChunk>, chunks: Vec<AggrChunk>) {
+    into.extend(chunks);
+    into.sort_by_key(|c| (c.min_time, c.max_time));
+    into.dedup();
 }
 
 #[async_trait]
