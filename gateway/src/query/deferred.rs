@@ -134,9 +134,13 @@ impl DeferredChecks {
         }
     }
 
-    /// Runs `f` (a fan-out) with deferred checks allowed for the stores it asks.
-    pub async fn scope<F: Future>(self: &Arc<Self>, f: F) -> F::Output {
-        CURRENT.scope(self.clone(), f).await
+    /// Runs `f` (a fan-out) with deferred checks allowed for the stores it asks, when there
+    /// are `checks`.
+    pub async fn scope<F: Future>(checks: Option<&Arc<Self>>, f: F) -> F::Output {
+        match checks {
+            Some(checks) => CURRENT.scope(checks.clone(), f).await,
+            None => f.await,
+        }
     }
 
     /// The checks of the fan-out being run, when deferred checks are allowed. Call it from

@@ -217,11 +217,7 @@ impl ProxyStore {
             let checks = checks.clone();
             tasks.spawn(async move {
                 let answer = ask(limits, &endpoint, request);
-                let answer = match checks {
-                    Some(checks) => checks.scope(answer).await,
-                    None => answer.await,
-                };
-                (index, answer)
+                (index, DeferredChecks::scope(checks.as_ref(), answer).await)
             });
         }
         let mut answers: Vec<Option<Answer>> = endpoints.iter().map(|_| None).collect();

@@ -14,7 +14,7 @@ use gauntlet_proto::thanos::{
     AggrChunk, Func, Grouping, PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
 use gauntlet_tsdb::histogram_chunk::decode_histogram_chunk;
-use gauntlet_tsdb::{is_stale_nan, stale_nan};
+use gauntlet_tsdb::{Labels, is_stale_nan, stale_nan};
 
 use super::dedup::{ReplicaChunks, is_counter_function};
 use super::deferred::{Deferral, DeferredChecks};
@@ -145,11 +145,9 @@ impl Queryable for StoreQueryable {
             let select = self
                 .proxy
                 .select_replicas(&request, partial, &replica_labels);
-            let fan_out = match &checks {
-                Some(checks) => checks.scope(select).await,
-                None => select.await,
-            }
-            .map_err(failed)?;
+            let fan_out = DeferredChecks::scope(checks.as_ref(), select)
+                .await
+                .map_err(failed)?;
             let counter = selection
                 .hints
                 .func
@@ -161,23 +159,15 @@ impl Queryable for StoreQueryable {
             (series, warnings, fan_out.stats)
         } else {
             let select = self.proxy.select(&request, partial);
-            let fan_out = match &checks {
-                Some(checks) => checks.scope(select).await,
-                None => select.await,
-            }
-            .map_err(failed)?;
-            let checks = checks.filter(|checks| checks.any());
+            let fan_out = DeferredChecks::scope(checks.as_ref(), select)
+                .await
+                .map_err(failed)?;
+            let checks = checks.as_deref().filter(|checks| checks.any());
             let series = fan_out
                 .series
                 .into_iter()
                 .map(|(labels, chunks)| {
-                    let data = match &checks {
-                        Some(checks) => match checks.series_data(&labels, chunks)? {
-                            Deferral::Checked(data) => data,
-                            Deferral::Plain(chunks) => series_data(chunks, selection)?,
-                        },
-                        None => series_data(chunks, selection)?,
-                    };
+                    let data = checked_series_data(checks, &labels, chunks, selection)?;
                     Ok(StoredSeries { labels, data })
                 })
                 .collect::<Result<_, StorageError>>()?;
@@ -206,6 +196,23 @@ fn series_data(chunks: Vec<AggrChunk>, selection: &Selection) -> Result<SeriesDa
         return decode_points(&chunks, selection).map(SeriesData::Points);
     }
     Ok(SeriesData::Chunks(xor_chunks(chunks)))
+}
+
+/// [`series_data`], with the bodies of chunks a store deferred (`checks`) checked as the
+/// engine decodes them.
+fn checked_series_data(
+    checks: Option<&DeferredChecks>,
+    labels: &Labels,
+    chunks: Vec<AggrChunk>,
+    selection: &Selection,
+) -> Result<SeriesData, StorageError> {
+    match checks {
+        Some(checks) => match checks.series_data(labels, chunks)? {
+            Deferral::Checked(data) => Ok(data),
+            Deferral::Plain(chunks) => series_data(chunks, selection),
+        },
+        None => series_data(chunks, selection),
+    }
 }
 
 /// The XOR chunks of a float series.
@@ -305,13 +312,7 @@ fn deduplicate(
     {
         if replicas.len() == 1 {
             let chunks = replicas.pop().unwrap_or_default();
-            let data = match checks {
-                Some(checks) => match checks.series_data(&labels, chunks)? {
-                    Deferral::Checked(data) => data,
-                    Deferral::Plain(chunks) => series_data(chunks, selection)?,
-                },
-                None => series_data(chunks, selection)?,
-            };
+            let data = checked_series_data(checks, &labels, chunks, selection)?;
             out.push(StoredSeries { labels, data });
             continue;
         }
