@@ -380,16 +380,25 @@ mod tests {
         }
     }
 
-    fn deferred(chunks: &[AggrChunk]) -> SeriesData {
-        let checks = DeferredChecks::default();
-        let origin: Arc<dyn ChunkOrigin> = Arc::new(Named);
+    /// Registers the chunks as deferred by `origin`.
+    fn defer_all<'a>(
+        checks: &DeferredChecks,
+        origin: &Arc<dyn ChunkOrigin>,
+        chunks: impl IntoIterator<Item = &'a AggrChunk>,
+    ) {
         checks.defer(
-            &origin,
+            origin,
             chunks
-                .iter()
+                .into_iter()
                 .filter_map(|c| c.raw.as_ref())
                 .map(|r| &r.data),
         );
+    }
+
+    fn deferred(chunks: &[AggrChunk]) -> SeriesData {
+        let checks = DeferredChecks::default();
+        let origin: Arc<dyn ChunkOrigin> = Arc::new(Named);
+        defer_all(&checks, &origin, chunks.iter());
         let labels = Labels::from_pairs(&[("__name__", "m")]);
         match checks.series_data(&labels, chunks.to_vec()).unwrap() {
             Deferral::Checked(data) => data,
@@ -437,13 +446,7 @@ mod tests {
         if let Some(raw) = corrupt.raw.as_mut() {
             raw.data = bytes::Bytes::from_static(&[0, 200, 1, 2, 3]);
         }
-        checks.defer(
-            &origin,
-            [&good, &corrupt]
-                .into_iter()
-                .filter_map(|c| c.raw.as_ref())
-                .map(|r| &r.data),
-        );
+        defer_all(&checks, &origin, [&good, &corrupt]);
         let histogram = AggrChunk {
             min_time: 10,
             max_time: 20,
@@ -515,13 +518,7 @@ mod tests {
         let origin: Arc<dyn ChunkOrigin> = counting.clone();
         let good = xor(&[(1, 1.0), (2, 2.0)]);
         let bad = corrupt(xor(&[(3, 1.0), (4, 2.0)]));
-        checks.defer(
-            &origin,
-            [&good, &bad]
-                .into_iter()
-                .filter_map(|c| c.raw.as_ref())
-                .map(|r| &r.data),
-        );
+        defer_all(&checks, &origin, [&good, &bad]);
         let labels = Labels::from_pairs(&[("__name__", "m")]);
         // A good series decodes and flags nothing.
         let Deferral::Checked(data) = checks.series_data(&labels, vec![good]).unwrap() else {
@@ -553,13 +550,7 @@ mod tests {
         lying.max_time = 150;
         let bad = corrupt(xor(&[(3, 1.0), (4, 2.0)]));
         let never_deferred = corrupt(xor(&[(5, 1.0)]));
-        checks.defer(
-            &origin,
-            [&good, &lying, &bad]
-                .into_iter()
-                .filter_map(|c| c.raw.as_ref())
-                .map(|r| &r.data),
-        );
+        defer_all(&checks, &origin, [&good, &lying, &bad]);
         let labels = Labels::from_pairs(&[("__name__", "m")]);
         checks.check_now(&labels, &[good]).unwrap();
         // Chunks no store deferred are not this check's business.
