@@ -949,6 +949,19 @@ async fn corrupt_body_plugin(fx: &Fixture, name: &str) -> PluginStore {
     hostile(fx, name, "[config]\nbehaviour = \"corrupt-chunk-body\"\n").await
 }
 
+/// Asserts that one of the answer's warnings contains every one of `parts`.
+#[track_caller]
+fn assert_warns(answer: &gauntlet::promql::QueryResult, parts: &[&str]) {
+    assert!(
+        answer
+            .warnings
+            .iter()
+            .any(|w| parts.iter().all(|part| w.contains(part))),
+        "no warning with {parts:?}: {:?}",
+        answer.warnings
+    );
+}
+
 /// A range query through the engine over `queryable`.
 async fn evaluate(
     queryable: &gauntlet::query::queryable::StoreQueryable,
@@ -995,14 +1008,7 @@ async fn corrupt_chunks_fail_a_query_through_the_engine() {
     let answer = promql(store, "corrupt_body", true)
         .await
         .expect("partial answer");
-    assert!(
-        answer
-            .warnings
-            .iter()
-            .any(|w| w.contains("corrupt XOR chunk")),
-        "{:?}",
-        answer.warnings
-    );
+    assert_warns(&answer, &["corrupt XOR chunk"]);
     assert_eq!(malformed("h-engine"), 2.0);
 }
 
@@ -1040,14 +1046,7 @@ async fn late_check_failures_under_partial_response_are_retried_with_checks_up_f
         let answer = evaluate(&lazy.checked_up_front(), "corrupt_body")
             .await
             .expect("partial answer");
-        assert!(
-            answer
-                .warnings
-                .iter()
-                .any(|w| w.contains("plugin h-late") && w.contains("corrupt XOR chunk")),
-            "dedup {dedup}: {:?}",
-            answer.warnings
-        );
+        assert_warns(&answer, &["plugin h-late", "corrupt XOR chunk"]);
         assert_eq!(malformed("h-late"), before + 1.0, "dedup {dedup}");
         // A good answer is not flagged.
         let good = StoreQueryable::new(
@@ -1162,13 +1161,6 @@ async fn fail_open_plugins_are_skipped_through_the_engine() {
     let answer = promql(store, "corrupt_body", false)
         .await
         .expect("fail-open answers");
-    assert!(
-        answer
-            .warnings
-            .iter()
-            .any(|w| w.contains("store plugin h-engine-open skipped (fail-open)")),
-        "{:?}",
-        answer.warnings
-    );
+    assert_warns(&answer, &["store plugin h-engine-open skipped (fail-open)"]);
     assert_eq!(malformed("h-engine-open"), 1.0);
 }
