@@ -30,6 +30,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         ".prometheus_copy.Chunk.data",
     ]);
 
+    // A downsampled chunk's aggregates are rare; boxed, they keep every raw chunk at a third
+    // of the size (304 → 104 bytes), which is most of the memory an answer's structs take.
+    for aggregate in ["count", "sum", "min", "max", "counter"] {
+        config.boxed(format!(".thanos.AggrChunk.{aggregate}"));
+    }
+
     let protos: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     let includes = [root, protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()

@@ -128,7 +128,7 @@ fn chunk_fields() {
         min_time: 1,
         max_time: 2,
         raw: Some(Chunk::default()),
-        counter: Some(Chunk::default()),
+        counter: Some(Box::new(Chunk::default())),
         ..Default::default()
     };
     assert_eq!(
@@ -277,4 +277,12 @@ fn truncated_input_is_an_error() {
     assert!(thanos::Series::decode(&huge[..]).is_err());
     assert!(SeriesResponse::decode(&huge[..]).is_err());
     assert!(ChunkedReadResponse::decode(&huge[..]).is_err());
+}
+
+/// Answers hold one `AggrChunk` per chunk: the rarely used aggregates are boxed so that a raw
+/// chunk does not carry five inline `Chunk`s.
+#[test]
+fn aggr_chunk_stays_small() {
+    let size = std::mem::size_of::<AggrChunk>();
+    assert!(size <= 2 * 8 + std::mem::size_of::<Chunk>() + 5 * 8, "{size} bytes");
 }
