@@ -219,7 +219,7 @@ fn only_xor(chunks: &[Chunk]) -> bool {
 /// unchecked: those of a series made of XOR chunks only.
 ///
 /// [`deferring_xor_bodies`]: SeriesValidator::deferring_xor_bodies
-pub fn deferred_xor_bodies(series: &thanos::Series) -> impl Iterator<Item = &bytes::Bytes> {
+pub fn deferred_xor_bodies(series: &thanos::Series) -> impl Iterator<Item = &bytes::Bytes> + Clone {
     let xor = series.chunks.iter().all(|c| {
         c.raw
             .as_ref()

@@ -78,8 +78,29 @@ impl Hasher for AddressHasher {
 /// it would then merely be checked too.)
 #[derive(Debug, Default)]
 pub struct DeferredChecks {
-    chunks: Mutex<ByAddress>,
+    chunks: Mutex<Registry>,
     failures: Failures,
+}
+
+/// The deferred chunks, each with the index of its store among `origins`: a chunk costs a
+/// map entry, not a reference count on its store.
+#[derive(Debug, Default)]
+struct Registry {
+    chunks: ByAddress,
+    origins: Vec<Arc<dyn ChunkOrigin>>,
+    /// `origins` as shared with the series built from them; rebuilt when an origin is added.
+    shared: Option<Origins>,
+}
+
+/// The stores chunks were deferred by, in registration order.
+type Origins = Arc<[Arc<dyn ChunkOrigin>]>;
+
+impl Registry {
+    fn shared(&mut self) -> Origins {
+        self.shared
+            .get_or_insert_with(|| self.origins.iter().cloned().collect())
+            .clone()
+    }
 }
 
 /// How a failed check of a deferred chunk is reported.
@@ -107,8 +128,8 @@ impl Failures {
     }
 }
 
-/// Origins by chunk (address, length).
-type ByAddress = HashMap<(usize, usize), Arc<dyn ChunkOrigin>, BuildHasherDefault<AddressHasher>>;
+/// Index of the origin by chunk (address, length).
+type ByAddress = HashMap<(usize, usize), u32, BuildHasherDefault<AddressHasher>>;
 
 fn key(data: &Bytes) -> (usize, usize) {
     (data.as_ptr() as usize, data.len())
@@ -151,18 +172,39 @@ impl DeferredChecks {
 
     /// Registers XOR chunk bodies whose headers were checked and whose bodies the engine's
     /// decode is to check, with the store they came from.
-    pub fn defer<'a>(&self, origin: &Arc<dyn ChunkOrigin>, data: impl Iterator<Item = &'a Bytes>) {
-        if let Ok(mut chunks) = self.chunks.lock() {
-            for data in data {
-                chunks.insert(key(data), origin.clone());
+    pub fn defer<'a>(
+        &self,
+        origin: &Arc<dyn ChunkOrigin>,
+        data: impl Iterator<Item = &'a Bytes> + Clone,
+    ) {
+        let Ok(mut registry) = self.chunks.lock() else {
+            return;
+        };
+        let index = match registry.origins.iter().position(|o| Arc::ptr_eq(o, origin)) {
+            Some(index) => index,
+            None => {
+                registry.origins.push(origin.clone());
+                registry.shared = None;
+                registry.origins.len() - 1
             }
+        };
+        let Ok(index) = u32::try_from(index) else {
+            return;
+        };
+        // Room for the whole batch at once: growing the map entry by entry cost more than
+        // the inserts.
+        registry.chunks.reserve(data.clone().count());
+        for data in data {
+            registry.chunks.insert(key(data), index);
         }
     }
 
     /// Whether any store deferred a check (when none did, the selection is built as if there
     /// were no scope).
     pub fn any(&self) -> bool {
-        self.chunks.lock().is_ok_and(|chunks| !chunks.is_empty())
+        self.chunks
+            .lock()
+            .is_ok_and(|registry| !registry.chunks.is_empty())
     }
 
     /// The engine's view of a series when some of its chunks were deferred: [`CheckedChunks`].
@@ -174,7 +216,7 @@ impl DeferredChecks {
         labels: &Labels,
         chunks: Vec<AggrChunk>,
     ) -> Result<Deferral, StorageError> {
-        let Some(origins) = self.origins(&chunks) else {
+        let Some((origins, indexes)) = self.origins(&chunks) else {
             return Ok(Deferral::Plain(chunks));
         };
         let xor_only = chunks.iter().all(|c| {
@@ -183,12 +225,12 @@ impl DeferredChecks {
                 .is_none_or(|raw| raw.r#type == Encoding::Xor as i32)
         });
         if !xor_only {
-            self.check_all(labels, &chunks, &origins)?;
+            self.check_all(labels, &chunks, &origins, &indexes)?;
             return Ok(Deferral::Plain(chunks));
         }
         let chunks = chunks
             .into_iter()
-            .zip(origins)
+            .zip(indexes)
             .filter_map(|(chunk, origin)| {
                 let raw = chunk.raw?;
                 let chunk = Chunk {
@@ -203,6 +245,7 @@ impl DeferredChecks {
             CheckedChunks {
                 labels: labels.clone(),
                 chunks,
+                origins,
                 failures: self.failures.clone(),
             },
         ))))
@@ -212,36 +255,42 @@ impl DeferredChecks {
     /// querier decodes by other means (replicas merged, native histograms).
     pub fn check_now(&self, labels: &Labels, chunks: &[AggrChunk]) -> Result<(), StorageError> {
         match self.origins(chunks) {
-            Some(origins) => self.check_all(labels, chunks, &origins),
+            Some((origins, indexes)) => self.check_all(labels, chunks, &origins, &indexes),
             None => Ok(()),
         }
     }
 
-    /// The store each of `chunks` was deferred by; `None` when none was.
-    fn origins(&self, chunks: &[AggrChunk]) -> Option<Vec<Option<Arc<dyn ChunkOrigin>>>> {
-        let deferred = self.chunks.lock().ok()?;
-        if deferred.is_empty() {
+    /// The stores chunks were deferred by, and the index among them of the store each of
+    /// `chunks` was deferred by; `None` when none was.
+    fn origins(&self, chunks: &[AggrChunk]) -> Option<(Origins, Vec<Option<u32>>)> {
+        let mut registry = self.chunks.lock().ok()?;
+        if registry.chunks.is_empty() {
             return None;
         }
-        let origins: Vec<Option<Arc<dyn ChunkOrigin>>> = chunks
+        let indexes: Vec<Option<u32>> = chunks
             .iter()
             .map(|c| {
                 c.raw
                     .as_ref()
-                    .and_then(|raw| deferred.get(&key(&raw.data)).cloned())
+                    .and_then(|raw| registry.chunks.get(&key(&raw.data)).copied())
             })
             .collect();
-        origins.iter().any(Option::is_some).then_some(origins)
+        indexes
+            .iter()
+            .any(Option::is_some)
+            .then(|| (registry.shared(), indexes))
     }
 
     fn check_all(
         &self,
         labels: &Labels,
         chunks: &[AggrChunk],
-        origins: &[Option<Arc<dyn ChunkOrigin>>],
+        origins: &[Arc<dyn ChunkOrigin>],
+        indexes: &[Option<u32>],
     ) -> Result<(), StorageError> {
         let mut scratch = Vec::new();
-        for (chunk, origin) in chunks.iter().zip(origins) {
+        for (chunk, index) in chunks.iter().zip(indexes) {
+            let origin = index.and_then(|i| origins.get(i as usize));
             if let (Some(origin), Some(raw)) = (origin, &chunk.raw) {
                 let chunk = Chunk {
                     min_time: chunk.min_time,
@@ -262,7 +311,9 @@ impl DeferredChecks {
 #[derive(Debug)]
 pub struct CheckedChunks {
     labels: Labels,
-    chunks: Vec<(Chunk, Option<Arc<dyn ChunkOrigin>>)>,
+    /// Each chunk with the index among `origins` of the store that deferred it, if one did.
+    chunks: Vec<(Chunk, Option<u32>)>,
+    origins: Origins,
     failures: Failures,
 }
 
@@ -331,7 +382,10 @@ fn decode_checked(
 
 impl DeferredSamples for CheckedChunks {
     fn decode_into(&self, mint: i64, maxt: i64, out: &mut Vec<Point>) -> Result<(), StorageError> {
-        let chunks = self.chunks.iter().map(|(chunk, origin)| (chunk, origin));
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|(chunk, index)| (chunk, index.and_then(|i| self.origins.get(i as usize))));
         decode_chunks(
             chunks,
             (mint, maxt),
@@ -384,7 +438,7 @@ mod tests {
     fn defer_all<'a>(
         checks: &DeferredChecks,
         origin: &Arc<dyn ChunkOrigin>,
-        chunks: impl IntoIterator<Item = &'a AggrChunk>,
+        chunks: impl IntoIterator<Item = &'a AggrChunk, IntoIter: Clone>,
     ) {
         checks.defer(
             origin,
