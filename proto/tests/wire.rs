@@ -284,5 +284,8 @@ fn truncated_input_is_an_error() {
 #[test]
 fn aggr_chunk_stays_small() {
     let size = std::mem::size_of::<AggrChunk>();
-    assert!(size <= 2 * 8 + std::mem::size_of::<Chunk>() + 5 * 8, "{size} bytes");
+    assert!(
+        size <= 2 * 8 + std::mem::size_of::<Chunk>() + 5 * 8,
+        "{size} bytes"
+    );
 }
