@@ -6,7 +6,8 @@
 //!
 //! The last rows are a PromQL range query (`sum(rate(bench[5m]))` over the whole data set)
 //! evaluated through the querier's proxy over the plugin store and over the native store, with
-//! full and with header-only chunk checks.
+//! full and with header-only chunk checks: three pairs of runs per `selects`, each pair the
+//! plugin then the native store; medians of each, and the median of the pairs' ratios.
 //!
 //! It uses the `hostile` guest's `synthetic` behaviour (precomputed series) so that the
 //! numbers measure the boundary, not the guest's encoder. It never touches the network.
@@ -74,6 +75,20 @@ pub struct BenchRow {
     pub unit: &'static str,
     /// The same measured natively in the same run, when there is a native counterpart.
     pub baseline: Option<f64>,
+    /// For figures measured in pairs (plugin, then native, over and over): the median of the
+    /// pairs' ratios, which a machine whose speed drifts affects less than the ratio of the
+    /// medians. Otherwise the ratio is `value / baseline`.
+    pub paired_ratio: Option<f64>,
+}
+
+impl BenchRow {
+    /// The ratio to the native baseline.
+    pub fn ratio(&self) -> Option<f64> {
+        self.paired_ratio.or(match self.baseline {
+            Some(b) if b > 0.0 => Some(self.value / b),
+            _ => None,
+        })
+    }
 }
 
 /// The benchmark's result; `Display` prints the table.
@@ -115,10 +130,8 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(f, "|{:-<60}|{:->16}|{:->17}|{:->9}|", "", "", "", "")?;
         for row in &self.rows {
-            let (baseline, ratio) = match row.baseline {
-                Some(b) if b > 0.0 => (human(b, row.unit), format!("{:.2}", row.value / b)),
-                _ => ("-".to_owned(), "-".to_owned()),
-            };
+            let baseline = row.baseline.map_or("-".to_owned(), |b| human(b, row.unit));
+            let ratio = row.ratio().map_or("-".to_owned(), |r| format!("{r:.2}"));
             writeln!(
                 f,
                 "| {:<58} | {:>14} | {:>15} | {:>7} |",
@@ -283,12 +296,14 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
         value: call_ns,
         unit: "ns",
         baseline: None,
+        paired_ratio: None,
     });
     report.rows.push(BenchRow {
         name: "instantiate from InstancePre + init, per instance".to_owned(),
         value: instantiate_us,
         unit: "µs",
         baseline: None,
+        paired_ratio: None,
     });
     let store = slot.store();
     let started = Instant::now();
@@ -317,6 +332,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
         value: info_us,
         unit: "µs",
         baseline: Some(native_info_us),
+        paired_ratio: None,
     });
 
     // Throughput of series batches as XOR chunks, with full and header-only chunk checks.
@@ -358,11 +374,11 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
             .map_err(to_host)?;
         let checks = if limits.is_empty() { "full" } else { "header" };
         let span_ms = (config.samples_per_series.max(2) as i64 - 1) * 15_000;
-        let (plugin_ms, native_ms) = promql_range_ms(
+        let (plugin_ms, native_ms, paired_ratio) = promql_range_ms(
             Arc::new(plugin_store.clone()),
             Arc::new(native.clone()),
             span_ms,
-            config.selects,
+            config.selects.max(1) * PROMQL_RUNS_PER_SELECT,
         )
         .await?;
         promql_rows.push(BenchRow {
@@ -373,6 +389,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
             value: plugin_ms,
             unit: "ms",
             baseline: Some(native_ms),
+            paired_ratio: Some(paired_ratio),
         });
         report.rows.push(BenchRow {
             name: format!(
@@ -382,6 +399,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
             value: plugin_rate,
             unit: "/s",
             baseline: Some(native_rate),
+            paired_ratio: None,
         });
     }
     report.rows.extend(promql_rows);
@@ -389,14 +407,18 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
     Ok(report)
 }
 
+/// PromQL pairs run per `selects`: a query is short, and its ratio is the figure with a goal.
+const PROMQL_RUNS_PER_SELECT: usize = 3;
+
 /// Median milliseconds of a PromQL range query over `store` and over `baseline`, each behind
-/// the querier's proxy. The two are queried in turn, so that both see the same machine.
+/// the querier's proxy, and the median of the runs' ratios. The two are queried in turn, so
+/// that both see the same machine.
 async fn promql_range_ms(
     store: Arc<dyn Store>,
     baseline: Arc<dyn Store>,
     span_ms: i64,
     runs: usize,
-) -> Result<(f64, f64), PluginError> {
+) -> Result<(f64, f64, f64), PluginError> {
     use crate::promql::{Engine, EngineOptions};
     use crate::query::endpoints::EndpointSet;
     use crate::query::proxy::{ProxyLimits, ProxyStore};
@@ -423,9 +445,14 @@ async fn promql_range_ms(
         }
     }
     let [mut measured, mut base] = times;
+    let mut ratios: Vec<f64> = measured.iter().zip(&base).map(|(m, b)| m / b).collect();
     let median = |times: &mut Vec<f64>| {
         times.sort_by(f64::total_cmp);
         times[times.len() / 2]
     };
-    Ok((median(&mut measured), median(&mut base)))
+    Ok((
+        median(&mut measured),
+        median(&mut base),
+        median(&mut ratios),
+    ))
 }
