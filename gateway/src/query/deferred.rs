@@ -292,13 +292,9 @@ impl DeferredChecks {
         for (chunk, index) in chunks.iter().zip(indexes) {
             let origin = index.and_then(|i| origins.get(i as usize));
             if let (Some(origin), Some(raw)) = (origin, &chunk.raw) {
-                let chunk = Chunk {
-                    min_time: chunk.min_time,
-                    max_time: chunk.max_time,
-                    data: raw.data.clone(),
-                };
                 scratch.clear();
-                decode_checked(&chunk, i64::MIN, i64::MAX, &mut scratch)
+                let declared = (chunk.min_time, chunk.max_time);
+                decode_checked(&raw.data, declared, (i64::MIN, i64::MAX), &mut scratch)
                     .map_err(|message| self.failures.refuse(origin.as_ref(), labels, &message))?;
             }
         }
@@ -358,18 +354,19 @@ pub(crate) fn read_checked(
     Ok(())
 }
 
-/// Decodes the samples of `chunk` within `[mint, maxt]` into `out` as `(t, v)` pairs (as the
-/// unchecked decode writes them), checking them as [`read_checked`] does.
+/// Decodes the samples within `[mint, maxt]` of the XOR chunk `data`, declared to span
+/// `declared`, into `out` as `(t, v)` pairs (as the unchecked decode writes them), checking
+/// them as [`read_checked`] does.
 fn decode_checked(
-    chunk: &Chunk,
-    mint: i64,
-    maxt: i64,
+    data: &[u8],
+    declared: (i64, i64),
+    (mint, maxt): (i64, i64),
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), String> {
-    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    let it = XorIterator::new(data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
     // The header is untrusted: never reserve more than the bits left could hold.
-    out.reserve(it.num_samples().min(chunk.data.len() * 8));
-    read_checked(it, (chunk.min_time, chunk.max_time), |t, v| {
+    out.reserve(it.num_samples().min(data.len() * 8));
+    read_checked(it, declared, |t, v| {
         if t > maxt {
             return false;
         }
@@ -391,10 +388,13 @@ impl DeferredSamples for CheckedChunks {
             (mint, maxt),
             out,
             |chunk, origin, raw| match origin {
-                Some(origin) => decode_checked(chunk, mint, maxt, raw).map_err(|message| {
-                    self.failures
-                        .refuse(origin.as_ref(), &self.labels, &message)
-                }),
+                Some(origin) => {
+                    let declared = (chunk.min_time, chunk.max_time);
+                    decode_checked(&chunk.data, declared, (mint, maxt), raw).map_err(|message| {
+                        self.failures
+                            .refuse(origin.as_ref(), &self.labels, &message)
+                    })
+                }
                 None => gauntlet_tsdb::chunkenc::decode_xor_into(&chunk.data, mint, maxt, raw)
                     .map_err(|e| StorageError(format!("decoding chunk: {e}"))),
             },
