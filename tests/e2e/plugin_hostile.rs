@@ -1032,7 +1032,7 @@ async fn late_check_failures_under_partial_response_are_retried_with_checks_up_f
         let before = malformed("h-late");
         // The bodies were left to the engine's decode: the attempt fails, flagged, and the
         // store is not blamed yet.
-        let lazy = StoreQueryable::new(proxy.clone(), options).retrying_late_checks();
+        let lazy = StoreQueryable::new(proxy.clone(), options.clone()).retrying_late_checks();
         let err = evaluate(&lazy, "corrupt_body")
             .await
             .expect_err("late failure");
@@ -1049,14 +1049,7 @@ async fn late_check_failures_under_partial_response_are_retried_with_checks_up_f
         assert_warns(&answer, &["plugin h-late", "corrupt XOR chunk"]);
         assert_eq!(malformed("h-late"), before + 1.0, "dedup {dedup}");
         // A good answer is not flagged.
-        let good = StoreQueryable::new(
-            proxy.clone(),
-            QueryOptions {
-                partial_response: true,
-                ..QueryOptions::default()
-            },
-        )
-        .retrying_late_checks();
+        let good = StoreQueryable::new(proxy.clone(), options).retrying_late_checks();
         let answer = evaluate(&good, "up{behaviour=\"none\"}")
             .await
             .expect("answer");
