@@ -1,10 +1,20 @@
 //! Cutting a sorted list of series into batches for `series-stream.next-batch`, bounded by
 //! series count and encoded bytes so that no batch approaches the host's limits. A batcher
 //! never reorders series: the host requires label order across batches.
+//!
+//! Packing a batch for `packed-series.next-packed-batch` ([`pack`], [`PackedStream`]): the
+//! same series with all their chunk bytes in one list, which crosses the boundary as one
+//! allocation instead of one per chunk.
 
 use std::collections::VecDeque;
 
-use crate::Series;
+use crate::store_backend::exports::gauntlet::plugin::packed_series::{
+    self, PackedBatch, PackedChunk, PackedSeries,
+};
+use crate::store_backend::exports::gauntlet::plugin::store::{
+    self, GuestSeriesStream, SeriesBatch, SeriesStreamBorrow,
+};
+use crate::{Chunk, PluginError, Series};
 
 /// Default cap on series per batch.
 pub const DEFAULT_MAX_SERIES: usize = 1024;
@@ -85,6 +95,70 @@ impl Batcher {
     }
 }
 
+/// The packed form of one chunk whose bytes go next into the batch's data.
+pub fn packed_chunk(chunk: &Chunk) -> PackedChunk {
+    PackedChunk {
+        min_time: chunk.min_time,
+        max_time: chunk.max_time,
+        encoding: chunk.encoding,
+        size: u32::try_from(chunk.data.len()).unwrap_or(u32::MAX),
+    }
+}
+
+/// Packs a batch: the same series and warnings, every chunk's bytes appended in order to one
+/// list.
+pub fn pack(batch: SeriesBatch) -> PackedBatch {
+    let size = batch
+        .series
+        .iter()
+        .flat_map(|s| &s.chunks)
+        .map(|c| c.data.len())
+        .sum();
+    let mut data = Vec::with_capacity(size);
+    let series = batch
+        .series
+        .into_iter()
+        .map(|s| PackedSeries {
+            labels: s.labels,
+            chunks: s
+                .chunks
+                .iter()
+                .map(|c| {
+                    data.extend_from_slice(&c.data);
+                    packed_chunk(c)
+                })
+                .collect(),
+        })
+        .collect();
+    PackedBatch {
+        series,
+        data,
+        warnings: batch.warnings,
+    }
+}
+
+/// How a series stream answers `packed-series.next-packed-batch`. The default packs what
+/// `next-batch` returns; a stream that holds its chunk bytes already may build the packed
+/// batch directly and save the per-chunk buffers.
+pub trait PackedStream: GuestSeriesStream {
+    /// The next batch, packed, or none at the end of the answer.
+    fn next_packed_batch(&self) -> Result<Option<PackedBatch>, PluginError> {
+        Ok(self.next_batch()?.map(pack))
+    }
+}
+
+impl<T> packed_series::Guest for T
+where
+    T: store::Guest,
+    T::SeriesStream: PackedStream,
+{
+    fn next_packed_batch(
+        answer: SeriesStreamBorrow<'_>,
+    ) -> Result<Option<PackedBatch>, PluginError> {
+        answer.get::<T::SeriesStream>().next_packed_batch()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +195,32 @@ mod tests {
         );
         assert!(batcher.next_answer().is_none());
         assert!(Batcher::new(Vec::new()).next_answer().is_none());
+    }
+
+    #[test]
+    fn packing_keeps_series_and_puts_chunk_bytes_in_order() {
+        let chunk = |t: i64, data: &[u8]| crate::Chunk {
+            min_time: t,
+            max_time: t + 1,
+            encoding: crate::ChunkEncoding::Xor,
+            data: data.to_vec(),
+        };
+        let mut a = series("a");
+        a.chunks = vec![chunk(0, b"ab"), chunk(10, b"cde")];
+        let mut b = series("b");
+        b.chunks = vec![chunk(20, b"f")];
+        let packed = pack(SeriesBatch {
+            series: vec![a, b, series("c")],
+            warnings: vec!["w".into()],
+        });
+        assert_eq!(packed.data, b"abcdef");
+        let sizes: Vec<Vec<(i64, u32)>> = packed
+            .series
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| (c.min_time, c.size)).collect())
+            .collect();
+        assert_eq!(sizes, [vec![(0, 2), (10, 3)], vec![(20, 1)], vec![]]);
+        assert_eq!(packed.series[1].labels[0].value, "b");
+        assert_eq!(packed.warnings, ["w"]);
     }
 }

@@ -29,7 +29,8 @@ pub mod bindings {
 
 /// Export glue for the `store-backend` world. Implement
 /// [`store_backend::exports::gauntlet::plugin::store::Guest`] and
-/// [`store_backend::exports::gauntlet::plugin::lifecycle::Guest`], then call
+/// [`store_backend::exports::gauntlet::plugin::lifecycle::Guest`], and [`PackedStream`] for
+/// your series stream (an empty `impl` packs what `next-batch` returns), then call
 /// `gauntlet_plugin_sdk::export_store_backend!(YourType);`.
 #[allow(unsafe_code, missing_docs, clippy::all)]
 pub mod store_backend {
@@ -37,14 +38,14 @@ pub mod store_backend {
         path: "../wit",
         world: "store-backend",
         with: {
-            "gauntlet:plugin/types@0.1.0": crate::bindings::gauntlet::plugin::types,
-            "gauntlet:plugin/log@0.1.0": crate::bindings::gauntlet::plugin::log,
-            "gauntlet:plugin/metrics@0.1.0": crate::bindings::gauntlet::plugin::metrics,
-            "gauntlet:plugin/clock@0.1.0": crate::bindings::gauntlet::plugin::clock,
-            "gauntlet:plugin/bucket@0.1.0": crate::bindings::gauntlet::plugin::bucket,
-            "gauntlet:plugin/http@0.1.0": crate::bindings::gauntlet::plugin::http,
-            "gauntlet:plugin/query@0.1.0": crate::bindings::gauntlet::plugin::query,
-            "gauntlet:plugin/alerts@0.1.0": crate::bindings::gauntlet::plugin::alerts,
+            "gauntlet:plugin/types@0.1.1": crate::bindings::gauntlet::plugin::types,
+            "gauntlet:plugin/log@0.1.1": crate::bindings::gauntlet::plugin::log,
+            "gauntlet:plugin/metrics@0.1.1": crate::bindings::gauntlet::plugin::metrics,
+            "gauntlet:plugin/clock@0.1.1": crate::bindings::gauntlet::plugin::clock,
+            "gauntlet:plugin/bucket@0.1.1": crate::bindings::gauntlet::plugin::bucket,
+            "gauntlet:plugin/http@0.1.1": crate::bindings::gauntlet::plugin::http,
+            "gauntlet:plugin/query@0.1.1": crate::bindings::gauntlet::plugin::query,
+            "gauntlet:plugin/alerts@0.1.1": crate::bindings::gauntlet::plugin::alerts,
         },
         pub_export_macro: true,
         export_macro_name: "export_store_backend",
@@ -52,6 +53,7 @@ pub mod store_backend {
     });
 }
 
+pub use batch::PackedStream;
 pub use bindings::gauntlet::plugin::types::{
     Chunk, ChunkEncoding, Label, MatchOp, Matcher, PluginError, Series, TimeRange,
 };

@@ -139,7 +139,7 @@ hostile_test!(
     "",
     |err| {
         assert!(matches!(err, StoreError::Timeout(_)), "{err}");
-        assert!(err.to_string().contains("next-batch"), "{err}");
+        assert!(err.to_string().contains("next-packed-batch"), "{err}");
     }
 );
 
@@ -209,6 +209,21 @@ hostile_test!(
             "{err}"
         );
         assert_eq!(malformed("h-unsorted"), 1.0);
+    }
+);
+
+hostile_test!(
+    packed_chunk_sizes_that_do_not_add_up_are_refused,
+    "h-packed",
+    "packed-size-mismatch",
+    "",
+    |err| {
+        assert!(
+            err.to_string()
+                .contains("chunk sizes add up to 19 bytes, but it carries 20 bytes"),
+            "{err}"
+        );
+        assert_eq!(malformed("h-packed"), 1.0);
     }
 );
 

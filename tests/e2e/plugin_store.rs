@@ -314,7 +314,7 @@ async fn many_series_stream_in_batches_and_instances_are_reused() {
     assert!(slot.current().idle_instances() >= 1);
     let calls = plugin_common::metric(
         "gauntlet_plugin_calls_total",
-        &[("plugin", "fs-many"), ("call", "next-batch")],
+        &[("plugin", "fs-many"), ("call", "next-packed-batch")],
     );
     // 6 full batches + the end, three times.
     assert_eq!(calls, 21.0);
@@ -435,4 +435,64 @@ async fn an_http_source_that_is_not_allowed_is_denied() {
         },
     };
     assert!(error.contains("http_hosts"), "{error}");
+}
+
+/// A plugin built against `gauntlet:plugin@0.1.0` (`plugins/store-v0-1`: no `packed-series`
+/// export) loads and answers through `next-batch`, batch by batch, with the same checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_the_previous_wit_version_is_still_served() {
+    let fx = Fixture::new();
+    let inspection = gauntlet::plugin::tool::inspect(&plugin_common::component("store-v0-1"), None)
+        .expect("inspect");
+    assert!(
+        inspection
+            .exports
+            .contains(&"gauntlet:plugin/store@0.1.0".to_owned()),
+        "{:?}",
+        inspection.exports
+    );
+    assert!(
+        !inspection
+            .exports
+            .iter()
+            .any(|e| e.contains("packed-series")),
+        "{:?}",
+        inspection.exports
+    );
+    let manifest = fx.manifest("compat", "store-v0-1", "[config]\nseries = \"4\"\n");
+    let slot = PluginSlot::load_async(&fx.host, &manifest)
+        .await
+        .expect("load a 0.1.0 plugin");
+    let store = slot.store();
+
+    let (series, warnings) = select(&store, 0, 1_800_000, Vec::new()).await;
+    assert_eq!(warnings, vec!["served by a 0.1.0 plugin"]);
+    let names: Vec<&str> = series.iter().map(|s| label(s, "i")).collect();
+    assert_eq!(names, ["0", "1", "2", "3"]);
+    for (i, s) in series.iter().enumerate() {
+        let got = samples(s);
+        assert_eq!(got.len(), 31, "series {i}: up to 30 minutes");
+        assert_eq!(got[5], (300_000, (i * 100 + 5) as f64));
+    }
+    // Through `next-batch`: four one-series batches and the end.
+    let calls = |call| {
+        plugin_common::metric(
+            "gauntlet_plugin_calls_total",
+            &[("plugin", "compat"), ("call", call)],
+        )
+    };
+    assert_eq!(
+        (calls("next-batch"), calls("next-packed-batch")),
+        (5.0, 0.0)
+    );
+    let values = store
+        .label_values(LabelValuesRequest {
+            label: "i".into(),
+            start: 0,
+            end: 3_600_000,
+            ..LabelValuesRequest::default()
+        })
+        .await
+        .expect("label values");
+    assert_eq!(values.values, vec!["0", "1", "2", "3"]);
 }

@@ -24,7 +24,7 @@ fn inspect_describes_a_component_and_its_manifest() {
         inspection
             .imports
             .iter()
-            .any(|i| i == "gauntlet:plugin/bucket@0.1.0"),
+            .any(|i| i == "gauntlet:plugin/bucket@0.1.1"),
         "{:?}",
         inspection.imports
     );
@@ -32,7 +32,13 @@ fn inspect_describes_a_component_and_its_manifest() {
         inspection
             .exports
             .iter()
-            .any(|e| e == "gauntlet:plugin/store@0.1.0")
+            .any(|e| e == "gauntlet:plugin/store@0.1.1")
+    );
+    assert!(
+        inspection
+            .exports
+            .iter()
+            .any(|e| e == "gauntlet:plugin/packed-series@0.1.1")
     );
     assert_eq!(inspection.sha256.len(), 64);
     let text = inspection.to_string();

@@ -10,7 +10,9 @@
 //! plugin then the native store; medians of each, and the median of the pairs' ratios.
 //!
 //! It uses the `hostile` guest's `synthetic` behaviour (precomputed series) so that the
-//! numbers measure the boundary, not the guest's encoder. It never touches the network.
+//! numbers measure the boundary, not the guest's encoder: each answer copies the precomputed
+//! labels and chunk bytes into packed batches (`packed-series`), as a store holding encoded
+//! chunks in memory would. It never touches the network.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -276,7 +278,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, PluginError> {
             let started = Instant::now();
             for _ in 0..calls {
                 let answer = plugin.call(&mut instance, "info", |store, exports| {
-                    exports.gauntlet_plugin_store().call_info(store)
+                    exports.world.gauntlet_plugin_store().call_info(store)
                 })?;
                 std::hint::black_box(answer.ok());
             }

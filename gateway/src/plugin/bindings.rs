@@ -27,10 +27,20 @@ pub mod host {
     });
 }
 
-/// The `store-backend` world: `lifecycle` + `store` exports.
+/// What the host requires of a store plugin: `lifecycle` + `store` exports, the
+/// `store-backend` world as of `0.1.0`. Its `packed-series` export (since `0.1.1`) is optional
+/// and bound by hand in [`super::batch`], so that plugins built against `0.1.0` keep loading.
 pub mod store_backend {
     wasmtime::component::bindgen!({
         path: "../wit",
+        inline: "
+            package gauntlet:host;
+            world store-backend {
+                include gauntlet:plugin/host@0.1.1;
+                export gauntlet:plugin/lifecycle@0.1.1;
+                export gauntlet:plugin/store@0.1.1;
+            }
+        ",
         world: "store-backend",
         imports: { default: trappable },
         with: {
@@ -46,10 +56,20 @@ pub mod store_backend {
     });
 }
 
-/// The `sidecar` world: `lifecycle` + `store` + `background` exports.
+/// What the host requires of a sidecar plugin: `lifecycle` + `store` + `background` exports
+/// (`packed-series` is optional, as for [`store_backend`]).
 pub mod sidecar {
     wasmtime::component::bindgen!({
         path: "../wit",
+        inline: "
+            package gauntlet:host;
+            world sidecar {
+                include gauntlet:plugin/host@0.1.1;
+                export gauntlet:plugin/lifecycle@0.1.1;
+                export gauntlet:plugin/store@0.1.1;
+                export gauntlet:plugin/background@0.1.1;
+            }
+        ",
         world: "sidecar",
         imports: { default: trappable },
         with: {

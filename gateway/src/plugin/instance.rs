@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, Trap};
 
+use super::batch::{NextPacked, NextPackedIndex};
 use super::bindings::host::gauntlet::plugin::types::PluginError as GuestError;
 use super::bindings::{compactor, ruler, sidecar, store_backend};
 use super::engine::PluginHost;
@@ -25,7 +26,11 @@ pub use super::bindings::ruler::exports::gauntlet::plugin::rules::{Evaluation, R
 
 /// The typed pre-instantiated component for the plugin's world.
 enum WorldPre {
-    Store(store_backend::StoreBackendPre<HostState>),
+    Store {
+        pre: InstancePre<HostState>,
+        indices: store_backend::StoreBackendIndices,
+        next_packed: Option<NextPackedIndex>,
+    },
     Compactor(compactor::CompactorPre<HostState>),
     Ruler(ruler::RulerPre<HostState>),
 }
@@ -33,8 +38,15 @@ enum WorldPre {
 /// One live instance of a store plugin.
 pub struct StoreInstance {
     pub(crate) store: Store<HostState>,
-    pub(crate) exports: store_backend::StoreBackend,
+    pub(crate) exports: StoreExports,
     poisoned: bool,
+}
+
+/// What the host calls on a store instance: the exports every store plugin has, through the
+/// generated bindings, and `packed-series.next-packed-batch` when the plugin has it.
+pub(crate) struct StoreExports {
+    pub(crate) world: store_backend::StoreBackend,
+    pub(crate) next_packed: Option<NextPacked>,
 }
 
 impl StoreInstance {
@@ -111,9 +123,11 @@ impl LoadedPlugin {
         };
         let instance_pre = host.inner.linker.instantiate_pre(component).map_err(link)?;
         let pre = match manifest.world {
-            World::StoreBackend | World::Sidecar => {
-                WorldPre::Store(store_backend::StoreBackendPre::new(instance_pre).map_err(link)?)
-            }
+            World::StoreBackend | World::Sidecar => WorldPre::Store {
+                indices: store_backend::StoreBackendIndices::new(&instance_pre).map_err(link)?,
+                next_packed: NextPackedIndex::find(component),
+                pre: instance_pre,
+            },
             World::Compactor => {
                 WorldPre::Compactor(compactor::CompactorPre::new(instance_pre).map_err(link)?)
             }
@@ -174,7 +188,7 @@ impl LoadedPlugin {
     /// Instantiates once and runs `init` so that a bad configuration fails the load.
     fn check_init(&self) -> Result<(), PluginError> {
         match &self.pre {
-            WorldPre::Store(_) => {
+            WorldPre::Store { .. } => {
                 let instance = self.instantiate_store()?;
                 self.checkin(instance);
                 Ok(())
@@ -218,16 +232,32 @@ impl LoadedPlugin {
     }
 
     pub(crate) fn instantiate_store(&self) -> Result<StoreInstance, PluginError> {
-        let WorldPre::Store(pre) = &self.pre else {
+        let WorldPre::Store {
+            pre,
+            indices,
+            next_packed,
+        } = &self.pre
+        else {
             return Err(PluginError::Host(format!(
                 "plugin {} (world {}) does not serve the store interface",
                 self.manifest.name, self.manifest.world
             )));
         };
         let mut store = self.new_store()?;
-        let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;
+        let exports = self.guard(&mut store, "instantiate", |s| {
+            let instance = pre.instantiate(&mut *s)?;
+            Ok(StoreExports {
+                world: indices.load(&mut *s, &instance)?,
+                next_packed: next_packed
+                    .map(|index| index.load(s, &instance))
+                    .transpose()?,
+            })
+        })?;
         self.init(&mut store, |s, config| {
-            exports.gauntlet_plugin_lifecycle().call_init(s, config)
+            exports
+                .world
+                .gauntlet_plugin_lifecycle()
+                .call_init(s, config)
         })?;
         Ok(StoreInstance {
             store,
@@ -263,7 +293,7 @@ impl LoadedPlugin {
         &self,
         instance: &mut StoreInstance,
         call: &'static str,
-        f: impl FnOnce(&mut Store<HostState>, &store_backend::StoreBackend) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<HostState>, &StoreExports) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let exports = &instance.exports;
         let result = self.guard(&mut instance.store, call, |store| f(store, exports));
@@ -465,7 +495,7 @@ impl LoadedPlugin {
     /// from one tick to the next so the plugin can remember what it did (a trap discards
     /// it; the next tick starts a fresh one). Never runs two ticks at once. Blocking.
     pub fn tick(&self, now_ms: i64) -> Result<(), PluginError> {
-        let (World::Sidecar, WorldPre::Store(pre)) = (self.manifest.world, &self.pre) else {
+        let (World::Sidecar, WorldPre::Store { pre, .. }) = (self.manifest.world, &self.pre) else {
             return Err(self.wrong_world("sidecar"));
         };
         let mut slot = self
@@ -475,12 +505,10 @@ impl LoadedPlugin {
         let mut instance = match slot.take() {
             Some(instance) => instance,
             None => {
-                let pre = sidecar::SidecarPre::new(pre.instance_pre().clone()).map_err(|e| {
-                    PluginError::Link {
-                        plugin: self.manifest.name.clone(),
-                        world: self.manifest.world,
-                        message: format!("{e:#}"),
-                    }
+                let pre = sidecar::SidecarPre::new(pre.clone()).map_err(|e| PluginError::Link {
+                    plugin: self.manifest.name.clone(),
+                    world: self.manifest.world,
+                    message: format!("{e:#}"),
                 })?;
                 let mut store = self.new_store()?;
                 let exports = self.guard(&mut store, "instantiate", |s| pre.instantiate(s))?;

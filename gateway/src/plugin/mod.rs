@@ -10,6 +10,7 @@
 //! away. Nothing a plugin does may take the process down, block a runtime thread, or reach
 //! anything its manifest does not grant.
 
+pub mod batch;
 pub mod bench;
 pub mod bindings;
 pub mod bucket;

@@ -19,6 +19,7 @@ use gauntlet_proto::thanos::{
 use tokio::sync::mpsc;
 
 use super::PluginError;
+use super::batch::RawBatch;
 use super::bindings::host::gauntlet::plugin::types::{MatchOp, Matcher, TimeRange};
 use super::bindings::store_backend::exports::gauntlet::plugin::store as wit;
 use super::instance::{LoadedPlugin, StoreInstance};
@@ -94,28 +95,31 @@ fn warning(message: String) -> SeriesResponse {
 
 /// What the guest-driving thread hands the checking thread.
 enum Raw {
-    Batch(wit::SeriesBatch),
+    Batch(RawBatch),
     Done,
     Failed(PluginError),
 }
 
 /// A plugin as the origin of chunks whose bodies the engine's decode checks: a failure is
-/// the plugin's malformed answer, counted in its metrics.
-struct PluginChunks(Arc<LoadedPlugin>);
+/// the plugin's malformed answer to `call`, counted in its metrics.
+struct PluginChunks {
+    plugin: Arc<LoadedPlugin>,
+    call: &'static str,
+}
 
 impl std::fmt::Debug for PluginChunks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PluginChunks({})", self.0.name())
+        write!(f, "PluginChunks({})", self.plugin.name())
     }
 }
 
 impl ChunkOrigin for PluginChunks {
     fn refuse(&self, series: &gauntlet_tsdb::Labels, message: &str) -> StorageError {
-        self.0.count_malformed("next-batch");
+        self.plugin.count_malformed(self.call);
         StorageError(
             PluginError::Malformed {
-                plugin: self.0.name().to_owned(),
-                call: "next-batch",
+                plugin: self.plugin.name().to_owned(),
+                call: self.call,
                 message: format!("series {series}: {message}"),
             }
             .to_string(),
@@ -128,13 +132,19 @@ impl ChunkOrigin for PluginChunks {
 /// registered there.
 struct Checker {
     plugin: Arc<LoadedPlugin>,
+    /// The guest call the batches come from.
+    call: &'static str,
     validator: SeriesValidator,
     origin: Arc<dyn ChunkOrigin>,
     deferred: Option<Arc<DeferredChecks>>,
 }
 
 impl Checker {
-    fn new(plugin: &Arc<LoadedPlugin>, deferred: Option<Arc<DeferredChecks>>) -> Self {
+    fn new(
+        plugin: &Arc<LoadedPlugin>,
+        call: &'static str,
+        deferred: Option<Arc<DeferredChecks>>,
+    ) -> Self {
         let limits = &plugin.manifest().limits;
         let mut validator = SeriesValidator::new(
             BatchLimits {
@@ -148,8 +158,12 @@ impl Checker {
         }
         Self {
             plugin: plugin.clone(),
+            call,
             validator,
-            origin: Arc::new(PluginChunks(plugin.clone())),
+            origin: Arc::new(PluginChunks {
+                plugin: plugin.clone(),
+                call,
+            }),
             deferred,
         }
     }
@@ -162,29 +176,35 @@ impl Checker {
             Raw::Failed(e) => return Err(e),
         };
         let plugin = &self.plugin;
-        match self.validator.check_batch(batch.series) {
-            Ok(series) => {
+        let checked = batch
+            .unpack()
+            .map_err(BatchError::Malformed)
+            .and_then(|batch| {
+                let series = self.validator.check_batch(batch.series)?;
+                Ok((series, batch.warnings))
+            });
+        match checked {
+            Ok((series, warnings)) => {
                 if let Some(deferred) = &self.deferred {
                     deferred.defer(&self.origin, series.iter().flat_map(deferred_xor_bodies));
                 }
-                let mut frames: Vec<SeriesResponse> =
-                    batch.warnings.into_iter().map(warning).collect();
+                let mut frames: Vec<SeriesResponse> = warnings.into_iter().map(warning).collect();
                 frames.extend(series.into_iter().map(|s| SeriesResponse {
                     result: Some(series_response::Result::Series(s)),
                 }));
                 Ok(Some(frames))
             }
             Err(e) => {
-                plugin.count_malformed("next-batch");
+                plugin.count_malformed(self.call);
                 Err(match e {
                     BatchError::Malformed(message) => PluginError::Malformed {
                         plugin: plugin.name().to_owned(),
-                        call: "next-batch",
+                        call: self.call,
                         message,
                     },
                     BatchError::TooLarge(message) => PluginError::LimitExceeded {
                         plugin: plugin.name().to_owned(),
-                        call: "next-batch",
+                        call: self.call,
                         message,
                     },
                 })
@@ -215,7 +235,10 @@ fn stream_series(
         }
     };
     let resource = match plugin.call(&mut instance, "select", |store, exports| {
-        exports.gauntlet_plugin_store().call_select(store, request)
+        exports
+            .world
+            .gauntlet_plugin_store()
+            .call_select(store, request)
     }) {
         Ok(Ok(resource)) => resource,
         Ok(Err(guest)) => {
@@ -228,17 +251,30 @@ fn stream_series(
             return;
         }
     };
+    // Plugins built against 0.1.0 have no packed batches.
+    let call = if instance.exports.next_packed.is_some() {
+        "next-packed-batch"
+    } else {
+        "next-batch"
+    };
     let next = |instance: &mut StoreInstance| {
-        let batch = plugin.call(instance, "next-batch", |store, exports| {
-            exports
-                .gauntlet_plugin_store()
-                .series_stream()
-                .call_next_batch(store, resource)
+        let batch = plugin.call(instance, call, |store, exports| {
+            Ok(match &exports.next_packed {
+                Some(next_packed) => next_packed
+                    .call(store, resource)?
+                    .map(|batch| batch.map(RawBatch::Packed)),
+                None => exports
+                    .world
+                    .gauntlet_plugin_store()
+                    .series_stream()
+                    .call_next_batch(store, resource)?
+                    .map(|batch| batch.map(RawBatch::Plain)),
+            })
         });
         match batch {
             Ok(Ok(Some(batch))) => Raw::Batch(batch),
             Ok(Ok(None)) => Raw::Done,
-            Ok(Err(guest)) => Raw::Failed(plugin.guest_failure("next-batch", guest)),
+            Ok(Err(guest)) => Raw::Failed(plugin.guest_failure(call, guest)),
             Err(e) => Raw::Failed(e),
         }
     };
@@ -256,7 +292,7 @@ fn stream_series(
     };
     // The first batch is checked on this thread: a one-batch answer (most answers) is passed
     // on without a hand-off between threads.
-    let mut checker = Checker::new(plugin, deferred);
+    let mut checker = Checker::new(plugin, call, deferred);
     let first = next(&mut instance);
     if !matches!(first, Raw::Batch(_)) {
         release(instance);
@@ -340,7 +376,9 @@ impl PluginStore {
     ) -> Result<(Vec<String>, Vec<String>), PluginError> {
         self.blocking(move |plugin| {
             let mut instance = plugin.checkout()?;
-            let result = plugin.call(&mut instance, call, f);
+            let result = plugin.call(&mut instance, call, |store, exports| {
+                f(store, &exports.world)
+            });
             let answer = match result {
                 Ok(Ok(response)) => {
                     plugin.checkin(instance);
@@ -384,7 +422,7 @@ impl Store for PluginStore {
             .blocking(|plugin| {
                 let mut instance = plugin.checkout()?;
                 let result = plugin.call(&mut instance, "info", |store, exports| {
-                    exports.gauntlet_plugin_store().call_info(store)
+                    exports.world.gauntlet_plugin_store().call_info(store)
                 });
                 match result {
                     Ok(Ok(info)) => {

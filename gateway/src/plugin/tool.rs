@@ -251,6 +251,10 @@ impl store::GuestSeriesStream for Stream {
     }
 }
 
+// `packed-series.next-packed-batch` answers with what `next_batch` returns, its chunk bytes in
+// one list; override `next_packed_batch` to build packed batches directly.
+impl gauntlet_plugin_sdk::PackedStream for Stream {}
+
 impl store::Guest for Plugin {
     type SeriesStream = Stream;
 
@@ -317,7 +321,7 @@ fn other_world_template(world: World, wit: &str) -> String {
     let (interface, body) = match world {
         World::Sidecar => (
             "store and background",
-            "// Implement exports::gauntlet::plugin::{lifecycle, store, background}::Guest here.\n",
+            "// Implement exports::gauntlet::plugin::{lifecycle, store, packed_series, background}::Guest here.\n",
         ),
         World::Compactor => (
             "compaction",
@@ -336,14 +340,14 @@ wit_bindgen::generate!({{
     path: "{wit}",
     world: "{world}",
     with: {{
-        "gauntlet:plugin/types@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::types,
-        "gauntlet:plugin/log@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::log,
-        "gauntlet:plugin/metrics@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::metrics,
-        "gauntlet:plugin/clock@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::clock,
-        "gauntlet:plugin/bucket@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::bucket,
-        "gauntlet:plugin/http@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::http,
-        "gauntlet:plugin/query@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::query,
-        "gauntlet:plugin/alerts@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::alerts,
+        "gauntlet:plugin/types@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::types,
+        "gauntlet:plugin/log@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::log,
+        "gauntlet:plugin/metrics@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::metrics,
+        "gauntlet:plugin/clock@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::clock,
+        "gauntlet:plugin/bucket@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::bucket,
+        "gauntlet:plugin/http@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::http,
+        "gauntlet:plugin/query@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::query,
+        "gauntlet:plugin/alerts@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::alerts,
     }},
 }});
 

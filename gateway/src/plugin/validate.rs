@@ -14,7 +14,8 @@ use std::cmp::Ordering;
 use gauntlet_proto::thanos::{self, AggrChunk, chunk::Encoding};
 use gauntlet_tsdb::chunkenc::XorIterator;
 
-use super::bindings::host::gauntlet::plugin::types::{Chunk, ChunkEncoding, Label, Series};
+use super::batch::{Chunk, Series};
+use super::bindings::host::gauntlet::plugin::types::{ChunkEncoding, Label};
 use crate::query::deferred::read_checked;
 
 /// Limits on one batch.
@@ -196,7 +197,7 @@ impl SeriesValidator {
                     max_time: chunk.max_time,
                     raw: Some(thanos::Chunk {
                         r#type: encoding as i32,
-                        data: chunk.data.into(),
+                        data: chunk.data,
                         hash: 0,
                     }),
                     ..AggrChunk::default()
@@ -261,7 +262,7 @@ mod tests {
             min_time: samples[0].0,
             max_time: samples[samples.len() - 1].0,
             encoding: ChunkEncoding::Xor,
-            data: c.into_bytes(),
+            data: c.into_bytes().into(),
         }
     }
 
@@ -325,7 +326,7 @@ mod tests {
             min_time: 0,
             max_time: 10,
             encoding: ChunkEncoding::Xor,
-            data: vec![0, 200, 1, 2, 3],
+            data: vec![0, 200, 1, 2, 3].into(),
         };
         bad(Series {
             labels: vec![label("a", "1")],

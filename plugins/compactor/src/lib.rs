@@ -30,14 +30,14 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "compactor",
     with: {
-        "gauntlet:plugin/types@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::types,
-        "gauntlet:plugin/log@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::log,
-        "gauntlet:plugin/metrics@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::metrics,
-        "gauntlet:plugin/clock@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::clock,
-        "gauntlet:plugin/bucket@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::bucket,
-        "gauntlet:plugin/http@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::http,
-        "gauntlet:plugin/query@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::query,
-        "gauntlet:plugin/alerts@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::alerts,
+        "gauntlet:plugin/types@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::types,
+        "gauntlet:plugin/log@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::log,
+        "gauntlet:plugin/metrics@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::metrics,
+        "gauntlet:plugin/clock@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::clock,
+        "gauntlet:plugin/bucket@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::bucket,
+        "gauntlet:plugin/http@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::http,
+        "gauntlet:plugin/query@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::query,
+        "gauntlet:plugin/alerts@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::alerts,
     },
 });
 

@@ -433,6 +433,8 @@ impl store::GuestSeriesStream for Stream {
     }
 }
 
+impl gauntlet_plugin_sdk::PackedStream for Stream {}
+
 impl store::Guest for FileStore {
     type SeriesStream = Stream;
 

@@ -7,8 +7,12 @@
 
 use std::cell::RefCell;
 
+use gauntlet_plugin_sdk::batch::{pack, packed_chunk};
 use gauntlet_plugin_sdk::chunks::encode_xor;
 use gauntlet_plugin_sdk::config::Config;
+use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::packed_series::{
+    PackedBatch, PackedSeries,
+};
 use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::{lifecycle, store};
 use gauntlet_plugin_sdk::{
     Chunk, ChunkEncoding, Label, MatchOp, PluginError, Series, TimeRange, alerts, bucket, clock,
@@ -306,6 +310,72 @@ struct Stream {
     slow: bool,
     /// For `synthetic`: the next series index to hand out, 1000 a batch.
     synthetic: RefCell<Option<usize>>,
+    /// For `packed-size-mismatch`: packed batches carry one byte more than their chunks.
+    packed_lie: bool,
+}
+
+impl Stream {
+    fn new(pending: Option<Vec<Series>>) -> Self {
+        Self {
+            pending: RefCell::new(pending),
+            slow: false,
+            synthetic: RefCell::new(None),
+            packed_lie: false,
+        }
+    }
+}
+
+impl gauntlet_plugin_sdk::PackedStream for Stream {
+    fn next_packed_batch(&self) -> Result<Option<PackedBatch>, PluginError> {
+        let synthetic = *self.synthetic.borrow();
+        if let Some(next) = synthetic {
+            // Served from memory the way a packed store does: chunk bytes copied straight
+            // into the batch, no buffer per chunk.
+            let batch = SYNTHETIC.with(|all| {
+                let all = all.borrow();
+                let series = &all[next.min(all.len())..];
+                let series = &series[..series.len().min(1000)];
+                let mut data = Vec::with_capacity(
+                    series
+                        .iter()
+                        .flat_map(|s| &s.chunks)
+                        .map(|c| c.data.len())
+                        .sum(),
+                );
+                let packed: Vec<PackedSeries> = series
+                    .iter()
+                    .map(|s| PackedSeries {
+                        labels: s.labels.clone(),
+                        chunks: s
+                            .chunks
+                            .iter()
+                            .map(|c| {
+                                data.extend_from_slice(&c.data);
+                                packed_chunk(c)
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                PackedBatch {
+                    series: packed,
+                    data,
+                    warnings: Vec::new(),
+                }
+            });
+            if batch.series.is_empty() {
+                return Ok(None);
+            }
+            *self.synthetic.borrow_mut() = Some(next + batch.series.len());
+            return Ok(Some(batch));
+        }
+        let batch = store::GuestSeriesStream::next_batch(self)?.map(pack);
+        Ok(batch.map(|mut batch| {
+            if self.packed_lie {
+                batch.data.push(0);
+            }
+            batch
+        }))
+    }
 }
 
 impl store::GuestSeriesStream for Stream {
@@ -363,17 +433,19 @@ impl store::Guest for Hostile {
             .unwrap_or_else(|| "none".to_owned());
         if behaviour == "slow-batch" || behaviour == "synthetic" {
             return Ok(store::SeriesStream::new(Stream {
-                pending: RefCell::new(None),
                 slow: behaviour == "slow-batch",
                 synthetic: RefCell::new((behaviour == "synthetic").then_some(0)),
+                ..Stream::new(None)
+            }));
+        }
+        if behaviour == "packed-size-mismatch" {
+            return Ok(store::SeriesStream::new(Stream {
+                packed_lie: true,
+                ..Stream::new(Some(vec![good_series("lying")?]))
             }));
         }
         let series = misbehave(&behaviour)?;
-        Ok(store::SeriesStream::new(Stream {
-            pending: RefCell::new(Some(series)),
-            slow: false,
-            synthetic: RefCell::new(None),
-        }))
+        Ok(store::SeriesStream::new(Stream::new(Some(series))))
     }
 
     fn label_names(_request: store::LabelRequest) -> Result<store::LabelResponse, PluginError> {

@@ -51,18 +51,18 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "sidecar",
     with: {
-        "gauntlet:plugin/types@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::types,
-        "gauntlet:plugin/log@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::log,
-        "gauntlet:plugin/metrics@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::metrics,
-        "gauntlet:plugin/clock@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::clock,
-        "gauntlet:plugin/bucket@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::bucket,
-        "gauntlet:plugin/http@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::http,
-        "gauntlet:plugin/query@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::query,
-        "gauntlet:plugin/alerts@0.1.0": gauntlet_plugin_sdk::bindings::gauntlet::plugin::alerts,
+        "gauntlet:plugin/types@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::types,
+        "gauntlet:plugin/log@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::log,
+        "gauntlet:plugin/metrics@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::metrics,
+        "gauntlet:plugin/clock@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::clock,
+        "gauntlet:plugin/bucket@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::bucket,
+        "gauntlet:plugin/http@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::http,
+        "gauntlet:plugin/query@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::query,
+        "gauntlet:plugin/alerts@0.1.1": gauntlet_plugin_sdk::bindings::gauntlet::plugin::alerts,
     },
 });
 
-use exports::gauntlet::plugin::{background, lifecycle, store};
+use exports::gauntlet::plugin::{background, lifecycle, packed_series, store};
 
 /// Settings from `init`.
 #[derive(Debug, Clone)]
@@ -339,6 +339,53 @@ impl store::GuestSeriesStream for Stream {
             .borrow_mut()
             .next_answer()
             .map(|(series, warnings)| store::SeriesBatch { series, warnings }))
+    }
+}
+
+impl Stream {
+    /// What `packed-series.next-packed-batch` returns: the next batch with every chunk's
+    /// bytes moved, in order, into one list.
+    fn next_packed(&self) -> Option<packed_series::PackedBatch> {
+        let (series, warnings) = self.0.borrow_mut().next_answer()?;
+        let mut data = Vec::with_capacity(
+            series
+                .iter()
+                .flat_map(|s| &s.chunks)
+                .map(|c| c.data.len())
+                .sum(),
+        );
+        let series = series
+            .into_iter()
+            .map(|s| packed_series::PackedSeries {
+                labels: s.labels,
+                chunks: s
+                    .chunks
+                    .into_iter()
+                    .map(|c| {
+                        data.extend_from_slice(&c.data);
+                        packed_series::PackedChunk {
+                            min_time: c.min_time,
+                            max_time: c.max_time,
+                            encoding: c.encoding,
+                            size: u32::try_from(c.data.len()).unwrap_or(u32::MAX),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Some(packed_series::PackedBatch {
+            series,
+            data,
+            warnings,
+        })
+    }
+}
+
+impl packed_series::Guest for Sidecar {
+    fn next_packed_batch(
+        answer: store::SeriesStreamBorrow<'_>,
+    ) -> Result<Option<packed_series::PackedBatch>, PluginError> {
+        Ok(answer.get::<Stream>().next_packed())
     }
 }
 
