@@ -2,9 +2,9 @@
 //! Thanos wire type: label sets sorted with unique, non-empty names and non-empty values;
 //! series in strictly increasing label order across batches; chunks with `min <= max`, in
 //! time order, and — for XOR — bytes that decode completely with every timestamp inside the
-//! chunk's declared range (with `limits.validate_chunks = "header"`, or when the querier's
-//! engine checks the bodies as it decodes them, see [`crate::query::deferred`]: the header and
-//! the first sample). Batches are bounded in series and bytes.
+//! chunk's declared range (with `limits.validate_chunks = "header"`: the header and the first
+//! sample; when the querier's engine checks the bytes as it decodes them, see
+//! [`crate::query::deferred`]: none of them). Batches are bounded in series and bytes.
 //!
 //! A plugin's data is untrusted: this module must refuse, never repair, and never panic or
 //! allocate in proportion to a length the plugin declares.
@@ -93,23 +93,36 @@ pub fn check_labels(labels: Vec<Label>) -> Result<Vec<thanos::Label>, String> {
     Ok(out)
 }
 
-fn check_chunk(chunk: &Chunk, deep: bool) -> Result<(), String> {
+/// How much of an XOR chunk's bytes the validator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// None: the engine's checked decode reads and checks them (a deferred series).
+    Nothing,
+    /// The header and the first sample (`validate_chunks = "header"`).
+    FirstSample,
+    /// Every sample.
+    All,
+}
+
+fn check_chunk(chunk: &Chunk, read: Read) -> Result<(), String> {
     if chunk.min_time > chunk.max_time {
         return Err(format!(
             "chunk min time {} after max time {}",
             chunk.min_time, chunk.max_time
         ));
     }
-    if chunk.encoding != ChunkEncoding::Xor {
+    if chunk.encoding != ChunkEncoding::Xor || read == Read::Nothing {
         return Ok(());
     }
     let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
     if it.num_samples() == 0 {
         return Err("empty XOR chunk".to_owned());
     }
-    // Without `deep`, only the first sample: cheap to read, and it says whether the declared
-    // range is a lie.
-    read_checked(it, (chunk.min_time, chunk.max_time), |_, _| deep)
+    // Otherwise only the first sample: cheap to read, and it says whether the declared range
+    // is a lie.
+    read_checked(it, (chunk.min_time, chunk.max_time), |_, _| {
+        read == Read::All
+    })
 }
 
 impl SeriesValidator {
@@ -123,7 +136,7 @@ impl SeriesValidator {
         }
     }
 
-    /// Leaves the bodies of series made of XOR chunks only unchecked (see
+    /// Leaves the bytes of series made of XOR chunks only unread and unchecked (see
     /// [`deferred_xor_bodies`]): for answers whose chunks the engine decodes with checks.
     #[must_use]
     pub fn deferring_xor_bodies(mut self) -> Self {
@@ -173,11 +186,19 @@ impl SeriesValidator {
                     format_labels(previous)
                 )));
             }
-            let deep = self.deep && !(self.defer_xor_bodies && only_xor(&s.chunks));
+            // A deferred series' bytes are first read by the engine, which checks them as it
+            // decodes; reading them here too would cost a cache miss per chunk.
+            let read = if self.defer_xor_bodies && only_xor(&s.chunks) {
+                Read::Nothing
+            } else if self.deep {
+                Read::All
+            } else {
+                Read::FirstSample
+            };
             let mut chunks = Vec::with_capacity(s.chunks.len());
             let mut last_max: Option<i64> = None;
             for chunk in s.chunks {
-                check_chunk(&chunk, deep).map_err(|e| {
+                check_chunk(&chunk, read).map_err(|e| {
                     BatchError::Malformed(format!("series {}: {e}", format_labels(&labels)))
                 })?;
                 if last_max.is_some_and(|m| chunk.min_time <= m) {
@@ -349,6 +370,41 @@ mod tests {
         let mut v = validator();
         assert!(v.check_batch(vec![s("1"), s("3")]).is_ok());
         assert!(v.check_batch(vec![s("2")]).is_err());
+    }
+
+    #[test]
+    fn deferred_series_are_checked_without_reading_their_chunk_bytes() {
+        let mut v = validator().deferring_xor_bodies();
+        let corrupt = || Chunk {
+            min_time: 0,
+            max_time: 10,
+            encoding: ChunkEncoding::Xor,
+            data: vec![0, 200, 1, 2, 3].into(),
+        };
+        let series = |name: &str, chunks: Vec<Chunk>| Series {
+            labels: vec![label("__name__", name)],
+            chunks,
+        };
+        // Left to the engine's checked decode.
+        let passed = v
+            .check_batch(vec![series("a", vec![corrupt()])])
+            .expect("deferred");
+        assert_eq!(deferred_xor_bodies(&passed[0]).count(), 1);
+        // What needs no bytes is still checked.
+        let mut inverted = corrupt();
+        inverted.min_time = 20;
+        assert!(v.check_batch(vec![series("b", vec![inverted])]).is_err());
+        // A series with another encoding is not deferred: read in full.
+        let histogram = Chunk {
+            min_time: 11,
+            max_time: 12,
+            encoding: ChunkEncoding::Histogram,
+            data: vec![0, 1].into(),
+        };
+        let err = v
+            .check_batch(vec![series("c", vec![corrupt(), histogram])])
+            .expect_err("read in full");
+        assert!(matches!(err, BatchError::Malformed(m) if m.contains("corrupt XOR chunk")));
     }
 
     #[test]

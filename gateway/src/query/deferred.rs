@@ -2,11 +2,12 @@
 //!
 //! A store that cannot trust its data (a store plugin) checks every XOR chunk it returns. For
 //! a PromQL query that costs a second full decode of every chunk, since the engine decodes it
-//! again. Within a query's [`DeferredChecks::scope`], such a store may check only the chunk
-//! headers and register the chunks with [`DeferredChecks::defer`]; the querier then hands
+//! again. Within a query's [`DeferredChecks::scope`], such a store may leave the chunk bytes
+//! unread and register the chunks with [`DeferredChecks::defer`]; the querier then hands
 //! those series to the engine as [`CheckedChunks`], whose decode checks each sample it reads
-//! (inside the chunk's declared range, strictly increasing, bytes well formed) and reports a
-//! failure through the store's [`ChunkOrigin`], which names the store and counts it.
+//! (inside the chunk's declared range, strictly increasing, bytes well formed, at least one)
+//! and reports a failure through the store's [`ChunkOrigin`], which names the store and counts
+//! it.
 //!
 //! Without partial response a store's failure fails the query, so a failure found late means
 //! the same as one found early. With partial response a failing store must become a warning
@@ -356,7 +357,8 @@ pub(crate) fn read_checked(
 
 /// Decodes the samples within `[mint, maxt]` of the XOR chunk `data`, declared to span
 /// `declared`, into `out` as `(t, v)` pairs (as the unchecked decode writes them), checking
-/// them as [`read_checked`] does.
+/// them as [`read_checked`] does. A chunk without samples is refused too: the store checked
+/// none of its bytes.
 fn decode_checked(
     data: &[u8],
     declared: (i64, i64),
@@ -364,6 +366,9 @@ fn decode_checked(
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), String> {
     let it = XorIterator::new(data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    if it.num_samples() == 0 {
+        return Err("empty XOR chunk".to_owned());
+    }
     // The header is untrusted: never reserve more than the bits left could hold.
     out.reserve(it.num_samples().min(data.len() * 8));
     read_checked(it, declared, |t, v| {
@@ -541,6 +546,32 @@ mod tests {
         assert!(
             err.0
                 .contains("sample at 200 outside the chunk's range 100..=150"),
+            "{err}"
+        );
+    }
+
+    /// The store reads none of a deferred chunk's bytes, so the decode also refuses what the
+    /// store's own check would have: no header, a first sample outside the declared range, no
+    /// samples at all.
+    #[test]
+    fn chunks_the_store_left_unread_are_checked_from_their_header_on() {
+        let with_bytes = |data: &'static [u8]| {
+            let mut chunk = xor(&[(1, 1.0)]);
+            if let Some(raw) = chunk.raw.as_mut() {
+                raw.data = bytes::Bytes::from_static(data);
+            }
+            chunk
+        };
+        let err = decode(&deferred(&[with_bytes(&[7])]), 0, 10).unwrap_err();
+        assert!(err.0.contains("corrupt XOR chunk"), "{err}");
+        let err = decode(&deferred(&[with_bytes(&[0, 0])]), 0, 10).unwrap_err();
+        assert!(err.0.contains("empty XOR chunk"), "{err}");
+        let mut early = xor(&[(5, 1.0), (6, 1.0)]);
+        early.min_time = 6;
+        let err = decode(&deferred(&[early]), 0, 10).unwrap_err();
+        assert!(
+            err.0
+                .contains("sample at 5 outside the chunk's range 6..=6"),
             "{err}"
         );
     }
