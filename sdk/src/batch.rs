@@ -108,20 +108,42 @@ pub fn packed_chunk(chunk: &Chunk) -> PackedChunk {
 /// Packs a batch: the same series and warnings, every chunk's bytes appended in order to one
 /// list.
 pub fn pack(batch: SeriesBatch) -> PackedBatch {
-    let size = batch
-        .series
+    let size = data_size(&batch.series);
+    let mut series = batch.series;
+    let labelled = series
+        .iter_mut()
+        .map(|s| (std::mem::take(&mut s.labels), s.chunks.as_slice()));
+    pack_with(size, labelled, batch.warnings)
+}
+
+/// Packs copies of `series`, for a store that keeps its series (encoded chunks included) in
+/// memory: labels cloned, chunk bytes copied straight into the batch's one list, without a
+/// buffer per chunk.
+pub fn pack_copied(series: &[Series], warnings: Vec<String>) -> PackedBatch {
+    let labelled = series
+        .iter()
+        .map(|s| (s.labels.clone(), s.chunks.as_slice()));
+    pack_with(data_size(series), labelled, warnings)
+}
+
+fn data_size(series: &[Series]) -> usize {
+    series
         .iter()
         .flat_map(|s| &s.chunks)
         .map(|c| c.data.len())
-        .sum();
+        .sum()
+}
+
+fn pack_with<'a>(
+    size: usize,
+    series: impl Iterator<Item = (Vec<crate::Label>, &'a [Chunk])>,
+    warnings: Vec<String>,
+) -> PackedBatch {
     let mut data = Vec::with_capacity(size);
-    let series = batch
-        .series
-        .into_iter()
-        .map(|s| PackedSeries {
-            labels: s.labels,
-            chunks: s
-                .chunks
+    let series = series
+        .map(|(labels, chunks)| PackedSeries {
+            labels,
+            chunks: chunks
                 .iter()
                 .map(|c| {
                     data.extend_from_slice(&c.data);
@@ -133,7 +155,7 @@ pub fn pack(batch: SeriesBatch) -> PackedBatch {
     PackedBatch {
         series,
         data,
-        warnings: batch.warnings,
+        warnings,
     }
 }
 
@@ -209,6 +231,7 @@ mod tests {
         a.chunks = vec![chunk(0, b"ab"), chunk(10, b"cde")];
         let mut b = series("b");
         b.chunks = vec![chunk(20, b"f")];
+        let kept = vec![a.clone(), b.clone(), series("c")];
         let packed = pack(SeriesBatch {
             series: vec![a, b, series("c")],
             warnings: vec!["w".into()],
@@ -222,5 +245,9 @@ mod tests {
         assert_eq!(sizes, [vec![(0, 2), (10, 3)], vec![(20, 1)], vec![]]);
         assert_eq!(packed.series[1].labels[0].value, "b");
         assert_eq!(packed.warnings, ["w"]);
+        let copied = pack_copied(&kept, vec![]);
+        assert_eq!(copied.data, b"abcdef");
+        assert_eq!(copied.series.len(), 3);
+        assert_eq!(copied.series[0].chunks[1].size, 3);
     }
 }

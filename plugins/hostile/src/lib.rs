@@ -7,12 +7,10 @@
 
 use std::cell::RefCell;
 
-use gauntlet_plugin_sdk::batch::{pack, packed_chunk};
+use gauntlet_plugin_sdk::batch::{pack, pack_copied};
 use gauntlet_plugin_sdk::chunks::encode_xor;
 use gauntlet_plugin_sdk::config::Config;
-use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::packed_series::{
-    PackedBatch, PackedSeries,
-};
+use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::packed_series::PackedBatch;
 use gauntlet_plugin_sdk::store_backend::exports::gauntlet::plugin::{lifecycle, store};
 use gauntlet_plugin_sdk::{
     Chunk, ChunkEncoding, Label, MatchOp, PluginError, Series, TimeRange, alerts, bucket, clock,
@@ -334,33 +332,7 @@ impl gauntlet_plugin_sdk::PackedStream for Stream {
             let batch = SYNTHETIC.with(|all| {
                 let all = all.borrow();
                 let series = &all[next.min(all.len())..];
-                let series = &series[..series.len().min(1000)];
-                let mut data = Vec::with_capacity(
-                    series
-                        .iter()
-                        .flat_map(|s| &s.chunks)
-                        .map(|c| c.data.len())
-                        .sum(),
-                );
-                let packed: Vec<PackedSeries> = series
-                    .iter()
-                    .map(|s| PackedSeries {
-                        labels: s.labels.clone(),
-                        chunks: s
-                            .chunks
-                            .iter()
-                            .map(|c| {
-                                data.extend_from_slice(&c.data);
-                                packed_chunk(c)
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                PackedBatch {
-                    series: packed,
-                    data,
-                    warnings: Vec::new(),
-                }
+                pack_copied(&series[..series.len().min(1000)], Vec::new())
             });
             if batch.series.is_empty() {
                 return Ok(None);
