@@ -45,8 +45,8 @@ pub struct SeriesValidator {
     previous: Option<Vec<thanos::Label>>,
     /// Decode XOR chunks fully (otherwise only the header is checked).
     deep: bool,
-    /// Check only the headers of series made of XOR chunks only: their bodies are checked as
-    /// the engine decodes them.
+    /// Leave the chunk bytes of series made of XOR chunks only unread: the engine checks them
+    /// as it decodes them.
     defer_xor_bodies: bool,
 }
 
@@ -93,6 +93,10 @@ pub fn check_labels(labels: Vec<Label>) -> Result<Vec<thanos::Label>, String> {
     Ok(out)
 }
 
+/// The shortest XOR chunk that holds a sample: the 2-byte sample count, the first timestamp
+/// (a varint of at least 1 byte) and the first value (8 bytes).
+const MIN_XOR_CHUNK_BYTES: usize = 11;
+
 /// How much of an XOR chunk's bytes the validator reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Read {
@@ -111,7 +115,19 @@ fn check_chunk(chunk: &Chunk, read: Read) -> Result<(), String> {
             chunk.min_time, chunk.max_time
         ));
     }
-    if chunk.encoding != ChunkEncoding::Xor || read == Read::Nothing {
+    if chunk.encoding != ChunkEncoding::Xor {
+        return Ok(());
+    }
+    // Its length needs none of its bytes: a chunk too short to hold one sample is refused
+    // even when the engine is to check the rest, so that chunks it never reads cannot pile up
+    // unchecked and uncounted (they add next to nothing to `batch_bytes`).
+    if chunk.data.len() < MIN_XOR_CHUNK_BYTES {
+        return Err(format!(
+            "corrupt XOR chunk: {} bytes are too few to hold a sample",
+            chunk.data.len()
+        ));
+    }
+    if read == Read::Nothing {
         return Ok(());
     }
     let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
@@ -186,8 +202,8 @@ impl SeriesValidator {
                     format_labels(previous)
                 )));
             }
-            // A deferred series' bytes are first read by the engine, which checks them as it
-            // decodes; reading them here too would cost a cache miss per chunk.
+            // The engine checks a deferred series' bytes as it decodes them; checking them here
+            // as well would read each chunk twice.
             let read = if self.defer_xor_bodies && only_xor(&s.chunks) {
                 Read::Nothing
             } else if self.deep {
@@ -379,7 +395,8 @@ mod tests {
             min_time: 0,
             max_time: 10,
             encoding: ChunkEncoding::Xor,
-            data: vec![0, 200, 1, 2, 3].into(),
+            // 200 samples declared, one there (at 1).
+            data: vec![0, 200, 2, 0, 0, 0, 0, 0, 0, 0, 0].into(),
         };
         let series = |name: &str, chunks: Vec<Chunk>| Series {
             labels: vec![label("__name__", name)],
@@ -390,10 +407,17 @@ mod tests {
             .check_batch(vec![series("a", vec![corrupt()])])
             .expect("deferred");
         assert_eq!(deferred_xor_bodies(&passed[0]).count(), 1);
-        // What needs no bytes is still checked.
+        // What needs no bytes is still checked: declared times, and a length too short for
+        // one sample.
         let mut inverted = corrupt();
         inverted.min_time = 20;
         assert!(v.check_batch(vec![series("b", vec![inverted])]).is_err());
+        let mut short = corrupt();
+        short.data = short.data.slice(..10);
+        let err = v
+            .check_batch(vec![series("b", vec![short])])
+            .expect_err("too short");
+        assert!(matches!(err, BatchError::Malformed(m) if m.contains("10 bytes are too few")));
         // A series with another encoding is not deferred: read in full.
         let histogram = Chunk {
             min_time: 11,
@@ -404,7 +428,10 @@ mod tests {
         let err = v
             .check_batch(vec![series("c", vec![corrupt(), histogram])])
             .expect_err("read in full");
-        assert!(matches!(err, BatchError::Malformed(m) if m.contains("corrupt XOR chunk")));
+        assert!(
+            matches!(&err, BatchError::Malformed(m) if m.contains("corrupt XOR chunk")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -171,8 +171,8 @@ impl DeferredChecks {
         CURRENT.try_with(Arc::clone).ok()
     }
 
-    /// Registers XOR chunk bodies whose headers were checked and whose bodies the engine's
-    /// decode is to check, with the store they came from.
+    /// Registers XOR chunks whose bytes the store left unchecked and the engine's decode is
+    /// to check, with the store they came from.
     pub fn defer<'a>(
         &self,
         origin: &Arc<dyn ChunkOrigin>,
