@@ -12,7 +12,7 @@ use std::time::Instant;
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, Trap};
 
-use super::batch::{NextPacked, NextPackedIndex};
+use super::batch::{NextPacked, NextPackedIndex, RawBatch};
 use super::bindings::host::gauntlet::plugin::types::PluginError as GuestError;
 use super::bindings::{compactor, ruler, sidecar, store_backend};
 use super::engine::PluginHost;
@@ -47,6 +47,37 @@ pub struct StoreInstance {
 pub(crate) struct StoreExports {
     pub(crate) world: store_backend::StoreBackend,
     pub(crate) next_packed: Option<NextPacked>,
+}
+
+impl StoreExports {
+    /// The call that hands out series batches: `next-packed-batch` when the plugin has it
+    /// (since 0.1.1), else `next-batch`.
+    pub(crate) fn batch_call(&self) -> &'static str {
+        if self.next_packed.is_some() {
+            "next-packed-batch"
+        } else {
+            "next-batch"
+        }
+    }
+
+    /// The next batch of `stream`, through [`Self::batch_call`].
+    pub(crate) fn next_batch(
+        &self,
+        store: &mut Store<HostState>,
+        stream: wasmtime::component::ResourceAny,
+    ) -> wasmtime::Result<Result<Option<RawBatch>, GuestError>> {
+        Ok(match &self.next_packed {
+            Some(next_packed) => next_packed
+                .call(store, stream)?
+                .map(|batch| batch.map(RawBatch::Packed)),
+            None => self
+                .world
+                .gauntlet_plugin_store()
+                .series_stream()
+                .call_next_batch(store, stream)?
+                .map(|batch| batch.map(RawBatch::Plain)),
+        })
+    }
 }
 
 impl StoreInstance {

@@ -251,25 +251,10 @@ fn stream_series(
             return;
         }
     };
-    // Plugins built against 0.1.0 have no packed batches.
-    let call = if instance.exports.next_packed.is_some() {
-        "next-packed-batch"
-    } else {
-        "next-batch"
-    };
+    let call = instance.exports.batch_call();
     let next = |instance: &mut StoreInstance| {
         let batch = plugin.call(instance, call, |store, exports| {
-            Ok(match &exports.next_packed {
-                Some(next_packed) => next_packed
-                    .call(store, resource)?
-                    .map(|batch| batch.map(RawBatch::Packed)),
-                None => exports
-                    .world
-                    .gauntlet_plugin_store()
-                    .series_stream()
-                    .call_next_batch(store, resource)?
-                    .map(|batch| batch.map(RawBatch::Plain)),
-            })
+            exports.next_batch(store, resource)
         });
         match batch {
             Ok(Ok(Some(batch))) => Raw::Batch(batch),
