@@ -12,11 +12,10 @@
 use std::cmp::Ordering;
 
 use gauntlet_proto::thanos::{self, AggrChunk, chunk::Encoding};
-use gauntlet_tsdb::chunkenc::XorIterator;
 
 use super::batch::{Chunk, Series};
 use super::bindings::host::gauntlet::plugin::types::{ChunkEncoding, Label};
-use crate::query::deferred::read_checked;
+use crate::query::deferred::{open_checked, read_checked};
 
 /// Limits on one batch.
 #[derive(Debug, Clone, Copy)]
@@ -130,15 +129,13 @@ fn check_chunk(chunk: &Chunk, read: Read) -> Result<(), String> {
     if read == Read::Nothing {
         return Ok(());
     }
-    let it = XorIterator::new(&chunk.data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
-    if it.num_samples() == 0 {
-        return Err("empty XOR chunk".to_owned());
-    }
-    // Otherwise only the first sample: cheap to read, and it says whether the declared range
-    // is a lie.
-    read_checked(it, (chunk.min_time, chunk.max_time), |_, _| {
-        read == Read::All
-    })
+    // With `Read::FirstSample`, only the first sample: cheap to read, and it says whether the
+    // declared range is a lie.
+    read_checked(
+        open_checked(&chunk.data)?,
+        (chunk.min_time, chunk.max_time),
+        |_, _| read == Read::All,
+    )
 }
 
 impl SeriesValidator {

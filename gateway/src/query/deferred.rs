@@ -355,20 +355,26 @@ pub(crate) fn read_checked(
     Ok(())
 }
 
+/// Opens the XOR chunk `data` for [`read_checked`]: its header must be readable and declare at
+/// least one sample. Shared like [`read_checked`].
+pub(crate) fn open_checked(data: &[u8]) -> Result<XorIterator<'_>, String> {
+    let it = XorIterator::new(data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
+    if it.num_samples() == 0 {
+        return Err("empty XOR chunk".to_owned());
+    }
+    Ok(it)
+}
+
 /// Decodes the samples within `[mint, maxt]` of the XOR chunk `data`, declared to span
 /// `declared`, into `out` as `(t, v)` pairs (as the unchecked decode writes them), checking
-/// them as [`read_checked`] does. A chunk without samples is refused too: the store checked
-/// none of its bytes.
+/// it as [`open_checked`] and [`read_checked`] do: the store checked none of its bytes.
 fn decode_checked(
     data: &[u8],
     declared: (i64, i64),
     (mint, maxt): (i64, i64),
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), String> {
-    let it = XorIterator::new(data).map_err(|e| format!("corrupt XOR chunk: {e}"))?;
-    if it.num_samples() == 0 {
-        return Err("empty XOR chunk".to_owned());
-    }
+    let it = open_checked(data)?;
     // The header is untrusted: never reserve more than the bits left could hold.
     out.reserve(it.num_samples().min(data.len() * 8));
     read_checked(it, declared, |t, v| {
