@@ -49,14 +49,17 @@ impl MemoryStore {
         series: impl IntoIterator<Item = (Labels, Vec<(i64, f64)>)>,
     ) -> Result<Self, ChunkError> {
         let series = series.into_iter();
-        let mut stored = Vec::with_capacity(series.size_hint().0);
+        // Every chunk's bytes go into one buffer that the chunks slice: answers then share one
+        // reference count instead of touching one per chunk.
+        let mut bytes = Vec::new();
+        let mut pending = Vec::with_capacity(series.size_hint().0);
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
         for (labels, samples) in series {
             let mut builder = labels.builder();
             for label in external_labels.iter() {
                 builder.set(&label.name, &label.value);
             }
-            let mut chunks = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK));
+            let mut spans = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK));
             for window in samples.chunks(SAMPLES_PER_CHUNK) {
                 let mut chunk = XorChunk::new();
                 for &(t, v) in window {
@@ -65,22 +68,32 @@ impl MemoryStore {
                 let (first, last) = (window[0].0, window[window.len() - 1].0);
                 min_time = min_time.min(first);
                 max_time = max_time.max(last);
-                chunks.push(AggrChunk {
-                    min_time: first,
-                    max_time: last,
-                    raw: Some(Chunk {
-                        r#type: Encoding::Xor as i32,
-                        data: chunk.into_bytes().into(),
-                        hash: 0,
-                    }),
-                    ..AggrChunk::default()
-                });
+                let start = bytes.len();
+                bytes.extend_from_slice(&chunk.into_bytes());
+                spans.push((first, last, start..bytes.len()));
             }
-            stored.push(MemorySeries {
-                labels: builder.build(),
-                chunks,
-            });
+            pending.push((builder.build(), spans));
         }
+        let bytes = bytes::Bytes::from(bytes);
+        let mut stored: Vec<MemorySeries> = pending
+            .into_iter()
+            .map(|(labels, spans)| MemorySeries {
+                labels,
+                chunks: spans
+                    .into_iter()
+                    .map(|(first, last, span)| AggrChunk {
+                        min_time: first,
+                        max_time: last,
+                        raw: Some(Chunk {
+                            r#type: Encoding::Xor as i32,
+                            data: bytes.slice(span),
+                            hash: 0,
+                        }),
+                        ..AggrChunk::default()
+                    })
+                    .collect(),
+            })
+            .collect();
         stored.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Self {
             external_labels,
