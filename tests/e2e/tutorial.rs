@@ -990,8 +990,128 @@ fn metric_value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Series, points and the sum of the finite values of a range query's answer.
+fn matrix_digest(body: &Value) -> (usize, usize, f64) {
+    let series = result(body);
+    let mut points = 0;
+    let mut sum = 0.0;
+    for s in &series {
+        for point in s["values"].as_array().into_iter().flatten() {
+            points += 1;
+            let v: f64 = point[1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            if v.is_finite() {
+                sum += v;
+            }
+        }
+    }
+    (series.len(), points, sum)
+}
+
+/// Asks each range query of Prometheus (`direct`) and of the querier (`through`) in turn, 31
+/// times over kept-alive connections, checks that the last answers agree, and prints a table
+/// row per query: the median milliseconds of each and the median of the pairs' ratios (which
+/// a machine whose speed drifts affects less than the ratio of medians). Returns the worst
+/// ratio.
+async fn compare_range_queries(
+    direct: &str,
+    through: &str,
+    queries: &[&str],
+    (start, end, step): (f64, f64, f64),
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::new();
+    println!("| query | prometheus ms | gauntlet ms | ratio |");
+    println!("|---|---:|---:|---:|");
+    let mut worst: f64 = 0.0;
+    for query in queries {
+        let params = [
+            ("query", (*query).to_owned()),
+            ("start", format!("{start:.0}")),
+            ("end", format!("{end:.0}")),
+            ("step", format!("{step:.0}")),
+        ];
+        let mut timings = [Vec::new(), Vec::new()];
+        let mut answers = [Value::Null, Value::Null];
+        for _ in 0..31 {
+            for (i, base) in [direct, through].iter().enumerate() {
+                let started = Instant::now();
+                let response = client
+                    .get(format!("{base}/api/v1/query_range"))
+                    .query(&params)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body = response.text().await?;
+                timings[i].push(started.elapsed().as_secs_f64() * 1000.0);
+                anyhow::ensure!(status.is_success(), "{base} {query}: {status}: {body}");
+                answers[i] = serde_json::from_str(&body)?;
+            }
+        }
+        let (want, got) = (matrix_digest(&answers[0]), matrix_digest(&answers[1]));
+        assert_eq!(
+            (want.0, want.1),
+            (got.0, got.1),
+            "{query}: series and points"
+        );
+        assert!(
+            (want.2 - got.2).abs() <= want.2.abs() * 1e-9,
+            "{query}: sums {} and {}",
+            want.2,
+            got.2
+        );
+        let mut ratios: Vec<f64> = timings[1]
+            .iter()
+            .zip(&timings[0])
+            .map(|(through, direct)| through / direct)
+            .collect();
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (direct, through) = (median(&mut timings[0]), median(&mut timings[1]));
+        let ratio = median(&mut ratios);
+        worst = worst.max(ratio);
+        println!("| `{query}` | {direct:.2} | {through:.2} | {ratio:.2} |");
+    }
+    Ok(worst)
+}
+
+/// Writes an OpenMetrics file of `series` counters `http_requests_total` (labels `job`, one of
+/// ten, and `instance`), each with `samples` samples 15 s apart ending two hours and 7 s before
+/// a whole hour, and a reset every 500 samples. Returns the last timestamp (seconds). Off the
+/// whole minute, no sample sits on the boundary of a range selector evaluated on whole minutes,
+/// where Prometheus 2.42 (closed ranges) and Gauntlet (3.x: left-open) would differ.
+fn write_counters(path: &Path, series: usize, samples: i64) -> anyhow::Result<i64> {
+    use std::io::Write;
+    let now = now_seconds() as i64;
+    let end = now / 3600 * 3600 - 7200 - 7;
+    let start = end - (samples - 1) * 15;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# TYPE http_requests counter")?;
+    for s in 0..series {
+        let rate = (s % 7 + 1) as f64;
+        for i in 0..samples {
+            let value = rate * (i % 500) as f64;
+            writeln!(
+                out,
+                "http_requests_total{{job=\"job-{}\",instance=\"host-{s}:9100\"}} {value} {}",
+                s % 10,
+                start + i * 15
+            )?;
+        }
+    }
+    writeln!(out, "# EOF")?;
+    out.flush()?;
+    Ok(end)
+}
+
 /// The same range queries asked of Prometheus directly and through querier → sidecar plugin →
-/// Prometheus: median latency of each, their ratio, and the sidecar's resident memory.
+/// Prometheus: median latency of each, their ratio, and the sidecar's resident memory. Two data
+/// sets: a minute of one Prometheus scraping itself every second (small answers, where each
+/// hop's fixed cost shows), and 1,000 counters over 6 hours at 15 s backfilled into blocks
+/// (dashboard-sized answers, where the samples dominate).
 /// `GAUNTLET_BINARY=target/release/gauntlet cargo test -p gauntlet-e2e --test tutorial --
 /// --ignored --nocapture` (a debug build measures mostly its own overhead).
 #[tokio::test]
@@ -1010,58 +1130,81 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
     )?;
     server.start()?;
     server.ready().await?;
-    let sidecar = sidecar(&server.url(), &[])?;
-    let querier = querier(&[sidecar.grpc]).await?;
+    let scraping_sidecar = sidecar(&server.url(), &[])?;
+    let scraping_querier = querier(&[scraping_sidecar.grpc]).await?;
+
+    // While the first Prometheus scrapes: the second one's blocks.
+    let mut backfilled = prometheus(
+        &dir,
+        "backfilled",
+        free_loopback_address()?,
+        &[("cluster", "backfilled")],
+        &[],
+        "1m",
+    )?;
+    let (series, samples) = (1_000usize, 6 * 240i64);
+    let metrics = dir.join("counters.om");
+    let last = write_counters(&metrics, series, samples)?;
+    let status = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&metrics)
+        .arg(&backfilled.data)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "promtool: {status}");
+    std::fs::remove_file(&metrics)?;
+    backfilled.start()?;
+    backfilled.ready().await?;
+    let backfilled_sidecar = sidecar(&backfilled.url(), &[])?;
+    let backfilled_querier = querier(&[backfilled_sidecar.grpc]).await?;
+
     // Enough samples to matter: a minute of self-scrapes every second.
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
     let end = now_seconds().floor() - 1.0;
-    let queries = [
-        "rate(prometheus_http_requests_total[10s])",
-        "sum by (__name__) ({__name__=~\"prometheus_tsdb_.*\"})",
-        "count({__name__=~\".+\"})",
-    ];
-    println!("| query | prometheus ms | gauntlet ms | ratio |");
-    println!("|---|---:|---:|---:|");
-    let mut worst: f64 = 0.0;
-    for query in queries {
-        let params = [
-            ("query", query.to_owned()),
-            ("start", format!("{:.0}", end - 55.0)),
-            ("end", format!("{end:.0}")),
-            ("step", "1".to_owned()),
-        ];
-        // Pairs, Prometheus then Gauntlet: the medians of each, and the median of the pairs'
-        // ratios (which a machine whose speed drifts affects less than the ratio of medians).
-        let mut timings = [Vec::new(), Vec::new()];
-        for _ in 0..31 {
-            for (i, base) in [server.url(), querier.url()].iter().enumerate() {
-                let started = Instant::now();
-                get_json(base, "/api/v1/query_range", &params).await?;
-                timings[i].push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-        let mut ratios: Vec<f64> = timings[1]
-            .iter()
-            .zip(&timings[0])
-            .map(|(through, direct)| through / direct)
-            .collect();
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (direct, through) = (median(&mut timings[0]), median(&mut timings[1]));
-        let ratio = median(&mut ratios);
-        worst = worst.max(ratio);
-        println!("| `{query}` | {direct:.2} | {through:.2} | {ratio:.2} |");
-    }
-    let text = reqwest::get(format!("http://{}/metrics", sidecar.http))
+    println!("one Prometheus scraping itself every second, the last 55 s at 1 s steps:");
+    let small = compare_range_queries(
+        &server.url(),
+        &scraping_querier.url(),
+        &[
+            "rate(prometheus_http_requests_total[10s])",
+            "sum by (__name__) ({__name__=~\"prometheus_tsdb_.*\"})",
+            "count({__name__=~\".+\"})",
+        ],
+        (end - 55.0, end, 1.0),
+    )
+    .await?;
+
+    let last = (last + 7) as f64;
+    println!("\n{series} counters x 6 h at 15 s in blocks, 6 h at 60 s steps:");
+    let large = compare_range_queries(
+        &backfilled.url(),
+        &backfilled_querier.url(),
+        &[
+            "sum by (job) (rate(http_requests_total[5m]))",
+            "max_over_time(http_requests_total{job=\"job-3\"}[10m])",
+            "rate(http_requests_total{instance=\"host-7:9100\"}[5m])",
+        ],
+        (last - 6.0 * 3600.0 + 600.0, last, 60.0),
+    )
+    .await?;
+
+    let text = reqwest::get(format!("http://{}/metrics", scraping_sidecar.http))
         .await?
         .text()
         .await?;
     let rss = metric_value(&text, "process_resident_memory_bytes").unwrap_or(f64::NAN);
+    let text = reqwest::get(format!("http://{}/metrics", backfilled_sidecar.http))
+        .await?
+        .text()
+        .await?;
+    let backfilled_rss = metric_value(&text, "process_resident_memory_bytes").unwrap_or(f64::NAN);
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
     println!(
-        "worst ratio {worst:.2}; sidecar RSS {:.1} MiB",
-        rss / (1024.0 * 1024.0)
+        "\nworst ratio {small:.2} (self-scrapes), {large:.2} (blocks); sidecar RSS {:.1} MiB \
+         (self-scrapes), {:.1} MiB (blocks)",
+        mib(rss),
+        mib(backfilled_rss)
     );
     Ok(())
 }
