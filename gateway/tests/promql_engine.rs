@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gauntlet::promql::{
     CancelFlag, Engine, EngineOptions, MemoryQueryable, QueryError, Queryable, Selection,
-    SeriesData, SeriesSet, StorageError, StoredSeries, Value,
+    SeriesData, SeriesSet, StorageError, StoredSeries, Value, parse_expr,
 };
 use gauntlet_tsdb::{Labels, Sample};
 
@@ -578,6 +578,32 @@ fn deeply_nested_queries_are_rejected_not_crashing() {
                 let q = format!("{}x_total{}", "(".repeat(depth), ")".repeat(depth));
                 e.instant_query(&s, &q, 60_000).await.unwrap();
             });
+        })
+        .unwrap();
+    h.join().unwrap();
+}
+
+#[test]
+fn queries_up_to_the_inline_nesting_parse_on_the_callers_stack() {
+    // Just over the 1 MiB a query of up to 32 nested operators and parentheses parses in without
+    // a stack of its own; each shape at that depth (and one that fails to parse) must fit.
+    let h = std::thread::Builder::new()
+        .stack_size(1_280 << 10)
+        .spawn(|| {
+            let n = 32;
+            let shapes = [
+                format!("{}x_total{}", "(".repeat(n), ")".repeat(n)),
+                format!("x_total{}", " + 1".repeat(n)),
+                format!("x_total{}", " ^ 1".repeat(n)),
+                format!("{}x_total", "-".repeat(n)),
+                format!("{}x_total{}", "abs(".repeat(n), ")".repeat(n)),
+                format!("{}x_total{}", "sum(".repeat(n), ")".repeat(n)),
+            ];
+            for q in shapes {
+                parse_expr(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            }
+            let broken = format!("{}x_total{}", "(".repeat(n), ")[5m:1m]".repeat(n));
+            assert_eq!(parse_expr(&broken).unwrap_err().kind(), "bad_data");
         })
         .unwrap();
     h.join().unwrap();

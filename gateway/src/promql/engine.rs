@@ -74,18 +74,26 @@ pub struct Engine {
 /// Parses a query, mapping parser errors to `bad_data`. Lexical errors carry the position of the
 /// offending character (as `line:column: parse error: ...`, like Prometheus).
 pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
-    if nesting_estimate(query) > MAX_OPERATORS {
+    let nesting = nesting_estimate(query);
+    if nesting > MAX_OPERATORS {
         return Err(QueryError::bad(format!(
             "query has too many operators and parentheses (more than {MAX_OPERATORS})"
         )));
     }
-    // Parsing and dropping an AST recurse once per nesting level: do both on a roomy stack,
-    // and hand out only trees the evaluator accepts.
-    stacker::grow(PARSE_STACK, || {
+    // Parsing and dropping an AST recurse once per nesting level: deep queries get a roomy
+    // stack of their own (a fresh stack costs more than parsing a short query, so short ones
+    // stay on the caller's), and only trees the evaluator accepts are handed out.
+    let parse = || {
         let expr = parse_unguarded(query)?;
         super::eval::validate(&expr)?;
         Ok(expr)
-    })
+    };
+    let roomy = stacker::remaining_stack().is_some_and(|left| left >= INLINE_PARSE_STACK);
+    if roomy && nesting <= INLINE_NESTING {
+        parse()
+    } else {
+        stacker::grow(PARSE_STACK, parse)
+    }
 }
 
 /// The parser is third-party code: a panic inside it (e.g. a range so large that converting it
@@ -100,6 +108,10 @@ fn parse_unguarded(query: &str) -> Result<Expr, QueryError> {
 const MAX_OPERATORS: usize = 10_000;
 /// Stack for parsing (and dropping rejected trees).
 const PARSE_STACK: usize = 32 * 1024 * 1024;
+/// Queries with at most this many operators and parentheses parse on the caller's stack when
+/// `INLINE_PARSE_STACK` of it is left: they need a quarter of that, even unoptimised.
+const INLINE_NESTING: usize = 32;
+const INLINE_PARSE_STACK: usize = 1024 * 1024;
 
 /// Counts parentheses, operator characters and keyword operators outside string literals.
 fn nesting_estimate(q: &str) -> usize {
