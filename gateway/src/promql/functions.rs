@@ -11,7 +11,6 @@ use gauntlet_tsdb::Labels;
 use gauntlet_tsdb::labels::METRIC_NAME;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
-use regex::Regex;
 
 use super::aggregations::{kahan_inc, quantile};
 use super::error::QueryError;
@@ -324,7 +323,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val> {
             let src = string_arg(ev, c, 3)?;
             let re_s = string_arg(ev, c, 4)?;
             // Prometheus names only the pattern, not why it is invalid.
-            let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|_| {
+            let re = super::storage::anchored_regex(&re_s).map_err(|_| {
                 QueryError::exec(format!(
                     "invalid regular expression in label_replace(): {re_s}"
                 ))

@@ -6,7 +6,8 @@
 //! `[start, end]`; they may return more data than asked (the engine filters by time) but never
 //! series that do not match. Nothing here may block a thread.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,12 +43,42 @@ pub struct Matcher {
     regex: Option<Regex>,
 }
 
+/// Compiled regular expressions kept for reuse, and the longest source kept.
+const REGEX_CACHE_ENTRIES: usize = 1024;
+const REGEX_CACHE_LONGEST: usize = 4096;
+static REGEX_CACHE: LazyLock<Mutex<HashMap<String, Regex>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// `re` compiled fully anchored, with `.` matching newlines (`^(?s:re)$`), as Prometheus
+/// matches label values. A query's regex is compiled where it is parsed, planned and fanned
+/// out (and again by every query of a dashboard that refreshes), and compiling one costs more
+/// than a small query: recent ones are kept, up to [`REGEX_CACHE_ENTRIES`] of them.
+pub(crate) fn anchored_regex(re: &str) -> Result<Regex, regex::Error> {
+    let cacheable = re.len() <= REGEX_CACHE_LONGEST;
+    if cacheable
+        && let Ok(cache) = REGEX_CACHE.lock()
+        && let Some(regex) = cache.get(re)
+    {
+        return Ok(regex.clone());
+    }
+    let regex = Regex::new(&format!("^(?s:{re})$"))?;
+    if cacheable && let Ok(mut cache) = REGEX_CACHE.lock() {
+        if cache.len() >= REGEX_CACHE_ENTRIES
+            && let Some(evicted) = cache.keys().next().cloned()
+        {
+            cache.remove(&evicted);
+        }
+        cache.insert(re.to_owned(), regex.clone());
+    }
+    Ok(regex)
+}
+
 impl Matcher {
-    /// Builds a matcher; regular expressions are anchored (`^(?:re)$`).
+    /// Builds a matcher; regular expressions are anchored (`^(?s:re)$`).
     pub fn new(kind: MatchKind, name: &str, value: &str) -> Result<Self, StorageError> {
         let regex = match kind {
             MatchKind::RegexMatch | MatchKind::RegexNoMatch => {
-                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                Some(anchored_regex(value).map_err(|e| {
                     StorageError(format!("invalid regular expression {value:?}: {e}"))
                 })?)
             }
@@ -412,6 +443,23 @@ impl Queryable for MemoryQueryable {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regexes_are_anchored_match_newlines_and_are_kept_within_bounds() {
+        let re = anchored_regex("a.c|x").unwrap();
+        assert!(re.is_match("abc") && re.is_match("a\nc") && re.is_match("x"));
+        assert!(!re.is_match("zabc") && !re.is_match("abcz") && !re.is_match("xx"));
+        // Kept: the second compile is the same program.
+        let again = anchored_regex("a.c|x").unwrap();
+        assert_eq!(again.as_str(), re.as_str());
+        assert!(anchored_regex("(").is_err());
+        for i in 0..REGEX_CACHE_ENTRIES + 100 {
+            anchored_regex(&format!("bound-{i}")).unwrap();
+        }
+        let kept = REGEX_CACHE.lock().unwrap();
+        assert!(kept.len() <= REGEX_CACHE_ENTRIES, "{} kept", kept.len());
+        assert!(!kept.contains_key("("));
+    }
 
     fn chunk(samples: &[(i64, f64)]) -> Chunk {
         let mut c = XorChunk::new();
