@@ -578,7 +578,12 @@ impl<'a> Evaluator<'a> {
                 first_et.saturating_sub(self.lookback).saturating_add(1),
                 last_et,
             )?;
-            let mut pts = Vec::new();
+            // One point a step at most, and a sample answers no more steps than fit in the
+            // lookback window after it.
+            let per_sample = usize::try_from(self.lookback / self.step)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            let mut pts = Vec::with_capacity(n.min(buf.len().saturating_mul(per_sample)));
             if at.is_some() {
                 if let Some(p) = pick(&buf, first_et, self.lookback, timestamps) {
                     pts = (0..n).map(|i| Point::at(self.ts(i), p.clone())).collect();
