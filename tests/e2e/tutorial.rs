@@ -1078,6 +1078,20 @@ async fn compare_range_queries(
     Ok(worst)
 }
 
+/// Writes the OpenMetrics file `metrics` into blocks in the data folder `data` with promtool
+/// (for a Prometheus that is not running yet), then deletes the file.
+fn backfill(metrics: &Path, data: &Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(metrics)
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "promtool: {status}");
+    std::fs::remove_file(metrics)?;
+    Ok(())
+}
+
 /// Writes an OpenMetrics file of `series` counters `http_requests_total` (labels `job`, one of
 /// ten, and `instance`), each with `samples` samples 15 s apart ending two hours and 7 s before
 /// a whole hour, and a reset every 500 samples. Returns the last timestamp (seconds). Off the
@@ -1129,6 +1143,7 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
         "1s",
     )?;
     server.start()?;
+    let scraping_since = Instant::now();
     server.ready().await?;
     let scraping_sidecar = sidecar(&server.url(), &[])?;
     let scraping_querier = querier(&[scraping_sidecar.grpc]).await?;
@@ -1145,22 +1160,14 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
     let (series, samples) = (1_000usize, 6 * 240i64);
     let metrics = dir.join("counters.om");
     let last = write_counters(&metrics, series, samples)?;
-    let status = std::process::Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&metrics)
-        .arg(&backfilled.data)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "promtool: {status}");
-    std::fs::remove_file(&metrics)?;
+    backfill(&metrics, &backfilled.data)?;
     backfilled.start()?;
     backfilled.ready().await?;
     let backfilled_sidecar = sidecar(&backfilled.url(), &[])?;
     let backfilled_querier = querier(&[backfilled_sidecar.grpc]).await?;
 
     // Enough samples to matter: a minute of self-scrapes every second.
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(scraping_since.elapsed())).await;
     let end = now_seconds().floor() - 1.0;
     println!("one Prometheus scraping itself every second, the last 55 s at 1 s steps:");
     let small = compare_range_queries(
@@ -1355,14 +1362,7 @@ async fn an_answer_larger_than_one_http_response_is_read_in_slices() -> anyhow::
     let (series, samples) = (400usize, 8000i64);
     let metrics = dir.join("big.om");
     let end = write_openmetrics(&metrics, series, samples)?;
-    let status = std::process::Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&metrics)
-        .arg(&server.data)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "promtool: {status}");
-    std::fs::remove_file(&metrics)?;
+    backfill(&metrics, &server.data)?;
     server.start()?;
     server.ready().await?;
     let sidecar = sidecar(&server.url(), &[])?;
