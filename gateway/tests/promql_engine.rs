@@ -604,6 +604,18 @@ fn queries_up_to_the_inline_nesting_parse_on_the_callers_stack() {
             }
             let broken = format!("{}x_total{}", "(".repeat(n), ")[5m:1m]".repeat(n));
             assert_eq!(parse_expr(&broken).unwrap_err().kind(), "bad_data");
+            // Deep queries whose depth a comment or upper-case keywords hide from a count of
+            // what lies outside strings still get a stack of their own.
+            let deep = 3_000;
+            let commented = format!(
+                "x_total # \"\n{}x_total{}\n# \"",
+                "(".repeat(deep),
+                ")".repeat(deep)
+            );
+            let keywords = format!("x_total{}", " AND x_total".repeat(deep));
+            for q in [commented, keywords] {
+                let _ = parse_expr(&q);
+            }
         })
         .unwrap();
     h.join().unwrap();

@@ -89,7 +89,7 @@ pub fn parse_expr(query: &str) -> Result<Expr, QueryError> {
         Ok(expr)
     };
     let roomy = stacker::remaining_stack().is_some_and(|left| left >= INLINE_PARSE_STACK);
-    if roomy && nesting <= INLINE_NESTING {
+    if roomy && nesting_bound(query) <= INLINE_NESTING {
         parse()
     } else {
         stacker::grow(PARSE_STACK, parse)
@@ -108,12 +108,48 @@ fn parse_unguarded(query: &str) -> Result<Expr, QueryError> {
 const MAX_OPERATORS: usize = 10_000;
 /// Stack for parsing (and dropping rejected trees).
 const PARSE_STACK: usize = 32 * 1024 * 1024;
-/// Queries with at most this many operators and parentheses parse on the caller's stack when
-/// `INLINE_PARSE_STACK` of it is left: they need a quarter of that, even unoptimised.
+/// Queries with at most this many operators and parentheses ([`nesting_bound`]) parse on the
+/// caller's stack when `INLINE_PARSE_STACK` of it is left: they need a quarter of that, even
+/// unoptimised.
 const INLINE_NESTING: usize = 32;
 const INLINE_PARSE_STACK: usize = 1024 * 1024;
 
-/// Counts parentheses, operator characters and keyword operators outside string literals.
+/// Whether a byte is a parenthesis or an operator character.
+fn is_nesting_byte(c: u8) -> bool {
+    matches!(
+        c,
+        b'(' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!'
+    )
+}
+
+/// Whether a word is a keyword operator (keywords are case-insensitive).
+fn is_keyword_operator(word: &str) -> bool {
+    ["and", "or", "unless", "atan2"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// The words of a query: runs of letters, digits and `_` that start with a letter.
+fn words(q: &str) -> impl Iterator<Item = &str> {
+    let b = q.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() && !b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        if i == b.len() {
+            return None;
+        }
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        Some(&q[start..i])
+    })
+}
+
+/// Counts parentheses, operator characters and keyword operators outside string literals and
+/// comments, as the lexer sees them.
 fn nesting_estimate(q: &str) -> usize {
     let b = q.as_bytes();
     let mut n = 0usize;
@@ -129,13 +165,18 @@ fn nesting_estimate(q: &str) -> usize {
                     i += 1;
                 }
             }
-            b'(' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' => n += 1,
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            c if is_nesting_byte(c) => n += 1,
             c if c.is_ascii_alphabetic() => {
                 let st = i;
                 while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] == b'_') {
                     i += 1;
                 }
-                if matches!(&q[st..=i], "and" | "or" | "unless" | "atan2") {
+                if is_keyword_operator(&q[st..=i]) {
                     n += 1;
                 }
             }
@@ -144,6 +185,14 @@ fn nesting_estimate(q: &str) -> usize {
         i += 1;
     }
     n
+}
+
+/// At least the nesting a query can reach: every parenthesis, operator character and keyword
+/// operator, strings and comments included, so that no way of hiding one lets a deep query
+/// parse on a small stack.
+fn nesting_bound(q: &str) -> usize {
+    let operators = q.bytes().filter(|&c| is_nesting_byte(c)).count();
+    operators + words(q).filter(|w| is_keyword_operator(w)).count()
 }
 
 fn parse_unchecked(query: &str) -> Result<Expr, QueryError> {
