@@ -43,32 +43,62 @@ pub struct Matcher {
     regex: Option<Regex>,
 }
 
-/// Compiled regular expressions kept for reuse, and the longest source kept.
-const REGEX_CACHE_ENTRIES: usize = 1024;
+/// Compiled regular expressions kept for reuse, the longest source kept, and the most memory a
+/// kept one may take: its program, and each lazy DFA cache it grows (past that it matches
+/// more slowly, never wrongly). Larger ones are compiled for each use with the regex crate's
+/// default limits, so queries cannot pin more than a few tens of MiB here.
+const REGEX_CACHE_ENTRIES: usize = 256;
 const REGEX_CACHE_LONGEST: usize = 4096;
-static REGEX_CACHE: LazyLock<Mutex<HashMap<String, Regex>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+const CACHED_REGEX_PROGRAM: usize = 256 * 1024;
+const CACHED_REGEX_DFA: usize = 64 * 1024;
+
+/// Kept regexes by source, each with when it was last used (a counter).
+#[derive(Default)]
+struct RegexCache {
+    entries: HashMap<String, (Regex, u64)>,
+    uses: u64,
+}
+
+static REGEX_CACHE: LazyLock<Mutex<RegexCache>> = LazyLock::new(Mutex::default);
 
 /// `re` compiled fully anchored, with `.` matching newlines (`^(?s:re)$`), as Prometheus
 /// matches label values. A query's regex is compiled where it is parsed, planned and fanned
 /// out (and again by every query of a dashboard that refreshes), and compiling one costs more
-/// than a small query: recent ones are kept, up to [`REGEX_CACHE_ENTRIES`] of them.
+/// than a small query: the [`REGEX_CACHE_ENTRIES`] most recently used are kept.
 pub(crate) fn anchored_regex(re: &str) -> Result<Regex, regex::Error> {
-    let cacheable = re.len() <= REGEX_CACHE_LONGEST;
-    if cacheable
-        && let Ok(cache) = REGEX_CACHE.lock()
-        && let Some(regex) = cache.get(re)
-    {
-        return Ok(regex.clone());
+    let anchored = format!("^(?s:{re})$");
+    if re.len() > REGEX_CACHE_LONGEST {
+        return Regex::new(&anchored);
     }
-    let regex = Regex::new(&format!("^(?s:{re})$"))?;
-    if cacheable && let Ok(mut cache) = REGEX_CACHE.lock() {
-        if cache.len() >= REGEX_CACHE_ENTRIES
-            && let Some(evicted) = cache.keys().next().cloned()
-        {
-            cache.remove(&evicted);
+    if let Ok(mut cache) = REGEX_CACHE.lock() {
+        cache.uses += 1;
+        let now = cache.uses;
+        if let Some((regex, used)) = cache.entries.get_mut(re) {
+            *used = now;
+            return Ok(regex.clone());
         }
-        cache.insert(re.to_owned(), regex.clone());
+    }
+    let small = regex::RegexBuilder::new(&anchored)
+        .size_limit(CACHED_REGEX_PROGRAM)
+        .dfa_size_limit(CACHED_REGEX_DFA)
+        .build();
+    let regex = match small {
+        Ok(regex) => regex,
+        Err(regex::Error::CompiledTooBig(_)) => return Regex::new(&anchored),
+        Err(error) => return Err(error),
+    };
+    if let Ok(mut cache) = REGEX_CACHE.lock() {
+        if cache.entries.len() >= REGEX_CACHE_ENTRIES
+            && let Some(oldest) = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(source, _)| source.clone())
+        {
+            cache.entries.remove(&oldest);
+        }
+        let now = cache.uses;
+        cache.entries.insert(re.to_owned(), (regex.clone(), now));
     }
     Ok(regex)
 }
@@ -453,12 +483,23 @@ mod tests {
         let again = anchored_regex("a.c|x").unwrap();
         assert_eq!(again.as_str(), re.as_str());
         assert!(anchored_regex("(").is_err());
+        // The most recently used stay when others push the cache past its size.
         for i in 0..REGEX_CACHE_ENTRIES + 100 {
             anchored_regex(&format!("bound-{i}")).unwrap();
+            anchored_regex("a.c|x").unwrap();
         }
+        // Too large to keep: compiled with the default limits, and still correct.
+        let large = anchored_regex("\\w{20}").unwrap();
+        assert!(large.is_match(&"é".repeat(20)) && !large.is_match(&"a".repeat(19)));
         let kept = REGEX_CACHE.lock().unwrap();
-        assert!(kept.len() <= REGEX_CACHE_ENTRIES, "{} kept", kept.len());
-        assert!(!kept.contains_key("("));
+        assert!(
+            kept.entries.len() <= REGEX_CACHE_ENTRIES,
+            "{} kept",
+            kept.entries.len()
+        );
+        assert!(kept.entries.contains_key("a.c|x"));
+        assert!(!kept.entries.contains_key("("));
+        assert!(!kept.entries.contains_key("\\w{20}"));
     }
 
     fn chunk(samples: &[(i64, f64)]) -> Chunk {
