@@ -1050,6 +1050,7 @@ async fn compare_range_queries(
             }
         }
         let (want, got) = (matrix_digest(&answers[0]), matrix_digest(&answers[1]));
+        assert!(want.1 > 0, "{query}: Prometheus answered no points");
         assert_eq!(
             (want.0, want.1),
             (got.0, got.1),

@@ -578,17 +578,19 @@ impl<'a> Evaluator<'a> {
                 first_et.saturating_sub(self.lookback).saturating_add(1),
                 last_et,
             )?;
-            // One point a step at most, and a sample answers no more steps than fit in the
-            // lookback window after it.
-            let per_sample = usize::try_from(self.lookback / self.step)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1);
-            let mut pts = Vec::with_capacity(n.min(buf.len().saturating_mul(per_sample)));
+            let mut pts = Vec::new();
             if at.is_some() {
                 if let Some(p) = pick(&buf, first_et, self.lookback, timestamps) {
                     pts = (0..n).map(|i| Point::at(self.ts(i), p.clone())).collect();
                 }
             } else {
+                // One point a step at most, and only steps from the first sample to the end of
+                // the last one's lookback window.
+                if let (Some(first), Some(last)) = (buf.first(), buf.last()) {
+                    let span = last.t.saturating_add(self.lookback).saturating_sub(first.t);
+                    let steps = usize::try_from(span / self.step).unwrap_or(usize::MAX);
+                    pts.reserve(n.min(steps.saturating_add(1)));
+                }
                 let mut j = 0usize; // number of samples with t <= et
                 for i in 0..n {
                     let t = self.ts(i);

@@ -74,6 +74,7 @@ impl MemoryStore {
             }
             pending.push((builder.build(), spans));
         }
+        bytes.shrink_to_fit();
         let bytes = bytes::Bytes::from(bytes);
         let mut stored: Vec<MemorySeries> = pending
             .into_iter()
