@@ -113,17 +113,30 @@ impl std::fmt::Debug for PluginChunks {
     }
 }
 
+impl PluginChunks {
+    /// The plugin's refused answer to `call`, counted in its metrics.
+    fn refused(&self, error: BatchError) -> PluginError {
+        let (plugin, call) = (self.plugin.name().to_owned(), self.call);
+        self.plugin.count_malformed(call);
+        match error {
+            BatchError::Malformed(message) => PluginError::Malformed {
+                plugin,
+                call,
+                message,
+            },
+            BatchError::TooLarge(message) => PluginError::LimitExceeded {
+                plugin,
+                call,
+                message,
+            },
+        }
+    }
+}
+
 impl ChunkOrigin for PluginChunks {
     fn refuse(&self, series: &gauntlet_tsdb::Labels, message: &str) -> StorageError {
-        self.plugin.count_malformed(self.call);
-        StorageError(
-            PluginError::Malformed {
-                plugin: self.plugin.name().to_owned(),
-                call: self.call,
-                message: format!("series {series}: {message}"),
-            }
-            .to_string(),
-        )
+        let message = format!("series {series}: {message}");
+        StorageError(self.refused(BatchError::Malformed(message)).to_string())
     }
 }
 
@@ -131,11 +144,9 @@ impl ChunkOrigin for PluginChunks {
 /// `deferred`, the bodies of XOR chunks are left to the engine's checked decode and
 /// registered there.
 struct Checker {
-    plugin: Arc<LoadedPlugin>,
-    /// The guest call the batches come from.
-    call: &'static str,
+    /// The plugin and the guest call the batches come from.
+    origin: Arc<PluginChunks>,
     validator: SeriesValidator,
-    origin: Arc<dyn ChunkOrigin>,
     deferred: Option<Arc<DeferredChecks>>,
 }
 
@@ -157,13 +168,11 @@ impl Checker {
             validator = validator.deferring_xor_bodies();
         }
         Self {
-            plugin: plugin.clone(),
-            call,
-            validator,
             origin: Arc::new(PluginChunks {
                 plugin: plugin.clone(),
                 call,
             }),
+            validator,
             deferred,
         }
     }
@@ -175,41 +184,23 @@ impl Checker {
             Raw::Done => return Ok(None),
             Raw::Failed(e) => return Err(e),
         };
-        let plugin = &self.plugin;
-        let checked = batch
+        let (series, warnings) = batch
             .unpack()
             .map_err(BatchError::Malformed)
             .and_then(|batch| {
                 let series = self.validator.check_batch(batch.series)?;
                 Ok((series, batch.warnings))
-            });
-        match checked {
-            Ok((series, warnings)) => {
-                if let Some(deferred) = &self.deferred {
-                    deferred.defer(&self.origin, series.iter().flat_map(deferred_xor_bodies));
-                }
-                let mut frames: Vec<SeriesResponse> = warnings.into_iter().map(warning).collect();
-                frames.extend(series.into_iter().map(|s| SeriesResponse {
-                    result: Some(series_response::Result::Series(s)),
-                }));
-                Ok(Some(frames))
-            }
-            Err(e) => {
-                plugin.count_malformed(self.call);
-                Err(match e {
-                    BatchError::Malformed(message) => PluginError::Malformed {
-                        plugin: plugin.name().to_owned(),
-                        call: self.call,
-                        message,
-                    },
-                    BatchError::TooLarge(message) => PluginError::LimitExceeded {
-                        plugin: plugin.name().to_owned(),
-                        call: self.call,
-                        message,
-                    },
-                })
-            }
+            })
+            .map_err(|e| self.origin.refused(e))?;
+        if let Some(deferred) = &self.deferred {
+            let origin: Arc<dyn ChunkOrigin> = self.origin.clone();
+            deferred.defer(&origin, series.iter().flat_map(deferred_xor_bodies));
         }
+        let mut frames: Vec<SeriesResponse> = warnings.into_iter().map(warning).collect();
+        frames.extend(series.into_iter().map(|s| SeriesResponse {
+            result: Some(series_response::Result::Series(s)),
+        }));
+        Ok(Some(frames))
     }
 
     /// Checks `message` and passes it on; whether more may follow.
