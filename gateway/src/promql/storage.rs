@@ -66,9 +66,9 @@ static REGEX_CACHE: LazyLock<Mutex<RegexCache>> = LazyLock::new(Mutex::default);
 /// out (and again by every query of a dashboard that refreshes), and compiling one costs more
 /// than a small query: the [`REGEX_CACHE_ENTRIES`] most recently used are kept.
 pub(crate) fn anchored_regex(re: &str) -> Result<Regex, regex::Error> {
-    let anchored = format!("^(?s:{re})$");
+    let anchored = || format!("^(?s:{re})$");
     if re.len() > REGEX_CACHE_LONGEST {
-        return Regex::new(&anchored);
+        return Regex::new(&anchored());
     }
     if let Ok(mut cache) = REGEX_CACHE.lock() {
         cache.uses += 1;
@@ -78,6 +78,7 @@ pub(crate) fn anchored_regex(re: &str) -> Result<Regex, regex::Error> {
             return Ok(regex.clone());
         }
     }
+    let anchored = anchored();
     let small = regex::RegexBuilder::new(&anchored)
         .size_limit(CACHED_REGEX_PROGRAM)
         .dfa_size_limit(CACHED_REGEX_DFA)
