@@ -129,7 +129,16 @@ fn is_keyword_operator(word: &str) -> bool {
         .any(|k| word.eq_ignore_ascii_case(k))
 }
 
-/// The words of a query: runs of letters, digits and `_` that start with a letter.
+/// Where the word starting at `start` ends: words are runs of letters, digits and `_`.
+fn word_end(b: &[u8], start: usize) -> usize {
+    start
+        + b[start..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+            .count()
+}
+
+/// The words of a query that start with a letter.
 fn words(q: &str) -> impl Iterator<Item = &str> {
     let b = q.as_bytes();
     let mut i = 0;
@@ -141,9 +150,7 @@ fn words(q: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let start = i;
-        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-            i += 1;
-        }
+        i = word_end(b, start);
         Some(&q[start..i])
     })
 }
@@ -172,13 +179,11 @@ fn nesting_estimate(q: &str) -> usize {
             }
             c if is_nesting_byte(c) => n += 1,
             c if c.is_ascii_alphabetic() => {
-                let st = i;
-                while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] == b'_') {
-                    i += 1;
-                }
-                if is_keyword_operator(&q[st..=i]) {
+                let end = word_end(b, i);
+                if is_keyword_operator(&q[i..end]) {
                     n += 1;
                 }
+                i = end - 1;
             }
             _ => {}
         }
