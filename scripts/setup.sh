@@ -7,6 +7,20 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# A full debug build of the workspace and its tests takes about NEED_GIB of disk. With less free,
+# linkers die with a bus error, which names no cause; say so before building.
+check_disk_space() {
+  local need_gib=$1 dir=${CARGO_TARGET_DIR:-target}
+  mkdir -p "$dir"
+  local free_gib
+  free_gib=$(df -P -BG "$dir" | awk 'NR == 2 { sub(/G$/, "", $4); print $4 }')
+  step "disk: ${free_gib} GiB free for $dir"
+  if [ "$free_gib" -lt "$need_gib" ]; then
+    echo "warning: the build needs about ${need_gib} GiB of free disk for $dir and has ${free_gib} GiB;" \
+      "free some (cargo clean in other checkouts) or set CARGO_TARGET_DIR to a larger disk" >&2
+  fi
+}
+
 # WebAssembly plugins are built for wasm32-wasip2.
 ensure_rust_targets() {
   if ! rustup target list --installed | grep -qx wasm32-wasip2; then
