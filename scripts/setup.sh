@@ -7,8 +7,8 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# A full debug build of the workspace and its tests takes about NEED_GIB of disk. With less free,
-# linkers die with a bus error, which names no cause; say so before building.
+# A full debug build of the workspace, its tests and the plugins takes about 5 GiB of disk. With less
+# free, linkers die with a bus error, which names no cause; say so before building.
 check_disk_space() {
   local need_gib=$1 dir=${CARGO_TARGET_DIR:-target}
   mkdir -p "$dir"
