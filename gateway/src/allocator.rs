@@ -4,7 +4,9 @@
 //! resident until something trims the heap: a store gateway that answered one broad query would
 //! keep that memory for good. [`tune`] pins the threshold at glibc's default (large buffers
 //! are always mapped, and unmapped when freed); [`release_free_memory`] hands the free pages of
-//! every heap back after a large answer. With another C library both do nothing.
+//! every heap back after a large answer. The querier is the other way round: it frees a whole
+//! answer's buffers after each query and needs as many again for the next, so
+//! [`tune_for_queries`] keeps them. With another C library all of these do nothing.
 
 /// Buffers at least this large are mapped on their own (glibc's initial threshold).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -19,6 +21,32 @@ pub fn tune() {
     #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+/// Buffers up to this size come from the heap in the querier (glibc's largest adaptive
+/// threshold on 64-bit systems).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const QUERY_MMAP_THRESHOLD: libc::c_int = 32 * 1024 * 1024;
+
+/// Free memory the querier's heaps keep at their top instead of giving it back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const QUERY_TRIM_THRESHOLD: libc::c_int = 64 * 1024 * 1024;
+
+/// Sets the allocator up for the querier, called when `gauntlet query` starts, before any
+/// thread exists. A query's buffers (gRPC receive buffers that its chunks point into, decoded
+/// series, results) are freed together when it ends. With glibc's defaults the heap is then
+/// trimmed, and the next query touches every page afresh: 42,000 page faults and 15 % of the
+/// time of a 2,000-series query over the gRPC StoreAPI. Keeping up to 64 MiB free per heap
+/// avoids that; `release_free_memory` still returns everything on demand.
+pub fn tune_for_queries() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes the allocator's parameters; glibc serialises it with
+    // allocations.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, QUERY_MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, QUERY_TRIM_THRESHOLD);
     }
 }
 

@@ -26,10 +26,12 @@ pub fn main() -> ExitCode {
         Err(error) => return report_parse_error(&error),
     };
     // The store gateway's memory must not stay at its high-water mark after a broad query;
-    // the other roles keep glibc's adaptive thresholds, which serve repeated large buffers
-    // (remote-read answers, query results) without mapping each one anew.
-    if matches!(cli.command, Command::Store(_)) {
-        crate::allocator::tune();
+    // the querier keeps freed memory for the next query; the other roles keep glibc's adaptive
+    // thresholds, which serve repeated large buffers without mapping each one anew.
+    match cli.command {
+        Command::Store(_) => crate::allocator::tune(),
+        Command::Query(_) => crate::allocator::tune_for_queries(),
+        _ => {}
     }
     telemetry::init(cli.log.level, cli.log.format);
     match run(cli) {
