@@ -2,7 +2,8 @@
 //! baseline measured in the same run.
 //!
 //! Run with `cargo bench -p gauntlet --bench querier`. It prints one table:
-//! - dedup overhead: the same series held by 3 HA replicas (deduplicated) vs by 1 store;
+//! - dedup overhead: the same series held by 3 HA replicas (deduplicated) vs by 1 store, with
+//!   the stores in process and, as deployed, behind the gRPC StoreAPI on loopback;
 //! - fan-out: the series spread over 10 stores vs all in 1 store;
 //! - transport: one store reached over the gRPC StoreAPI on loopback vs called in process.
 //!
@@ -57,6 +58,17 @@ fn store(replica: &str, data: Vec<(Labels, Vec<(i64, f64)>)>) -> Arc<dyn Store> 
     Arc::new(MemoryStore::from_samples(external, "sidecar", data).expect("valid bench data"))
 }
 
+/// `store` served over the gRPC StoreAPI on a loopback port until `stopped`, and a client of it.
+async fn served(store: Arc<dyn Store>, stopped: shutdown::Shutdown) -> (String, Arc<dyn Store>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback listener");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(grpc::serve(listener, store, stopped));
+    let remote = GrpcStore::connect_lazy(&address).expect("endpoint");
+    (address, Arc::new(remote))
+}
+
 async fn proxy(stores: Vec<(String, Arc<dyn Store>)>) -> Arc<ProxyStore> {
     let endpoints = Arc::new(EndpointSet::new(Vec::new(), Vec::new()));
     for (name, store) in stores {
@@ -107,8 +119,17 @@ async fn compare(
     (bases[RUNS / 2], times[RUNS / 2], ratios[RUNS / 2])
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As `gauntlet query` does before it starts its threads.
+    gauntlet::allocator::tune_for_queries();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     eprintln!("building {SERIES} series x {HOURS}h at 15s in 1, 3 and 10 stores ...");
     let one = proxy(vec![("single".into(), store("0", series(0, SERIES, 0)))]).await;
     let replicas = proxy(
@@ -131,30 +152,34 @@ async fn main() {
             .collect(),
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback listener");
-    let address = listener.local_addr().expect("address").to_string();
     let (_stop, stopped) = shutdown::channel();
-    tokio::spawn(grpc::serve(
-        listener,
-        store("0", series(0, SERIES, 0)),
-        stopped,
-    ));
-    let remote = GrpcStore::connect_lazy(&address).expect("endpoint");
-    let over_grpc = proxy(vec![(address, Arc::new(remote) as Arc<dyn Store>)]).await;
+    let over_grpc = proxy(vec![
+        served(store("0", series(0, SERIES, 0)), stopped.clone()).await,
+    ])
+    .await;
+    let mut remote_replicas = Vec::new();
+    for r in 0..3 {
+        let replica = store(&r.to_string(), series(0, SERIES, r * 1_000));
+        remote_replicas.push(served(replica, stopped.clone()).await);
+    }
+    let replicas_over_grpc = proxy(remote_replicas).await;
 
     println!(
         "{:<48} {:>32} {:>10} {:>10} {:>7}",
         "query", "comparison", "base ms", "ms", "ratio"
     );
     for query in QUERIES {
-        for (name, proxy) in [
-            ("3 HA replicas, dedup vs 1 store", &replicas),
-            ("10 stores vs 1 store", &spread),
-            ("gRPC StoreAPI vs in-process", &over_grpc),
+        for (name, base, proxy) in [
+            ("3 HA replicas, dedup vs 1 store", &one, &replicas),
+            (
+                "over gRPC: 3 HA replicas vs 1 store",
+                &over_grpc,
+                &replicas_over_grpc,
+            ),
+            ("10 stores vs 1 store", &one, &spread),
+            ("gRPC StoreAPI vs in-process", &one, &over_grpc),
         ] {
-            let (base, measured, ratio) = compare(&one, proxy, query).await;
+            let (base, measured, ratio) = compare(base, proxy, query).await;
             println!(
                 "{:<48} {:>32} {:>10.1} {:>10.1} {:>7.2}",
                 query,
