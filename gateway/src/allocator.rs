@@ -37,8 +37,8 @@ const QUERY_TRIM_THRESHOLD: libc::c_int = 64 * 1024 * 1024;
 /// thread exists. A query's buffers (gRPC receive buffers that its chunks point into, decoded
 /// series, results) are freed together when it ends. With glibc's defaults the heap is then
 /// trimmed, and the next query touches every page afresh: some 40,000 page faults and a tenth
-/// to a quarter of the time of a 2,000-series query over the gRPC StoreAPI. Keeping up to 64 MiB free per heap
-/// avoids that; `release_free_memory` still returns everything on demand.
+/// to a quarter of the time of a 2,000-series query over the gRPC StoreAPI. Keeping up to
+/// 64 MiB free per heap avoids that; `release_free_memory` still returns everything on demand.
 pub fn tune_for_queries() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes the allocator's parameters; glibc serialises it with

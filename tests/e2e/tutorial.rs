@@ -1197,24 +1197,23 @@ async fn benchmark_querier_over_sidecar_against_prometheus() -> anyhow::Result<(
     )
     .await?;
 
-    let text = reqwest::get(format!("http://{}/metrics", scraping_sidecar.http))
-        .await?
-        .text()
-        .await?;
-    let rss = metric_value(&text, "process_resident_memory_bytes").unwrap_or(f64::NAN);
-    let text = reqwest::get(format!("http://{}/metrics", backfilled_sidecar.http))
-        .await?
-        .text()
-        .await?;
-    let backfilled_rss = metric_value(&text, "process_resident_memory_bytes").unwrap_or(f64::NAN);
-    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
     println!(
         "\nworst ratio {small:.2} (self-scrapes), {large:.2} (blocks); sidecar RSS {:.1} MiB \
          (self-scrapes), {:.1} MiB (blocks)",
-        mib(rss),
-        mib(backfilled_rss)
+        resident_mib(&scraping_sidecar).await?,
+        resident_mib(&backfilled_sidecar).await?
     );
     Ok(())
+}
+
+/// The sidecar's resident memory in MiB, as its `/metrics` reports it (NaN without it).
+async fn resident_mib(sidecar: &Sidecar) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", sidecar.http))
+        .await?
+        .text()
+        .await?;
+    let bytes = metric_value(&text, "process_resident_memory_bytes").unwrap_or(f64::NAN);
+    Ok(bytes / (1024.0 * 1024.0))
 }
 
 // ------------------------------------------------------------------ command line
